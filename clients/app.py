@@ -1,0 +1,126 @@
+"""The Flower ``ClientApp``: each supernode hosts one shard of simulated clients.
+
+The shard's private data (interactions, negatives, user embeddings) lives in the node's
+``context.state``; a decoded copy is cached in the process so a round costs no decoding.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients.local_data import LocalData, build_local_data
+from clients.shard import Shard
+from clients.strategy import assign_strategies, strategy_specs
+from federation import protocol
+from federation.config import SimulationConfig
+from federation.plan import dataset_for
+from recsys.data.dataset import Interactions
+
+app = ClientApp()
+
+_SHARDS: dict[str, tuple[int, Shard]] = {}  # token -> (state version, shard)
+_LOCAL = "local"
+_META = "shard"
+_CSR_FIELDS = ("train", "test", "negatives")
+
+
+def _local_record(data: LocalData, strategy_index: np.ndarray) -> ArrayRecord:
+    arrays = {"users": Array(data.users), "embeddings": Array(data.embeddings), "strategy": Array(strategy_index)}
+    for name in _CSR_FIELDS:
+        csr = getattr(data, name)
+        arrays[f"{name}.indptr"], arrays[f"{name}.items"] = Array(csr.indptr), Array(csr.items)
+    return ArrayRecord(arrays)
+
+
+def _record_local(record: ArrayRecord) -> tuple[LocalData, np.ndarray]:
+    csr = {n: Interactions(record[f"{n}.indptr"].numpy(), record[f"{n}.items"].numpy()) for n in _CSR_FIELDS}
+    data = LocalData(users=record["users"].numpy(), embeddings=record["embeddings"].numpy(), **csr)
+    return data, record["strategy"].numpy()
+
+
+def _shard(context: Context) -> tuple[Shard, SimulationConfig]:
+    """The node's shard, from the process cache or rebuilt from ``context.state``."""
+    meta = context.state.config_records[_META]
+    config = SimulationConfig.from_json(str(meta["config"]))
+    cached = _SHARDS.get(str(meta["token"]))
+    if cached is not None and cached[0] == meta["version"]:
+        return cached[1], config
+    data, strategy_index = _record_local(context.state.array_records[_LOCAL])
+    shard = _make_shard(config, data, strategy_index, int(meta["num-items"]))
+    _SHARDS[str(meta["token"])] = (int(meta["version"]), shard)
+    return shard, config
+
+
+def _make_shard(config: SimulationConfig, data: LocalData, strategy_index: np.ndarray, num_items: int) -> Shard:
+    specs = strategy_specs(config.strategy_assignments())
+    return Shard(data, config.model_spec(num_items), config.lr, specs, strategy_index, config.seed,
+                 torch.device(config.resolved_device()))
+
+
+def _save_embeddings(context: Context, shard: Shard) -> None:
+    """Write p_u back into the node state and bump its version."""
+    meta = context.state.config_records[_META]
+    meta["version"] = int(meta["version"]) + 1
+    context.state.array_records[_LOCAL]["embeddings"] = Array(shard.embeddings.cpu().numpy())
+    _SHARDS[str(meta["token"])] = (int(meta["version"]), shard)
+
+
+def _checkpoint_path(config: SimulationConfig, shard_index: int) -> Path:
+    return Path(config.out) / "checkpoints" / f"shard-{shard_index}.pt"
+
+
+@app.query("setup")
+def setup(message: Message, context: Context) -> Message:
+    """Build this node's shard: its clients' local data, negatives and initial embeddings."""
+    spec = message.content.config_records[protocol.SPEC]
+    config = SimulationConfig.from_json(str(spec["config"]))
+    first, count, shard_index = int(spec["first-client"]), int(spec["num-clients"]), int(spec["shard"])
+    dataset = dataset_for(config)
+    users = np.arange(first, first + count, dtype=np.int64)
+    data = build_local_data(dataset, users, config.dim, config.negatives, config.seed)
+    strategy_of = assign_strategies(config.strategy_assignments(), dataset.num_users)
+    if bool(spec["resume"]):
+        saved = torch.load(_checkpoint_path(config, shard_index), weights_only=True)
+        data = LocalData(data.users, data.train, data.test, data.negatives, saved["embeddings"].numpy())
+    context.state.array_records[_LOCAL] = _local_record(data, strategy_of[users])
+    context.state.config_records[_META] = ConfigRecord({
+        "config": config.to_json(), "token": uuid.uuid4().hex, "version": 0, "shard": shard_index,
+        "num-items": dataset.num_items, "targets": list(spec["targets"]),
+    })
+    _shard(context)
+    return Message(RecordDict({protocol.METRICS: MetricRecord({"num-clients": count})}), reply_to=message)
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    """One round for the selected clients of this shard; upload Σ_u ∇Θ_u."""
+    shard, _ = _shard(context)
+    theta = protocol.record_theta(message.content.array_records[protocol.THETA], shard.device)
+    clients = message.content.array_records[protocol.SELECTION]["clients"].numpy()
+    round_index = int(message.content.config_records[protocol.ROUND]["round"])
+    targets = torch.tensor(list(context.state.config_records[_META]["targets"]), dtype=torch.int64)
+    update = shard.train_round(theta, clients, round_index, targets)
+    _save_embeddings(context, shard)
+    return Message(protocol.update_reply(update.grads, update.num_clients, update.loss_sum), reply_to=message)
+
+
+@app.evaluate()
+def evaluate(message: Message, context: Context) -> Message:
+    """Metric sums over this shard's benign clients; optionally checkpoint the shard."""
+    shard, config = _shard(context)
+    meta = context.state.config_records[_META]
+    theta = protocol.record_theta(message.content.array_records[protocol.THETA], shard.device)
+    targets = torch.tensor(list(meta["targets"]), dtype=torch.int64)
+    sums = shard.evaluate(theta, targets, config.top_k, config.er_ks)
+    if bool(message.content.config_records[protocol.ROUND]["checkpoint"]):
+        path = _checkpoint_path(config, int(meta["shard"]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"embeddings": shard.embeddings.cpu()}, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+    return Message(protocol.evaluate_reply(sums), reply_to=message)

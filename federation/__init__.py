@@ -1,0 +1,1 @@
+"""The contract between ServerApp and ClientApp: the run configuration and the message format."""

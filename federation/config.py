@@ -1,0 +1,171 @@
+"""One validated, serialisable configuration for a simulation run (federated or central)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from clients.strategy import StrategyAssignment, load_strategy_class
+from recsys.models.ncf import NCFSpec
+
+MODES = ("federated", "central")
+BACKENDS = ("inprocess", "ray")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or out of range; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Every setting of a run. Defaults are the federated poisoning paper's (section 5.1)."""
+
+    dataset: str = "synthetic"
+    data_dir: str = ""
+    synthetic_users: int = 1000
+    synthetic_items: int = 500
+    synthetic_items_per_user: int = 30
+    mode: str = "federated"
+    epochs: int = 30
+    seed: int = 0
+    dim: int = 8
+    layers: tuple[int, ...] = (8, 8)
+    negatives: int = 4  # r: sampled negatives per positive
+    lr: float = 0.001  # η, for Θ (server) and p_u (clients)
+    clients_per_round: int = 256
+    aggregation: str = "sum"
+    top_k: int = 20
+    er_ks: tuple[int, ...] = (5, 10, 20, 30)
+    targets: tuple[int, ...] = ()  # explicit target item ids; empty: the T least popular items
+    num_targets: int = 1  # T
+    client_strategies: tuple[str, ...] = ()  # SPEC or SPEC@IDS, see clients.strategy
+    num_shards: int = 0  # supernodes hosting the clients; 0: one per available CPU core
+    backend: str = "inprocess"
+    client_num_cpus: float = 1.0
+    client_num_gpus: float = 0.0
+    device: str = "auto"
+    out: str = "runs/latest"
+    checkpoint_every: int = 1  # epochs between checkpoints (0: never)
+    resume: bool = False
+    extra: dict[str, str] = field(default_factory=dict)  # free-form options for plug-in strategies
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    # ---- validation -------------------------------------------------------------------
+    def _validate(self) -> None:
+        from recsys.data import DATASET_NAMES
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        need(self.dataset in DATASET_NAMES, f"dataset {self.dataset!r} is unknown; choose one of {', '.join(DATASET_NAMES)}")
+        need(self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")
+        need(self.backend in BACKENDS, f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        need(self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}")
+        for name in ("synthetic_users", "synthetic_items", "synthetic_items_per_user", "dim", "negatives",
+                     "clients_per_round", "top_k", "num_targets"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("epochs", "num_shards", "checkpoint_every", "seed"):
+            need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(bool(self.layers) and all(h >= 1 for h in self.layers), f"layers must be positive widths, got {self.layers}")
+        need(bool(self.er_ks) and all(k >= 1 for k in self.er_ks), f"er_ks must be positive, got {self.er_ks}")
+        need(all(t >= 0 for t in self.targets), f"targets must be item ids >= 0, got {self.targets}")
+        need(self.client_num_cpus > 0 and self.client_num_gpus >= 0, "client_num_cpus must be > 0 and client_num_gpus >= 0")
+        from server.aggregation import AGGREGATIONS
+
+        need(self.aggregation in AGGREGATIONS, f"aggregation must be one of {sorted(AGGREGATIONS)}, got {self.aggregation!r}")
+        for text in self.client_strategies:
+            try:
+                load_strategy_class(StrategyAssignment.parse(text).spec)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
+
+    # ---- derived values ---------------------------------------------------------------
+    def model_spec(self, num_items: int) -> NCFSpec:
+        return NCFSpec(num_items=num_items, dim=self.dim, layers=self.layers)
+
+    def strategy_assignments(self) -> tuple[StrategyAssignment, ...]:
+        return tuple(StrategyAssignment.parse(t) for t in self.client_strategies)
+
+    def resolved_shards(self) -> int:
+        """Shards actually used: 1 in central mode, else ``num_shards`` or the number of CPU cores."""
+        if self.mode == "central":
+            return 1
+        return self.num_shards or len(os.sched_getaffinity(0))
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
+        return self.device
+
+    # ---- (de)serialisation --------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def flat(self) -> dict[str, bool | int | float | str]:
+        """Scalar-only view (Flower run_config values must be scalars): tuples joined by commas."""
+        out: dict[str, bool | int | float | str] = {}
+        for key, value in self.to_dict().items():
+            if isinstance(value, (tuple, list)):
+                value = ";".join(map(str, value)) if key == "client_strategies" else ",".join(map(str, value))
+            elif isinstance(value, dict):
+                value = json.dumps(value, sort_keys=True)
+            out[key.replace("_", "-")] = value
+        return out
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> SimulationConfig:
+        """Build from a dict (JSON or Flower run_config: dashes or underscores, scalars or lists)."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for raw_key, value in values.items():
+            key = raw_key.replace("-", "_")
+            if key not in known:
+                raise ConfigError(f"unknown setting {raw_key!r}; known settings: {', '.join(sorted(known))}")
+            kwargs[key] = _coerce(key, value, cls.__dataclass_fields__[key].type)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> SimulationConfig:
+        return cls.from_mapping(json.loads(text))
+
+
+def _coerce(key: str, value: Any, annotation: str) -> Any:
+    """Turn JSON / run_config scalars into the field's type, with a clear error."""
+    try:
+        if annotation.startswith("tuple[int"):
+            parts = value.split(",") if isinstance(value, str) else value
+            return tuple(int(p) for p in parts if str(p).strip() != "")
+        if annotation.startswith("tuple[str"):
+            parts = value.split(";") if isinstance(value, str) else value
+            return tuple(str(p) for p in parts if str(p).strip() != "")
+        if annotation.startswith("dict"):
+            return dict(json.loads(value) if isinstance(value, str) else value)
+        if annotation == "bool":
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1")
+            return bool(value)
+        if annotation == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if annotation == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {key!r} expects {annotation}, got {value!r}") from None

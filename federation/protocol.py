@@ -1,0 +1,85 @@
+"""Message contents exchanged by the ServerApp and the ClientApp (Flower records).
+
+Server → client: Θ^t and the ids of the selected clients (what a real server knows).
+Client → server: Σ_u ∇Θ_u of its selected clients, their count and summed loss, or additive
+metric sums. User embeddings and interactions never appear in any message.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from recsys.metrics import RankingSums
+from recsys.models.ncf import ITEM_EMBEDDING, Theta
+
+SETUP = "query.setup"
+TRAIN = "train"
+EVALUATE = "evaluate"
+
+THETA = "theta"
+UPDATE = "update"
+METRICS = "metrics"
+SELECTION = "selection"
+ROUND = "round"
+SPEC = "setup"
+ROWS = f"{ITEM_EMBEDDING}.rows"
+VALUES = f"{ITEM_EMBEDDING}.values"
+
+
+def theta_record(theta: Theta) -> ArrayRecord:
+    return ArrayRecord({name: Array(value.detach().cpu().numpy()) for name, value in theta.items()})
+
+
+def record_theta(record: ArrayRecord, device: torch.device | str = "cpu") -> Theta:
+    return {name: torch.from_numpy(array.numpy()).to(device) for name, array in record.items()}
+
+
+def train_instruction(theta: Theta, client_ids: np.ndarray, round_index: int) -> RecordDict:
+    return RecordDict({
+        THETA: theta_record(theta),
+        SELECTION: ArrayRecord({"clients": Array(np.asarray(client_ids, dtype=np.int64))}),
+        ROUND: ConfigRecord({"round": round_index}),
+    })
+
+
+def update_reply(grads: Theta, num_clients: int, loss_sum: float) -> RecordDict:
+    """Encode an upload; item-embedding gradients travel as (rows, values) when that is smaller."""
+    arrays: dict[str, Array] = {}
+    for name, grad in grads.items():
+        grad = grad.detach().cpu()
+        if name == ITEM_EMBEDDING:
+            rows = torch.nonzero(grad.any(dim=1)).squeeze(1)
+            sparse_bytes = rows.numel() * (8 + grad.shape[1] * grad.element_size())
+            if sparse_bytes < grad.numel() * grad.element_size():
+                arrays[ROWS] = Array(rows.numpy())
+                arrays[VALUES] = Array(grad[rows].numpy())
+                continue
+        arrays[name] = Array(grad.numpy())
+    return RecordDict({
+        UPDATE: ArrayRecord(arrays),
+        METRICS: MetricRecord({"num-clients": int(num_clients), "loss-sum": float(loss_sum)}),
+    })
+
+
+def evaluate_reply(sums: RankingSums) -> RecordDict:
+    return RecordDict({METRICS: MetricRecord({
+        "test-users": sums.test_users,
+        "hr": sums.hr,
+        "precision": sums.precision,
+        "ndcg": sums.ndcg,
+        "target-hits": [int(x) for x in sums.target_hits.ravel()],
+        "target-eligible": [int(x) for x in sums.target_eligible],
+    })})
+
+
+def reply_sums(content: RecordDict, num_er_ks: int, num_targets: int) -> RankingSums:
+    """Decode an evaluation reply; raises ValueError when it is malformed."""
+    m = content[METRICS]
+    hits = np.asarray(m["target-hits"], dtype=np.int64).reshape(num_er_ks, num_targets)
+    eligible = np.asarray(m["target-eligible"], dtype=np.int64).reshape(num_targets)
+    values = [float(m["hr"]), float(m["precision"]), float(m["ndcg"])]
+    if not np.all(np.isfinite(values)) or min(values) < 0 or hits.min(initial=0) < 0 or eligible.min(initial=0) < 0:
+        raise ValueError("evaluation reply holds negative or non-finite sums")
+    return RankingSums(int(m["test-users"]), *values, hits, eligible)

@@ -1,0 +1,122 @@
+"""The run folder: config.json, metrics.jsonl / metrics.csv, metrics.png, a progress bar and a summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+from federation.config import SimulationConfig
+from federation.plan import Plan, dataset_for
+
+SUMMARY_KEYS = ("test/hr@{k}", "test/ndcg@{k}", "target/er@5", "target/er@10", "target/er@20", "target/er@30")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_metrics(out: Path, history: list[dict[str, float]]) -> None:
+    """``metrics.jsonl`` (one object per evaluation) and ``metrics.csv`` with the same columns."""
+    _atomic_write(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    tmp = out / "metrics.csv.tmp"
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(out / "metrics.csv")
+
+
+def plot_metrics(path: Path, history: list[dict[str, float]], title: str) -> None:
+    """Test metrics, ER@K and the training loss over epochs, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("test", [k for k in history[0] if k.startswith("test/")]),
+              ("target items", [k for k in history[0] if k.startswith("target/")]),
+              ("training loss", ["train/loss"])]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, (name, keys) in zip(axes, panels):
+        for key in keys:
+            points = [(row["epoch"], row[key]) for row in history if row[key] is not None]
+            ax.plot(*zip(*points), marker="o", markersize=3, label=key)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary_table(history: list[dict[str, float]], top_k: int) -> str:
+    """First, best and final value of the headline metrics."""
+    keys = [k.format(k=top_k) for k in SUMMARY_KEYS if k.format(k=top_k) in history[0]]
+    lines = [f"{'metric':<20}{'epoch 0':>10}{'max':>10}{'final':>10}"]
+    for key in keys:
+        values = [row[key] for row in history]
+        lines.append(f"{key:<20}{values[0]:>10.4f}{max(values):>10.4f}{values[-1]:>10.4f}")
+    final = history[-1]
+    lines.append(f"{'train/loss':<20}{'':>10}{'':>10}{final['train/loss']:>10.4f}")
+    lines.append(f"{'rejected_uploads':<20}{'':>10}{'':>10}{final['rejected_uploads']:>10.0f}")
+    return "\n".join(lines)
+
+
+def epoch_line(row: dict[str, float], top_k: int) -> str:
+    loss = "   n/a" if row["train/loss"] is None else f"{row['train/loss']:.4f}"
+    ers = " ".join(f"{k.split('/')[1]}={v:.4f}" for k, v in row.items() if k.startswith("target/"))
+    return (f"epoch {int(row['epoch']):3d}  loss {loss}  HR@{top_k} {row[f'test/hr@{top_k}']:.4f}  "
+            f"NDCG@{top_k} {row[f'test/ndcg@{top_k}']:.4f}  {ers}  "
+            f"[train {row['seconds']:.2f}s, eval {row['eval_seconds']:.2f}s]")
+
+
+class RunWriter:
+    """Observer that writes the run folder and shows progress on stderr."""
+
+    def __init__(self, config: SimulationConfig, progress: bool = True, echo: bool = True) -> None:
+        self.config, self.out = config, Path(config.out)
+        self.progress, self.echo = progress and sys.stderr.isatty(), echo
+        self.bar = None
+        self.history: list[dict[str, float]] = []
+
+    def _print(self, text: str) -> None:
+        if self.echo:
+            (self.bar.write if self.bar is not None else print)(text)
+
+    def on_start(self, config: SimulationConfig, plan: Plan, rounds_per_epoch: int) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        resolved = {**config.to_dict(), "resolved": {
+            "targets": list(plan.targets), "num_clients": plan.num_clients, "num_items": plan.num_items,
+            "shards": plan.num_shards, "device": config.resolved_device(), "rounds_per_epoch": rounds_per_epoch}}
+        _atomic_write(self.out / "config.json", json.dumps(resolved, indent=2) + "\n")
+        self._print(dataset_for(config).describe())
+        self._print(f"{plan.num_clients:,} clients in {plan.num_shards} shard(s), {rounds_per_epoch} rounds/epoch, "
+                    f"targets {list(plan.targets)}; writing to {self.out}")
+        if self.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=config.epochs * rounds_per_epoch, unit="round", dynamic_ncols=True)
+
+    def on_round(self, epoch: int, round_in_epoch: int) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_description(f"epoch {epoch}")
+
+    def on_evaluation(self, row: dict[str, float], history: list[dict[str, float]]) -> None:
+        self.history = list(history)
+        write_metrics(self.out, history)
+        self._print(epoch_line(row, self.config.top_k))
+
+    def on_finish(self, history: list[dict[str, float]]) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        plot_metrics(self.out / "metrics.png", history, f"{self.config.dataset}, seed {self.config.seed}")
+        self._print(summary_table(history, self.config.top_k))

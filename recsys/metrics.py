@@ -1,0 +1,107 @@
+"""Top-K ranking metrics, batched over users, exactly as the federated paper defines them.
+
+* HR@K (the paper's code calls it recall): |top-K ∩ test_u| / |test_u|, top-K over items not
+  in the user's train set; averaged over users with a non-empty test set.
+* Precision@K: |top-K ∩ test_u| / K; NDCG@K with IDCG over min(|test_u|, K) positions.
+* ER@K of a target item i: the share of benign users who have not interacted with i (train
+  or test) whose top-K over items they have not interacted with (train or test) contains i;
+  the reported ER@K is the mean over target items.
+
+``RankingSums`` holds additive numerators and counts, so shards can evaluate their own users
+and the server only adds the sums: nothing per user leaves a client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from recsys.data.dataset import Interactions
+
+
+@dataclass
+class RankingSums:
+    """Additive metric numerators/denominators over a set of users."""
+
+    test_users: int
+    hr: float
+    precision: float
+    ndcg: float
+    target_hits: np.ndarray  # int64 [len(er_ks), T]: eligible users with target t in their top-K
+    target_eligible: np.ndarray  # int64 [T]: users who never interacted with target t
+
+    @classmethod
+    def zeros(cls, num_er_ks: int, num_targets: int) -> RankingSums:
+        return cls(0, 0.0, 0.0, 0.0, np.zeros((num_er_ks, num_targets), np.int64), np.zeros(num_targets, np.int64))
+
+    def __add__(self, other: RankingSums) -> RankingSums:
+        return RankingSums(
+            self.test_users + other.test_users,
+            self.hr + other.hr,
+            self.precision + other.precision,
+            self.ndcg + other.ndcg,
+            self.target_hits + other.target_hits,
+            self.target_eligible + other.target_eligible,
+        )
+
+    def finalize(self, k: int, er_ks: tuple[int, ...]) -> dict[str, float]:
+        """Averaged metrics keyed ``test/hr@K``, ``test/precision@K``, ``test/ndcg@K``, ``target/er@K``."""
+        n = max(self.test_users, 1)
+        out = {f"test/hr@{k}": self.hr / n, f"test/precision@{k}": self.precision / n, f"test/ndcg@{k}": self.ndcg / n}
+        eligible = np.maximum(self.target_eligible, 1)
+        for row, er_k in enumerate(er_ks):
+            out[f"target/er@{er_k}"] = float(np.mean(self.target_hits[row] / eligible)) if len(eligible) else 0.0
+        return out
+
+
+def _flat_index(rows: Interactions, num_items: int) -> torch.Tensor:
+    return torch.from_numpy(rows.row_ids() * num_items + rows.items)
+
+
+def rank_metrics(
+    scores: torch.Tensor,
+    train: Interactions,
+    test: Interactions,
+    targets: torch.Tensor,
+    k: int,
+    er_ks: tuple[int, ...],
+) -> RankingSums:
+    """Metric sums for the users whose item scores are the rows of ``scores`` ([B, M]).
+
+    ``train``/``test`` hold the same B users in the same order. ``scores`` is overwritten.
+    """
+    num_users, num_items = scores.shape
+    flat_scores = scores.view(-1)
+    train_idx, test_idx = _flat_index(train, num_items).to(scores.device), _flat_index(test, num_items).to(scores.device)
+    flat_scores[train_idx] = -torch.inf
+
+    test_mask = torch.zeros(num_users * num_items, dtype=torch.bool, device=scores.device)
+    test_mask[test_idx] = True
+    top = scores.topk(min(k, num_items), dim=1).indices
+    hits = test_mask.view(num_users, num_items).gather(1, top).to(scores.dtype)
+    n_test = torch.from_numpy(test.lengths()).to(scores.device)
+    has_test = n_test > 0
+    discounts = 1.0 / torch.log2(torch.arange(top.shape[1], device=scores.device, dtype=scores.dtype) + 2)
+    ideal = torch.cumsum(discounts, 0)[(n_test.clamp(1, top.shape[1]) - 1)]
+    hit_counts = hits.sum(1)[has_test]
+    sums = RankingSums.zeros(len(er_ks), len(targets))
+    sums.test_users = int(has_test.sum())
+    sums.hr = float((hit_counts / n_test[has_test]).sum())
+    sums.precision = float(hit_counts.sum() / k)
+    sums.ndcg = float(((hits * discounts).sum(1)[has_test] / ideal[has_test]).sum())
+
+    if len(targets):
+        targets = targets.to(scores.device)
+        interacted = test_mask
+        interacted[train_idx] = True
+        eligible = ~interacted.view(num_users, num_items)[:, targets]  # [B, T]
+        flat_scores[test_idx] = -torch.inf
+        top_er = scores.topk(min(max(er_ks), num_items), dim=1).indices  # [B, Kmax]
+        match = top_er[:, None, :] == targets[None, :, None]  # [B, T, Kmax]
+        rank = torch.where(match.any(-1), match.to(torch.int8).argmax(-1), top_er.shape[1])  # [B, T]
+        for row, er_k in enumerate(er_ks):
+            sums.target_hits[row] = ((rank < er_k) & eligible).sum(0).cpu().numpy()
+        sums.target_eligible = eligible.sum(0).cpu().numpy().astype(np.int64)
+    return sums

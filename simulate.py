@@ -1,0 +1,102 @@
+"""Run a federated (or central) recommendation simulation: ``python simulate.py --help``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from federation.config import BACKENDS, DEVICES, MODES, ConfigError, SimulationConfig
+
+DEFAULTS = SimulationConfig()
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from recsys.data import DATASET_NAMES
+    from server.aggregation import AGGREGATIONS
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", default=DEFAULTS.dataset, choices=DATASET_NAMES, help="dataset name")
+    data.add_argument("--data-dir", default="", help="folder laid out like shared/datasets (else $FEDREC_DATA_DIR, "
+                      "else the cache ~/.cache/fedrec-sim/datasets)")
+    data.add_argument("--synthetic-users", type=int, default=DEFAULTS.synthetic_users, help="synthetic: number of users")
+    data.add_argument("--synthetic-items", type=int, default=DEFAULTS.synthetic_items, help="synthetic: number of items")
+    data.add_argument("--synthetic-items-per-user", type=int, default=DEFAULTS.synthetic_items_per_user,
+                      help="synthetic: mean interactions per user")
+    run = p.add_argument_group("run")
+    run.add_argument("--mode", default=DEFAULTS.mode, choices=MODES, help="federated, or central (one client holding every user)")
+    run.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="epochs (each visits every client once)")
+    run.add_argument("--seed", type=int, default=DEFAULTS.seed, help="the one seed that fixes every random draw")
+    run.add_argument("--out", default=DEFAULTS.out, help="run folder for config.json, metrics.jsonl/csv, metrics.png")
+    run.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every, help="epochs between checkpoints (0: none)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    model = p.add_argument_group("model and training (paper defaults)")
+    model.add_argument("--dim", type=int, default=DEFAULTS.dim, help="user/item embedding size")
+    model.add_argument("--layers", type=_ints, default=DEFAULTS.layers, help="MLP hidden widths, e.g. 8,8")
+    model.add_argument("--negatives", type=int, default=DEFAULTS.negatives, help="r: sampled negatives per positive")
+    model.add_argument("--lr", type=float, default=DEFAULTS.lr, help="η for Θ (server) and p_u (clients)")
+    model.add_argument("--clients-per-round", type=int, default=DEFAULTS.clients_per_round, help="clients sampled per round")
+    model.add_argument("--aggregation", default=DEFAULTS.aggregation, choices=sorted(AGGREGATIONS), help="server aggregation rule")
+    model.add_argument("--client-strategy", action="append", default=[], metavar="SPEC[@IDS]",
+                       help="client behaviour: a registered name, package.module:Class or file.py:Class, optionally "
+                            "for client ids IDS (e.g. 0-99,250); repeatable; default honest")
+    model.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="free-form option for plug-in strategies (config.extra); repeatable")
+    metrics = p.add_argument_group("metrics")
+    metrics.add_argument("--top-k", type=int, default=DEFAULTS.top_k, help="K of HR/Precision/NDCG")
+    metrics.add_argument("--er-ks", type=_ints, default=DEFAULTS.er_ks, help="K values of ER@K")
+    metrics.add_argument("--targets", type=_ints, default=(), help="target item ids (default: the T least popular items)")
+    metrics.add_argument("--num-targets", type=int, default=DEFAULTS.num_targets, help="T, when --targets is not given")
+    backend = p.add_argument_group("execution")
+    backend.add_argument("--backend", default=DEFAULTS.backend, choices=BACKENDS,
+                         help="inprocess: lean single-machine transport; ray: Flower's simulation engine (many cores, clusters)")
+    backend.add_argument("--shards", type=int, default=DEFAULTS.num_shards, help="supernodes hosting the clients (0: one per core)")
+    backend.add_argument("--num-cpus", type=float, default=DEFAULTS.client_num_cpus, help="ray: CPUs per ClientApp actor")
+    backend.add_argument("--num-gpus", type=float, default=DEFAULTS.client_num_gpus, help="ray: GPUs per ClientApp actor")
+    backend.add_argument("--device", default=DEFAULTS.device, choices=DEVICES, help="torch device (auto: cuda if available)")
+    backend.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SimulationConfig:
+    extra = {}
+    for item in args.strategy_option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--strategy-option expects KEY=VALUE, got {item!r}")
+        extra[key] = value
+    return SimulationConfig(
+        dataset=args.dataset, data_dir=args.data_dir, synthetic_users=args.synthetic_users,
+        synthetic_items=args.synthetic_items, synthetic_items_per_user=args.synthetic_items_per_user, mode=args.mode,
+        epochs=args.epochs, seed=args.seed, dim=args.dim, layers=args.layers, negatives=args.negatives, lr=args.lr,
+        clients_per_round=args.clients_per_round, aggregation=args.aggregation, top_k=args.top_k, er_ks=args.er_ks,
+        targets=args.targets, num_targets=args.num_targets, client_strategies=tuple(args.client_strategy),
+        num_shards=args.shards, backend=args.backend, client_num_cpus=args.num_cpus, client_num_gpus=args.num_gpus,
+        device=args.device, out=args.out, checkpoint_every=args.checkpoint_every, resume=args.resume, extra=extra,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from harness.runner import run
+    from recsys.data.errors import DatasetError
+
+    try:
+        run(config_from_args(args), echo=not args.quiet)
+    except (ConfigError, DatasetError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
