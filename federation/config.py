@@ -72,6 +72,8 @@ class SimulationConfig:
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("epochs", "num_shards", "checkpoint_every", "seed"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        need(5 <= self.synthetic_items_per_user <= self.synthetic_items,
+             f"synthetic_items_per_user must be in [5, synthetic_items={self.synthetic_items}], got {self.synthetic_items_per_user}")
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(bool(self.layers) and all(h >= 1 for h in self.layers), f"layers must be positive widths, got {self.layers}")
         need(bool(self.er_ks) and all(k >= 1 for k in self.er_ks), f"er_ks must be positive, got {self.er_ks}")
