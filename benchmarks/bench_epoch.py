@@ -19,10 +19,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clients.local_data import build_local_data  # noqa: E402
+from clients.shard import Shard  # noqa: E402
 from federation.config import SimulationConfig  # noqa: E402
 from federation.plan import dataset_for, make_plan  # noqa: E402
 from harness.runner import run  # noqa: E402
 from recsys.models.ncf import ITEM_EMBEDDING, init_theta, ncf_logits, score_all_items  # noqa: E402
+from server.aggregation import apply_update  # noqa: E402
+from server.loop import epoch_rounds  # noqa: E402
 
 
 class PaperClient:
@@ -75,6 +78,25 @@ def per_client_loop(config: SimulationConfig) -> tuple[float, float]:
     return epoch, time.perf_counter() - start
 
 
+def batched_without_flower(config: SimulationConfig) -> tuple[float, float]:
+    """The same math as one batched shard holding every user, called directly (no messages)."""
+    dataset = dataset_for(config)
+    data = build_local_data(dataset, np.arange(dataset.num_users), config.dim, config.negatives, config.seed)
+    spec = config.model_spec(dataset.num_items)
+    shard = Shard(data, spec, config.lr, ["honest"], np.zeros(dataset.num_users, np.int64), config.seed,
+                  torch.device("cpu"))
+    theta = init_theta(spec, torch.Generator().manual_seed(config.seed))
+    targets = torch.tensor(make_plan(config, dataset).targets)
+    shard.evaluate(theta, targets, config.top_k, config.er_ks)  # warm-up
+    start = time.perf_counter()
+    for clients in epoch_rounds(dataset.num_users, config.clients_per_round, np.random.default_rng(0)):
+        apply_update(theta, shard.train_round(theta, np.sort(clients), 0, targets).grads, config.lr)
+    epoch = time.perf_counter() - start
+    start = time.perf_counter()
+    shard.evaluate(theta, targets, config.top_k, config.er_ks)
+    return epoch, time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
@@ -91,10 +113,13 @@ def main() -> None:
     history = run(config, echo=False)
     flower_epoch = float(np.median([row["seconds"] for row in history[1:]]))
     flower_eval = float(np.median([row["eval_seconds"] for row in history[1:]]))
-    torch.set_num_threads(1)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    batched_epoch, batched_eval = batched_without_flower(config)
+    torch.set_num_threads(1)  # tiny per-user ops: more threads only add overhead
     loop_epoch, loop_eval = per_client_loop(config)
     print(f"\n{'':28}{'epoch (s)':>12}{'evaluation (s)':>16}")
     print(f"{'per-client loop (paper)':28}{loop_epoch:>12.3f}{loop_eval:>16.3f}")
+    print(f"{'batched, no Flower':28}{batched_epoch:>12.3f}{batched_eval:>16.3f}")
     print(f"{f'Flower {args.backend}, {shards} shard(s)':28}{flower_epoch:>12.3f}{flower_eval:>16.3f}")
     print(f"{'speed-up':28}{loop_epoch / flower_epoch:>11.1f}x{loop_eval / flower_eval:>15.1f}x")
 

@@ -34,12 +34,14 @@ def _local_record(data: LocalData, strategy_index: np.ndarray) -> ArrayRecord:
     arrays = {"users": Array(data.users), "embeddings": Array(data.embeddings), "strategy": Array(strategy_index)}
     for name in _CSR_FIELDS:
         csr = getattr(data, name)
-        arrays[f"{name}.indptr"], arrays[f"{name}.items"] = Array(csr.indptr), Array(csr.items)
+        # int32 halves what Flower's Ray engine ships with the context on every message
+        arrays[f"{name}.indptr"], arrays[f"{name}.items"] = Array(csr.indptr), Array(csr.items.astype(np.int32))
     return ArrayRecord(arrays)
 
 
 def _record_local(record: ArrayRecord) -> tuple[LocalData, np.ndarray]:
-    csr = {n: Interactions(record[f"{n}.indptr"].numpy(), record[f"{n}.items"].numpy()) for n in _CSR_FIELDS}
+    csr = {n: Interactions(record[f"{n}.indptr"].numpy(), record[f"{n}.items"].numpy().astype(np.int64))
+           for n in _CSR_FIELDS}
     data = LocalData(users=record["users"].numpy(), embeddings=record["embeddings"].numpy(), **csr)
     return data, record["strategy"].numpy()
 

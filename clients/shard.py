@@ -9,9 +9,9 @@ from clients.local_data import LocalData
 from clients.strategy import ClientStrategy, ClientUpdate, LocalBatch, StrategyContext, load_strategy_class
 from recsys.data.dataset import Interactions
 from recsys.metrics import RankingSums, rank_metrics
-from recsys.models.ncf import NCFSpec, Theta, score_all_items
+from recsys.models.ncf import NCFSpec, ScoreBuffers, Theta, score_all_items
 
-EVAL_CHUNK_CELLS = 500_000  # users x items scored at once during evaluation (cache-sized)
+EVAL_CHUNK_CELLS = 400_000  # users x items scored at once during evaluation (cache-sized)
 
 
 def interleave_rows(first: Interactions, second: Interactions) -> tuple[Interactions, np.ndarray]:
@@ -47,6 +47,7 @@ class Shard:
         self.strategy_index = strategy_index  # per local client
         benign = np.array([s.benign for s in self.strategies])
         self.evaluated = np.flatnonzero(benign[strategy_index])  # local indices of benign clients
+        self.score_buffers = ScoreBuffers()
 
     @property
     def first_client(self) -> int:
@@ -98,6 +99,7 @@ class Shard:
         chunk = max(1, EVAL_CHUNK_CELLS // max(1, self.spec.num_items))
         for start in range(0, len(self.evaluated), chunk):
             rows = self.evaluated[start : start + chunk]
-            scores = score_all_items(self.embeddings[torch.from_numpy(rows).to(self.device)], theta, self.spec.num_linear)
+            scores = score_all_items(self.embeddings[torch.from_numpy(rows).to(self.device)], theta, self.spec.num_linear,
+                                    self.score_buffers)
             sums = sums + rank_metrics(scores, self.data.train.subset(rows), self.data.test.subset(rows), targets, k, er_ks)
         return sums
