@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clients.local_data import build_local_data  # noqa: E402
 from clients.shard import Shard  # noqa: E402
-from federation.config import SimulationConfig  # noqa: E402
+from federation.config import SimulationConfig, usable_cores  # noqa: E402
 from federation.plan import dataset_for, make_plan  # noqa: E402
 from harness.runner import run  # noqa: E402
 from recsys.models.ncf import ITEM_EMBEDDING, init_theta, ncf_logits, score_all_items  # noqa: E402
@@ -107,13 +107,13 @@ def main() -> None:
     args = parser.parse_args()
     config = SimulationConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, backend=args.backend,
                               num_shards=args.shards, out="runs/bench", checkpoint_every=0)
-    print(f"{os.cpu_count()} cores visible, {len(os.sched_getaffinity(0))} usable; torch {torch.__version__}")
+    print(f"{os.cpu_count()} cores visible, {usable_cores()} usable; torch {torch.__version__}")
     print(dataset_for(config).describe())
     shards = make_plan(config, dataset_for(config)).num_shards
     history = run(config, echo=False)
     flower_epoch = float(np.median([row["seconds"] for row in history[1:]]))
     flower_eval = float(np.median([row["eval_seconds"] for row in history[1:]]))
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.set_num_threads(usable_cores())
     batched_epoch, batched_eval = batched_without_flower(config)
     torch.set_num_threads(1)  # tiny per-user ops: more threads only add overhead
     loop_epoch, loop_eval = per_client_loop(config)

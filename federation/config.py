@@ -15,6 +15,11 @@ BACKENDS = ("inprocess", "ray")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (the affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class ConfigError(ValueError):
     """A setting is missing, malformed or out of range; the message says which and how to fix it."""
 
@@ -99,7 +104,7 @@ class SimulationConfig:
         """Shards actually used: 1 in central mode, else ``num_shards`` or the number of CPU cores."""
         if self.mode == "central":
             return 1
-        return self.num_shards or len(os.sched_getaffinity(0))
+        return self.num_shards or usable_cores()
 
     def resolved_device(self) -> str:
         import torch
@@ -111,6 +116,13 @@ class SimulationConfig:
         return self.device
 
     # ---- (de)serialisation --------------------------------------------------------------
+    def same_experiment(self, other: SimulationConfig) -> list[str]:
+        """Settings that differ from ``other``, ignoring those a resumed run may change."""
+        free = {"epochs", "resume", "out", "backend", "num_shards", "client_num_cpus", "client_num_gpus",
+                "device", "checkpoint_every"}
+        mine, theirs = self.to_dict(), other.to_dict()
+        return sorted(k for k in mine if k not in free and mine[k] != theirs[k])
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

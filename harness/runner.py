@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from clients.app import app as client_app
-from federation.config import SimulationConfig
+from federation.config import SimulationConfig, usable_cores
 from federation.plan import dataset_for, make_plan
 from harness.reporting import RunWriter
 from server.app import make_server_app
@@ -15,7 +13,7 @@ from server.app import make_server_app
 
 def configure_threads(config: SimulationConfig) -> None:
     """Give torch the cores this process may use (set deliberately: oversubscription makes tiny ops ~100x slower)."""
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     torch.set_num_threads(max(1, cores // max(1, config.resolved_shards())) if config.backend == "inprocess" else 1)
 
 

@@ -13,7 +13,7 @@ import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 
 from federation import protocol
-from federation.config import SimulationConfig
+from federation.config import ConfigError, SimulationConfig
 from federation.plan import Plan, dataset_for, make_plan
 from recsys.metrics import RankingSums
 from recsys.models.ncf import NCFSpec, Theta, init_theta
@@ -50,12 +50,13 @@ class ServerState:
     theta: Theta
     epoch: int
     rng: np.random.Generator
+    config_json: str
     history: list[dict[str, float]] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
         torch.save({"theta": self.theta, "epoch": self.epoch, "rng": self.rng.bit_generator.state,
-                    "history": self.history}, tmp)
+                    "config": self.config_json, "history": self.history}, tmp)
         tmp.replace(path)
 
     @classmethod
@@ -63,7 +64,7 @@ class ServerState:
         saved = torch.load(path, weights_only=False)
         rng = np.random.default_rng()
         rng.bit_generator.state = saved["rng"]
-        return cls(saved["theta"], saved["epoch"], rng, saved["history"])
+        return cls(saved["theta"], saved["epoch"], rng, saved["config"], saved["history"])
 
 
 class FederatedServer:
@@ -84,9 +85,14 @@ class FederatedServer:
         if self.config.resume:
             if not path.is_file():
                 raise FileNotFoundError(f"--resume: no checkpoint at {path}; run without --resume first")
-            return ServerState.load(path)
+            state = ServerState.load(path)
+            changed = self.config.same_experiment(SimulationConfig.from_json(state.config_json))
+            if changed:
+                raise ConfigError(f"--resume: settings {changed} differ from the checkpointed run in {path}; "
+                                  "resume with the same settings (only --epochs and execution options may change)")
+            return state
         theta = init_theta(self.spec, torch.Generator().manual_seed(self.config.seed))
-        return ServerState(theta, 0, np.random.default_rng([self.config.seed, 0]))
+        return ServerState(theta, 0, np.random.default_rng([self.config.seed, 0]), self.config.to_json())
 
     # ---- protocol steps ---------------------------------------------------------------
     def _send(self, contents: dict[int, RecordDict], message_type: str) -> dict[int, Message]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from federation.config import SimulationConfig
+from federation.config import ConfigError, SimulationConfig
 from harness.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +60,8 @@ def test_resume_continues_exactly(tmp_path):
         for key in a:
             if key.startswith(("test/", "target/", "train/")) and a["epoch"] > 0:
                 assert a[key] == pytest.approx(b[key], rel=1e-6), key
+    with pytest.raises(ConfigError, match=r"\['lr'\] differ"):
+        run(small(tmp_path, epochs=4, out=str(tmp_path / "part"), resume=True, lr=0.1), echo=False)
     theta_a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["theta"]
     theta_b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["theta"]
     for name in theta_a:
