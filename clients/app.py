@@ -24,7 +24,7 @@ from recsys.data.dataset import Interactions
 
 app = ClientApp()
 
-_SHARDS: dict[str, tuple[int, Shard]] = {}  # token -> (state version, shard)
+_SHARDS: dict[str, tuple[int, Shard, SimulationConfig]] = {}  # token -> (state version, shard, config)
 _LOCAL = "local"
 _META = "shard"
 _CSR_FIELDS = ("train", "test", "negatives")
@@ -49,13 +49,13 @@ def _record_local(record: ArrayRecord) -> tuple[LocalData, np.ndarray]:
 def _shard(context: Context) -> tuple[Shard, SimulationConfig]:
     """The node's shard, from the process cache or rebuilt from ``context.state``."""
     meta = context.state.config_records[_META]
-    config = SimulationConfig.from_json(str(meta["config"]))
     cached = _SHARDS.get(str(meta["token"]))
     if cached is not None and cached[0] == meta["version"]:
-        return cached[1], config
+        return cached[1], cached[2]
+    config = SimulationConfig.from_json(str(meta["config"]))
     data, strategy_index = _record_local(context.state.array_records[_LOCAL])
     shard = _make_shard(config, data, strategy_index, int(meta["num-items"]))
-    _SHARDS[str(meta["token"])] = (int(meta["version"]), shard)
+    _SHARDS[str(meta["token"])] = (int(meta["version"]), shard, config)
     return shard, config
 
 
@@ -65,12 +65,12 @@ def _make_shard(config: SimulationConfig, data: LocalData, strategy_index: np.nd
                  torch.device(config.resolved_device()))
 
 
-def _save_embeddings(context: Context, shard: Shard) -> None:
+def _save_embeddings(context: Context, shard: Shard, config: SimulationConfig) -> None:
     """Write p_u back into the node state and bump its version."""
     meta = context.state.config_records[_META]
     meta["version"] = int(meta["version"]) + 1
     context.state.array_records[_LOCAL]["embeddings"] = Array(shard.embeddings.cpu().numpy())
-    _SHARDS[str(meta["token"])] = (int(meta["version"]), shard)
+    _SHARDS[str(meta["token"])] = (int(meta["version"]), shard, config)
 
 
 def _checkpoint_path(config: SimulationConfig, shard_index: int) -> Path:
@@ -102,13 +102,13 @@ def setup(message: Message, context: Context) -> Message:
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """One round for the selected clients of this shard; upload Σ_u ∇Θ_u."""
-    shard, _ = _shard(context)
+    shard, config = _shard(context)
     theta = protocol.record_theta(message.content.array_records[protocol.THETA], shard.device)
     clients = message.content.array_records[protocol.SELECTION]["clients"].numpy()
     round_index = int(message.content.config_records[protocol.ROUND]["round"])
     targets = torch.tensor(list(context.state.config_records[_META]["targets"]), dtype=torch.int64)
     update = shard.train_round(theta, clients, round_index, targets)
-    _save_embeddings(context, shard)
+    _save_embeddings(context, shard, config)
     return Message(protocol.update_reply(update.grads, update.num_clients, update.loss_sum), reply_to=message)
 
 

@@ -94,7 +94,7 @@ def rank_metrics(
 
     if len(targets):
         targets = targets.to(scores.device)
-        interacted = test_mask
+        interacted = test_mask  # reused in place: test items, now plus train items
         interacted[train_idx] = True
         eligible = ~interacted.view(num_users, num_items)[:, targets]  # [B, T]
         flat_scores[test_idx] = -torch.inf

@@ -109,7 +109,7 @@ class FederatedServer:
                 "num-clients": len(users), "targets": list(self.plan.targets), "resume": self.config.resume,
             })})
         replies = self._send(contents, protocol.SETUP)
-        failed = {node: (r.error.reason if r.has_error() else "") for node, r in replies.items() if r.has_error()}
+        failed = {node: reply.error.reason for node, reply in replies.items() if reply.has_error()}
         missing = set(self.nodes) - set(replies)
         if failed or missing:
             raise RuntimeError(f"shard setup failed on nodes {sorted(set(failed) | missing)}: {failed}")
