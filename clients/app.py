@@ -65,9 +65,10 @@ def _make_shard(config: SimulationConfig, data: LocalData, strategy_index: np.nd
                  torch.device(config.resolved_device()))
 
 
-def _save_embeddings(context: Context, shard: Shard, config: SimulationConfig) -> None:
-    """Write p_u back into the node state and bump its version."""
+def _save_embeddings(context: Context) -> None:
+    """Write the cached shard's p_u back into the node state and bump the version both carry."""
     meta = context.state.config_records[_META]
+    _, shard, config = _SHARDS[str(meta["token"])]
     meta["version"] = int(meta["version"]) + 1
     context.state.array_records[_LOCAL]["embeddings"] = Array(shard.embeddings.cpu().numpy())
     _SHARDS[str(meta["token"])] = (int(meta["version"]), shard, config)
@@ -102,13 +103,13 @@ def setup(message: Message, context: Context) -> Message:
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """One round for the selected clients of this shard; upload Σ_u ∇Θ_u."""
-    shard, config = _shard(context)
+    shard, _ = _shard(context)
     theta = protocol.record_theta(message.content.array_records[protocol.THETA], shard.device)
     clients = message.content.array_records[protocol.SELECTION]["clients"].numpy()
     round_index = int(message.content.config_records[protocol.ROUND]["round"])
     targets = torch.tensor(list(context.state.config_records[_META]["targets"]), dtype=torch.int64)
     update = shard.train_round(theta, clients, round_index, targets)
-    _save_embeddings(context, shard, config)
+    _save_embeddings(context)
     return Message(protocol.update_reply(update.grads, update.num_clients, update.loss_sum), reply_to=message)
 
 

@@ -115,14 +115,14 @@ class SimulationConfig:
             raise ConfigError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
         return self.device
 
-    # ---- (de)serialisation --------------------------------------------------------------
-    def same_experiment(self, other: SimulationConfig) -> list[str]:
+    def changed_settings(self, other: SimulationConfig) -> list[str]:
         """Settings that differ from ``other``, ignoring those a resumed run may change."""
         free = {"epochs", "resume", "out", "backend", "num_shards", "client_num_cpus", "client_num_gpus",
                 "device", "checkpoint_every"}
         mine, theirs = self.to_dict(), other.to_dict()
         return sorted(k for k in mine if k not in free and mine[k] != theirs[k])
 
+    # ---- (de)serialisation --------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -86,10 +86,11 @@ class FederatedServer:
             if not path.is_file():
                 raise FileNotFoundError(f"--resume: no checkpoint at {path}; run without --resume first")
             state = ServerState.load(path)
-            changed = self.config.same_experiment(SimulationConfig.from_json(state.config_json))
+            changed = self.config.changed_settings(SimulationConfig.from_json(state.config_json))
             if changed:
                 raise ConfigError(f"--resume: settings {changed} differ from the checkpointed run in {path}; "
                                   "resume with the same settings (only --epochs and execution options may change)")
+            state.config_json = self.config.to_json()
             return state
         theta = init_theta(self.spec, torch.Generator().manual_seed(self.config.seed))
         return ServerState(theta, 0, np.random.default_rng([self.config.seed, 0]), self.config.to_json())
