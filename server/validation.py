@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from flwr.app import RecordDict
+from flwr.app import ArrayRecord, RecordDict
 
 from federation.protocol import METRICS, ROWS, UPDATE, VALUES
 from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec, Theta
@@ -26,7 +26,8 @@ class Upload:
     loss_sum: float
 
 
-def _array(record, name: str, dtype: np.dtype, shape: tuple[int, ...] | None) -> np.ndarray:
+def decode_array(record, name: str, dtype: np.dtype, shape: tuple[int, ...] | None) -> np.ndarray:
+    """``record[name]`` as numpy, checked for dtype, shape (``None``: any) and finite values."""
     try:
         value = record[name].numpy()
     except Exception as error:  # noqa: BLE001 - any decoding failure is the client's fault
@@ -53,17 +54,17 @@ def validate_upload(content: RecordDict, spec: NCFSpec, max_clients: int, dtype:
     grads: Theta = {}
     for name, shape in shapes.items():
         if name == ITEM_EMBEDDING and sparse:
-            rows = _array(record, ROWS, np.dtype(np.int64), None)
+            rows = decode_array(record, ROWS, np.dtype(np.int64), None)
             if rows.ndim != 1 or len(rows) > spec.num_items:
                 raise UploadRejected(f"{ROWS}: expected a 1-D array of at most {spec.num_items} row ids")
             if len(rows) and (rows.min() < 0 or rows.max() >= spec.num_items or len(np.unique(rows)) != len(rows)):
                 raise UploadRejected(f"{ROWS}: row ids must be unique and in [0, {spec.num_items})")
-            values = _array(record, VALUES, dtype, (len(rows), spec.dim))
+            values = decode_array(record, VALUES, dtype, (len(rows), spec.dim))
             dense = torch.zeros(shape, dtype=torch.from_numpy(values).dtype)
             dense[torch.from_numpy(rows)] = torch.from_numpy(values)
             grads[name] = dense
         else:
-            grads[name] = torch.from_numpy(_array(record, name, dtype, shape))
+            grads[name] = torch.from_numpy(decode_array(record, name, dtype, shape))
     try:
         num_clients, loss_sum = metrics["num-clients"], float(metrics["loss-sum"])
     except (KeyError, TypeError, ValueError):
@@ -73,3 +74,13 @@ def validate_upload(content: RecordDict, spec: NCFSpec, max_clients: int, dtype:
     if not np.isfinite(loss_sum):
         raise UploadRejected("loss-sum is not finite")
     return Upload(grads, num_clients, loss_sum)
+
+
+def validate_parameters(record: ArrayRecord, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Decode a full parameter upload that must match ``expected``'s names, shapes and dtypes."""
+    if set(record.keys()) != set(expected):
+        raise UploadRejected(f"keys {sorted(record.keys())}, expected {sorted(expected)}")
+    return {
+        name: torch.from_numpy(decode_array(record, name, like.new_empty(0).numpy().dtype, tuple(like.shape)))
+        for name, like in expected.items()
+    }
