@@ -50,6 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
                             "for client ids IDS (e.g. 0-99,250); repeatable; default honest")
     model.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
                        help="free-form option for plug-in strategies (config.extra); repeatable")
+    attack = p.add_argument_group("malicious clients (Rong et al. 2022, sections 3 and 5.1)")
+    attack.add_argument("--attack", default=DEFAULTS.attack,
+                        help="strategy of the injected malicious clients: none, a-ra, a-hum, eb, ra, or a plug-in "
+                             "SPEC (package.module:Class / file.py:Class)")
+    attack.add_argument("--malicious-frac", type=float, default=DEFAULTS.malicious_frac,
+                        help="ρ: inject floor(N_benign·ρ) malicious clients (paper: 0.005 on fed-ml, 0.001 on fed-az)")
+    attack.add_argument("--attack-scale", type=float, default=DEFAULTS.attack_scale, help="α: multiplies every malicious upload")
+    attack.add_argument("--approx-users", type=int, default=DEFAULTS.approx_users, help="n: approximated user vectors (A-ra, A-hum)")
+    attack.add_argument("--approx-sigma", type=float, default=DEFAULTS.approx_sigma, help="σ: p̂ ~ N(0, σ²)")
+    attack.add_argument("--mining-lr", type=float, default=DEFAULTS.mining_lr, help="ξ: hard-user-mining step (A-hum)")
+    attack.add_argument("--mining-steps", type=int, default=DEFAULTS.mining_steps, help="β: hard-user-mining iterations (A-hum)")
+    attack.add_argument("--fake-profile-items", type=int, default=DEFAULTS.fake_profile_items,
+                        help="RA: items of a fake profile, targets included")
+    attack.add_argument("--upload-norm-sample", type=int, default=DEFAULTS.upload_norm_sample,
+                        help="benign clients per shard and round whose upload norm is logged (malicious: all)")
     metrics = p.add_argument_group("metrics")
     metrics.add_argument("--top-k", type=int, default=DEFAULTS.top_k, help="K of HR/Precision/NDCG")
     metrics.add_argument("--er-ks", type=_ints, default=DEFAULTS.er_ks, help="K values of ER@K")
@@ -79,6 +94,10 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         epochs=args.epochs, seed=args.seed, dim=args.dim, layers=args.layers, negatives=args.negatives, lr=args.lr,
         clients_per_round=args.clients_per_round, aggregation=args.aggregation, top_k=args.top_k, er_ks=args.er_ks,
         targets=args.targets, num_targets=args.num_targets, client_strategies=tuple(args.client_strategy),
+        attack=args.attack, malicious_frac=args.malicious_frac, attack_scale=args.attack_scale,
+        approx_users=args.approx_users, approx_sigma=args.approx_sigma, mining_lr=args.mining_lr,
+        mining_steps=args.mining_steps, fake_profile_items=args.fake_profile_items,
+        upload_norm_sample=args.upload_norm_sample,
         num_shards=args.shards, backend=args.backend, client_num_cpus=args.num_cpus, client_num_gpus=args.num_gpus,
         device=args.device, out=args.out, checkpoint_every=args.checkpoint_every, resume=args.resume, extra=extra,
     )

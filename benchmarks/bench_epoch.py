@@ -83,14 +83,13 @@ def batched_without_flower(config: SimulationConfig) -> tuple[float, float]:
     dataset = dataset_for(config)
     data = build_local_data(dataset, np.arange(dataset.num_users), config.dim, config.negatives, config.seed)
     spec = config.model_spec(dataset.num_items)
-    shard = Shard(data, spec, config.lr, ["honest"], np.zeros(dataset.num_users, np.int64), config.seed,
-                  torch.device("cpu"))
+    shard = Shard(data, config, dataset.num_items, ["honest"], np.zeros(dataset.num_users, np.int64), torch.device("cpu"))
     theta = init_theta(spec, torch.Generator().manual_seed(config.seed))
     targets = torch.tensor(make_plan(config, dataset).targets)
     shard.evaluate(theta, targets, config.top_k, config.er_ks)  # warm-up
     start = time.perf_counter()
     for clients in epoch_rounds(dataset.num_users, config.clients_per_round, np.random.default_rng(0)):
-        apply_update(theta, shard.train_round(theta, clients, 0, targets).grads, config.lr)
+        apply_update(theta, shard.train_round(theta, clients, 0, targets).update.grads, config.lr)
     epoch = time.perf_counter() - start
     start = time.perf_counter()
     shard.evaluate(theta, targets, config.top_k, config.er_ks)

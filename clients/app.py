@@ -14,12 +14,13 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.local_data import LocalData, build_local_data
+from clients.local_data import LocalData
 from clients.shard import Shard
 from clients.strategy import assign_strategies, strategy_specs
 from federation import protocol
 from federation.config import SimulationConfig
-from federation.plan import dataset_for
+from federation.plan import dataset_for, make_plan
+from federation.population import build_client_data
 from recsys.data.dataset import Interactions
 
 app = ClientApp()
@@ -60,9 +61,8 @@ def _shard(context: Context) -> tuple[Shard, SimulationConfig]:
 
 
 def _make_shard(config: SimulationConfig, data: LocalData, strategy_index: np.ndarray, num_items: int) -> Shard:
-    specs = strategy_specs(config.strategy_assignments())
-    return Shard(data, config.model_spec(num_items), config.lr, specs, strategy_index, config.seed,
-                 torch.device(config.resolved_device()))
+    specs = strategy_specs(make_plan(config, dataset_for(config)).assignments)
+    return Shard(data, config, num_items, specs, strategy_index, torch.device(config.resolved_device()))
 
 
 def _save_embeddings(context: Context) -> None:
@@ -85,9 +85,10 @@ def setup(message: Message, context: Context) -> Message:
     config = SimulationConfig.from_json(str(spec["config"]))
     first, count, shard_index = int(spec["first-client"]), int(spec["num-clients"]), int(spec["shard"])
     dataset = dataset_for(config)
+    plan = make_plan(config, dataset)
     users = np.arange(first, first + count, dtype=np.int64)
-    data = build_local_data(dataset, users, config.dim, config.negatives, config.seed)
-    strategy_of = assign_strategies(config.strategy_assignments(), dataset.num_users)
+    data = build_client_data(config, plan, dataset, users)
+    strategy_of = assign_strategies(plan.assignments, plan.num_clients)
     if bool(spec["resume"]):
         saved = torch.load(_checkpoint_path(config, shard_index), weights_only=True)
         data = LocalData(data.users, data.train, data.test, data.negatives, saved["embeddings"].numpy())
@@ -108,9 +109,12 @@ def train(message: Message, context: Context) -> Message:
     clients = message.content.array_records[protocol.SELECTION]["clients"].numpy()
     round_index = int(message.content.config_records[protocol.ROUND]["round"])
     targets = torch.tensor(list(context.state.config_records[_META]["targets"]), dtype=torch.int64)
-    update = shard.train_round(theta, clients, round_index, targets)
+    result = shard.train_round(theta, clients, round_index, targets)
     _save_embeddings(context)
-    return Message(protocol.update_reply(update.grads, update.num_clients, update.loss_sum), reply_to=message)
+    update = result.update
+    reply = protocol.update_reply(update.grads, update.num_clients, update.loss_sum, result.benign_norms,
+                                  result.malicious_norms)
+    return Message(reply, reply_to=message)
 
 
 @app.evaluate()

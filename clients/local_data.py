@@ -54,8 +54,10 @@ class LocalData:
     embeddings: np.ndarray  # float32 [len(users), dim]
 
 
-def build_local_data(dataset: Dataset, users: np.ndarray, dim: int, negative_ratio: int, seed: int) -> LocalData:
-    """The local data of ``users`` (a contiguous, ascending id range of ``dataset``'s users)."""
+def build_local_data(dataset: Dataset, users: np.ndarray, dim: int, negative_ratio: int, seed: int,
+                     streams: tuple[int, int] = (NEGATIVES_STREAM, EMBEDDING_STREAM)) -> LocalData:
+    """The local data of ``users`` (a contiguous, ascending id range of ``dataset``'s users); ``streams``
+    name the random streams of the negatives and the initial embeddings."""
     if len(users) == 0:
         empty = Interactions(np.zeros(1, np.int64), np.zeros(0, np.int64))
         return LocalData(users, empty, empty, empty, np.zeros((0, dim), np.float32))
@@ -65,9 +67,9 @@ def build_local_data(dataset: Dataset, users: np.ndarray, dim: int, negative_rat
         block_users = np.arange(block * BLOCK, min((block + 1) * BLOCK, dataset.num_users))
         keep = (block_users >= users[0]) & (block_users <= users[-1])
         block_train = dataset.train.subset(block_users)
-        block_neg = sample_negatives(block_train, dataset.num_items, negative_ratio, block_rng(seed, NEGATIVES_STREAM, block))
+        block_neg = sample_negatives(block_train, dataset.num_items, negative_ratio, block_rng(seed, streams[0], block))
         negatives.append(block_neg.subset(np.flatnonzero(keep)))
-        emb = block_rng(seed, EMBEDDING_STREAM, block).standard_normal((len(block_users), dim)) * 0.01
+        emb = block_rng(seed, streams[1], block).standard_normal((len(block_users), dim)) * 0.01
         embeddings.append(emb[keep].astype(np.float32))
     return LocalData(
         users=users,
@@ -75,6 +77,17 @@ def build_local_data(dataset: Dataset, users: np.ndarray, dim: int, negative_rat
         test=dataset.test.subset(users),
         negatives=concat_rows(negatives),
         embeddings=np.concatenate(embeddings),
+    )
+
+
+def concat_local_data(parts: list[LocalData]) -> LocalData:
+    """Stack the local data of consecutive user ranges."""
+    return LocalData(
+        users=np.concatenate([p.users for p in parts]),
+        train=concat_rows([p.train for p in parts]),
+        test=concat_rows([p.test for p in parts]),
+        negatives=concat_rows([p.negatives for p in parts]),
+        embeddings=np.concatenate([p.embeddings for p in parts]),
     )
 
 

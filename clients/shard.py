@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from clients.local_data import LocalData
 from clients.strategy import ClientStrategy, ClientUpdate, LocalBatch, StrategyContext, load_strategy_class
+from federation.config import SimulationConfig
 from recsys.data.dataset import Interactions
 from recsys.metrics import RankingSums, rank_metrics
-from recsys.models.ncf import NCFSpec, ScoreBuffers, Theta, score_all_items
+from recsys.models.ncf import ScoreBuffers, Theta, score_all_items
 
 EVAL_CHUNK_CELLS = 400_000  # users x items scored at once during evaluation (cache-sized)
+DIAGNOSTICS_STREAM = 7  # random stream choosing the clients whose upload norms are measured
 
 
 def interleave_rows(first: Interactions, second: Interactions) -> tuple[Interactions, np.ndarray]:
@@ -26,20 +30,29 @@ def interleave_rows(first: Interactions, second: Interactions) -> tuple[Interact
     return Interactions(indptr, items), from_first
 
 
+@dataclass
+class RoundResult:
+    """A shard's summed upload of one round and the upload norms it measured, benign and malicious."""
+
+    update: ClientUpdate
+    benign_norms: torch.Tensor
+    malicious_norms: torch.Tensor
+
+
 class Shard:
     """Local state and batched computation of a contiguous range of clients."""
 
     def __init__(
         self,
         data: LocalData,
-        spec: NCFSpec,
-        lr: float,
+        config: SimulationConfig,
+        num_items: int,
         strategy_specs: list[str],
         strategy_index: np.ndarray,
-        seed: int,
         device: torch.device,
     ) -> None:
-        self.data, self.spec, self.lr, self.seed, self.device = data, spec, lr, seed, device
+        self.data, self.config, self.device = data, config, device
+        self.spec, self.lr, self.seed = config.model_spec(num_items), config.lr, config.seed
         self.samples, positive = interleave_rows(data.train, data.negatives)
         self.labels = positive.astype(np.float32)
         self.embeddings = torch.from_numpy(data.embeddings).to(device)
@@ -73,13 +86,15 @@ class Shard:
             counts=to(rows.lengths()).to(self.embeddings.dtype),
         )
 
-    def train_round(self, theta: Theta, client_ids: np.ndarray, round_index: int, targets: torch.Tensor) -> ClientUpdate:
+    def train_round(self, theta: Theta, client_ids: np.ndarray, round_index: int, targets: torch.Tensor) -> RoundResult:
         """Run every selected client's local step (grouped by strategy); return the summed upload."""
         local = self.local_index(client_ids)
         grads = {name: torch.zeros_like(value) for name, value in theta.items()}
         loss_sum, num_clients = 0.0, 0
+        norms: dict[bool, list[torch.Tensor]] = {True: [], False: []}
         generator = torch.Generator().manual_seed(hash((self.seed, round_index, self.first_client)) & (2**63 - 1))
-        ctx = StrategyContext(self.spec, self.lr, targets, round_index, generator)
+        diagnostics = np.random.default_rng([self.seed, round_index, self.first_client, DIAGNOSTICS_STREAM])
+        ctx = StrategyContext(self.spec, self.lr, targets, round_index, generator, self.config, diagnostics)
         for index, strategy in enumerate(self.strategies):
             chosen = local[self.strategy_index[local] == index]
             if len(chosen) == 0:
@@ -90,7 +105,9 @@ class Shard:
             self.embeddings[torch.from_numpy(chosen).to(self.device)] = update.embeddings
             loss_sum += update.loss_sum
             num_clients += update.num_clients
-        return ClientUpdate(grads, self.embeddings, loss_sum, num_clients)
+            norms[strategy.benign].append(update.upload_norms.reshape(-1).cpu())
+        joined = {benign: torch.cat(parts) if parts else torch.zeros(0) for benign, parts in norms.items()}
+        return RoundResult(ClientUpdate(grads, self.embeddings, loss_sum, num_clients), joined[True], joined[False])
 
     @torch.no_grad()
     def evaluate(self, theta: Theta, targets: torch.Tensor, k: int, er_ks: tuple[int, ...]) -> RankingSums:

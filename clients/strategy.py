@@ -13,24 +13,31 @@ import importlib
 import importlib.util
 import sys
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from recsys.models.ncf import NCFSpec, Theta, weighted_bce_grads
+from recsys.models.ncf import NCFSpec, Theta, per_client_grad_norms, weighted_bce_grads
+
+if TYPE_CHECKING:
+    from federation.config import SimulationConfig
 
 
 @dataclass(frozen=True)
 class StrategyContext:
-    """What a strategy may know besides its own clients: the model shape, η, the target items and a seeded RNG."""
+    """What a strategy may know besides its own clients: the model shape, η, the target items, the run's
+    settings (attack hyper-parameters, ``config.extra`` for plug-ins) and seeded RNGs."""
 
     spec: NCFSpec
     lr: float
     targets: torch.Tensor  # int64 item ids the experiment tracks (ER@K)
     round: int
-    generator: torch.Generator
+    generator: torch.Generator  # for the strategy's own random draws
+    config: SimulationConfig
+    diagnostics_rng: np.random.Generator  # picks the clients whose upload norms are logged (never the math)
 
 
 @dataclass
@@ -51,12 +58,14 @@ class LocalBatch:
 
 @dataclass
 class ClientUpdate:
-    """Σ_u ∇Θ_u over a batch (dense, keyed like Θ), the clients' p_u^{t+1}, and their summed loss."""
+    """Σ_u ∇Θ_u over a batch (dense, keyed like Θ), the clients' p_u^{t+1}, their summed loss, and the
+    norms ‖∇Θ_u‖ of the uploads of the clients the strategy measured (for diagnostics; may be empty)."""
 
     grads: Theta
     embeddings: torch.Tensor
     loss_sum: float
     num_clients: int
+    upload_norms: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
 
 
 class ClientStrategy(ABC):
@@ -69,15 +78,73 @@ class ClientStrategy(ABC):
     def train(self, theta: Theta, batch: LocalBatch, ctx: StrategyContext) -> ClientUpdate:
         """Compute the batch's upload for Θ^t = ``theta`` (do not modify ``theta`` in place)."""
 
+    @classmethod
+    def fake_profiles(cls, num_clients: int, targets: np.ndarray, num_items: int, config: SimulationConfig,
+                      rng: np.random.Generator) -> list[np.ndarray]:
+        """Local positives of ``num_clients`` clients injected with this strategy (``--attack``); none by default."""
+        return [np.zeros(0, dtype=np.int64) for _ in range(num_clients)]
 
-def bce_step(theta: Theta, batch: LocalBatch, ctx: StrategyContext) -> ClientUpdate:
+
+@dataclass
+class WeightedBCE:
+    """Σ_s w_s · BCE(Υ(rows[owner_s], q_{items_s}), labels_s), the objective of every built-in strategy.
+
+    Row ``r`` of ``rows`` (a user embedding or an approximated one) belongs to batch client ``client_of_row[r]``.
+    """
+
+    rows: torch.Tensor  # [R, d]
+    owner: torch.Tensor  # int64 [S], row of each sample
+    items: torch.Tensor  # int64 [S]
+    labels: torch.Tensor  # [S]
+    weights: torch.Tensor  # [S]
+    client_of_row: torch.Tensor  # int64 [R]
+
+    @classmethod
+    def of_batch(cls, batch: LocalBatch, keep: torch.Tensor | None = None) -> WeightedBCE:
+        """Each client's mean BCE over its own samples (or over the samples ``keep`` selects)."""
+        owner, items, labels = batch.owner, batch.items, batch.labels
+        counts = batch.counts
+        if keep is not None:
+            owner, items, labels = owner[keep], items[keep], labels[keep]
+            counts = torch.bincount(owner, minlength=len(batch.client_ids)).to(labels.dtype)
+        rows = torch.arange(len(batch.client_ids), device=owner.device)
+        return cls(batch.embeddings, owner, items, labels, 1.0 / counts[owner], rows)
+
+    def gradients(self, theta: Theta, num_linear: int) -> tuple[torch.Tensor, Theta, torch.Tensor]:
+        """(loss, Σ ∇Θ, ∇rows) in one pass, see ``weighted_bce_grads``."""
+        return weighted_bce_grads(theta, self.rows, self.owner, self.items, self.labels, self.weights, num_linear)
+
+    def upload_norms(self, theta: Theta, num_linear: int, clients: np.ndarray) -> torch.Tensor:
+        """‖∇Θ‖ of each listed client's own share of the objective (its upload)."""
+        clients = torch.as_tensor(np.asarray(clients, dtype=np.int64), device=self.owner.device)
+        if len(clients) == 0:
+            return torch.zeros(0)
+        position = torch.full((int(self.client_of_row.max()) + 1,), -1, dtype=torch.int64, device=self.owner.device)
+        position[clients] = torch.arange(len(clients), device=self.owner.device)
+        sample_client = position[self.client_of_row[self.owner]]
+        keep = sample_client >= 0
+        return per_client_grad_norms(theta, self.rows, self.owner[keep], self.items[keep], self.labels[keep],
+                                     self.weights[keep], num_linear, sample_client[keep], len(clients)).cpu()
+
+
+def measured_clients(num_clients: int, limit: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Batch rows whose upload norm is logged: all (``limit`` None) or a uniform sample of at most ``limit``."""
+    if limit is None or limit >= num_clients:
+        return np.arange(num_clients)
+    return np.sort(rng.choice(num_clients, size=limit, replace=False))
+
+
+def bce_step(theta: Theta, batch: LocalBatch, ctx: StrategyContext, objective: WeightedBCE | None = None,
+             measure_all: bool = False) -> ClientUpdate:
     """Every client's mean BCE over its own samples (L_u); one pass gives each ∇p_u (p_u appears
-    only in L_u) and Σ_u ∇Θ_u; then p_u ← p_u − η ∇p_u (eq. 5)."""
-    loss, grads, user_grad = weighted_bce_grads(
-        theta, batch.embeddings, batch.owner, batch.items, batch.labels,
-        1.0 / batch.counts[batch.owner], ctx.spec.num_linear,
-    )
-    return ClientUpdate(grads, batch.embeddings - ctx.lr * user_grad, float(loss), len(batch.client_ids))
+    only in L_u) and Σ_u ∇Θ_u; then p_u ← p_u − η ∇p_u (eq. 5). Logs the upload norms of a sample of
+    ``config.upload_norm_sample`` clients (all of them with ``measure_all``)."""
+    objective = objective or WeightedBCE.of_batch(batch)
+    loss, grads, user_grad = objective.gradients(theta, ctx.spec.num_linear)
+    limit = None if measure_all else ctx.config.upload_norm_sample
+    norms = objective.upload_norms(theta, ctx.spec.num_linear,
+                                   measured_clients(len(batch.client_ids), limit, ctx.diagnostics_rng))
+    return ClientUpdate(grads, batch.embeddings - ctx.lr * user_grad, float(loss), len(batch.client_ids), norms)
 
 
 class HonestStrategy(ClientStrategy):
@@ -92,12 +159,20 @@ class HonestStrategy(ClientStrategy):
 STRATEGIES: dict[str, type[ClientStrategy]] = {"honest": HonestStrategy}
 
 
+def registered_strategies() -> dict[str, type[ClientStrategy]]:
+    """Built-in strategies: honest plus the malicious ones of ``attacks.federated``."""
+    from attacks.federated import MALICIOUS_STRATEGIES
+
+    return {**STRATEGIES, **MALICIOUS_STRATEGIES}
+
+
 def load_strategy_class(spec: str) -> type[ClientStrategy]:
     """Resolve a registry name, ``package.module:Class`` or ``path/to/file.py:Class``."""
-    if spec in STRATEGIES:
-        return STRATEGIES[spec]
+    registry = registered_strategies()
+    if spec in registry:
+        return registry[spec]
     if ":" not in spec:
-        raise ValueError(f"unknown client strategy {spec!r}: use one of {sorted(STRATEGIES)}, "
+        raise ValueError(f"unknown client strategy {spec!r}: use one of {sorted(registry)}, "
                          "'package.module:Class' or 'path/to/file.py:Class'")
     module_name, _, class_name = spec.rpartition(":")
     if module_name.endswith(".py"):

@@ -47,6 +47,16 @@ class SimulationConfig:
     targets: tuple[int, ...] = ()  # explicit target item ids; empty: the T least popular items
     num_targets: int = 1  # T
     client_strategies: tuple[str, ...] = ()  # SPEC or SPEC@IDS, see clients.strategy
+    # ---- malicious clients (attacks/federated; the federated poisoning paper's section 3 and 5.1) ----
+    attack: str = "none"  # strategy of the injected malicious clients: a-ra, a-hum, eb, ra or a plug-in SPEC
+    malicious_frac: float = 0.0  # ρ: ⌊N_benign · ρ⌋ malicious clients are injected before training
+    attack_scale: float = 1.0  # α: multiplies every malicious upload
+    approx_users: int = 10  # n: approximated user vectors per target (A-ra, A-hum)
+    approx_sigma: float = 0.01  # σ: p̂ ~ N(0, σ²)
+    mining_lr: float = 0.001  # ξ: hard-user-mining step (A-hum, eq. 9)
+    mining_steps: int = 30  # β: hard-user-mining iterations
+    fake_profile_items: int = 30  # RA: items of a fake user's profile, targets included
+    upload_norm_sample: int = 16  # benign clients per shard and round whose upload norm is logged (0: none)
     num_shards: int = 0  # supernodes hosting the clients; 0: one per available CPU core
     backend: str = "inprocess"
     client_num_cpus: float = 1.0
@@ -75,7 +85,14 @@ class SimulationConfig:
         for name in ("synthetic_users", "synthetic_items", "synthetic_items_per_user", "dim", "negatives",
                      "clients_per_round", "top_k", "num_targets"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("epochs", "num_shards", "checkpoint_every", "seed"):
+        for name in ("approx_users", "mining_steps", "fake_profile_items"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        need(0 <= self.malicious_frac < 1, f"malicious_frac (ρ) must be in [0, 1), got {self.malicious_frac}")
+        need(self.attack != "none" or self.malicious_frac == 0,
+             f"malicious_frac={self.malicious_frac} needs an attack: pass --attack (one of a-ra, a-hum, eb, ra or a plug-in)")
+        need(self.attack_scale > 0 and self.approx_sigma > 0 and self.mining_lr > 0,
+             "attack_scale (α), approx_sigma (σ) and mining_lr (ξ) must be > 0")
+        for name in ("epochs", "num_shards", "checkpoint_every", "seed", "upload_norm_sample"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(5 <= self.synthetic_items_per_user <= self.synthetic_items,
              f"synthetic_items_per_user must be in [5, synthetic_items={self.synthetic_items}], got {self.synthetic_items_per_user}")
@@ -87,11 +104,12 @@ class SimulationConfig:
         from server.aggregation import AGGREGATIONS
 
         need(self.aggregation in AGGREGATIONS, f"aggregation must be one of {sorted(AGGREGATIONS)}, got {self.aggregation!r}")
-        for text in self.client_strategies:
-            try:
-                load_strategy_class(StrategyAssignment.parse(text).spec)
-            except ValueError as error:
-                raise ConfigError(str(error)) from None
+        try:
+            specs = [StrategyAssignment.parse(text).spec for text in self.client_strategies]
+            for spec in specs + ([self.attack] if self.attack != "none" else []):
+                load_strategy_class(spec)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
     # ---- derived values ---------------------------------------------------------------
     def model_spec(self, num_items: int) -> NCFSpec:

@@ -7,6 +7,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from clients.strategy import StrategyAssignment
 from federation.config import ConfigError, SimulationConfig
 from recsys.data import load_dataset
 from recsys.data.dataset import Dataset
@@ -32,16 +33,24 @@ def dataset_for(config: SimulationConfig) -> Dataset:
 
 @dataclass(frozen=True)
 class Plan:
-    """Population size, item count, target items and the contiguous client range of every shard."""
+    """The population (benign users, then the injected malicious clients), the item count, the target
+    items, every client's strategy assignment and the contiguous client range of every shard."""
 
-    num_clients: int
+    num_clients: int  # benign + malicious
     num_items: int
     targets: tuple[int, ...]
     shard_starts: tuple[int, ...]  # shard k hosts clients [starts[k], starts[k+1])
+    num_benign: int
+    assignments: tuple[StrategyAssignment, ...]  # --client-strategy ones, then the attack's
 
     @property
     def num_shards(self) -> int:
         return len(self.shard_starts) - 1
+
+    @property
+    def malicious_ids(self) -> range:
+        """Clients injected by ``--attack``: ids N_benign .. num_clients − 1."""
+        return range(self.num_benign, self.num_clients)
 
     def shard_range(self, shard: int) -> np.ndarray:
         return np.arange(self.shard_starts[shard], self.shard_starts[shard + 1], dtype=np.int64)
@@ -50,11 +59,21 @@ class Plan:
         return np.searchsorted(np.asarray(self.shard_starts), client_ids, side="right") - 1
 
 
+def num_malicious(config: SimulationConfig, num_benign: int) -> int:
+    """⌊N_benign · ρ⌋ clients are injected when an attack is configured."""
+    return 0 if config.attack == "none" else int(np.floor(num_benign * config.malicious_frac + 1e-9))
+
+
 def make_plan(config: SimulationConfig, dataset: Dataset) -> Plan:
     targets = config.targets or tuple(int(i) for i in dataset.least_popular_items(config.num_targets))
     bad = [t for t in targets if t >= dataset.num_items]
     if bad:
         raise ConfigError(f"target items {bad} do not exist: {dataset.name} has items 0..{dataset.num_items - 1}")
-    shards = min(config.resolved_shards(), dataset.num_users)
-    starts = np.linspace(0, dataset.num_users, shards + 1).round().astype(int)
-    return Plan(dataset.num_users, dataset.num_items, targets, tuple(int(s) for s in starts))
+    benign = dataset.num_users
+    total = benign + num_malicious(config, benign)
+    assignments = config.strategy_assignments()
+    if total > benign:
+        assignments += (StrategyAssignment(config.attack, tuple(range(benign, total))),)
+    shards = min(config.resolved_shards(), total)
+    starts = np.linspace(0, total, shards + 1).round().astype(int)
+    return Plan(total, dataset.num_items, targets, tuple(int(s) for s in starts), benign, assignments)

@@ -26,6 +26,8 @@ ROUND = "round"
 SPEC = "setup"
 ROWS = f"{ITEM_EMBEDDING}.rows"
 VALUES = f"{ITEM_EMBEDDING}.values"
+BENIGN_NORMS = "benign-upload-norms"
+MALICIOUS_NORMS = "malicious-upload-norms"
 
 
 def theta_record(theta: Theta) -> ArrayRecord:
@@ -44,8 +46,13 @@ def train_instruction(theta: Theta, client_ids: np.ndarray, round_index: int) ->
     })
 
 
-def update_reply(grads: Theta, num_clients: int, loss_sum: float) -> RecordDict:
-    """Encode an upload; item-embedding gradients travel as (rows, values) when that is smaller."""
+def update_reply(grads: Theta, num_clients: int, loss_sum: float, benign_norms: torch.Tensor | None = None,
+                 malicious_norms: torch.Tensor | None = None) -> RecordDict:
+    """Encode an upload; item-embedding gradients travel as (rows, values) when that is smaller.
+
+    ``benign_norms``/``malicious_norms``: the upload norms ‖∇Θ_u‖ the shard measured, a simulation
+    diagnostic (a real server sees every client's upload, and so its norm).
+    """
     arrays: dict[str, Array] = {}
     for name, grad in grads.items():
         grad = grad.detach().cpu()
@@ -59,7 +66,11 @@ def update_reply(grads: Theta, num_clients: int, loss_sum: float) -> RecordDict:
         arrays[name] = Array(grad.numpy())
     return RecordDict({
         UPDATE: ArrayRecord(arrays),
-        METRICS: MetricRecord({"num-clients": int(num_clients), "loss-sum": float(loss_sum)}),
+        METRICS: MetricRecord({
+            "num-clients": int(num_clients), "loss-sum": float(loss_sum),
+            BENIGN_NORMS: [float(x) for x in (benign_norms if benign_norms is not None else [])],
+            MALICIOUS_NORMS: [float(x) for x in (malicious_norms if malicious_norms is not None else [])],
+        }),
     })
 
 

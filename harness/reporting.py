@@ -1,4 +1,5 @@
-"""The run folder: config.json, metrics.jsonl / metrics.csv, metrics.png, a progress bar and a summary."""
+"""The run folder: config.json, metrics.jsonl / .csv (per evaluation), rounds.jsonl / .csv (upload norms per
+round), metrics.png, a progress bar and a summary."""
 
 from __future__ import annotations
 
@@ -19,16 +20,25 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def write_metrics(out: Path, history: list[dict[str, float]]) -> None:
-    """``metrics.jsonl`` (one object per evaluation) and ``metrics.csv`` with the same columns."""
-    _atomic_write(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
-    columns = list(dict.fromkeys(key for row in history for key in row))
-    tmp = out / "metrics.csv.tmp"
+def write_rows(out: Path, name: str, rows: list[dict[str, float | None]]) -> None:
+    """``<name>.jsonl`` (one object per row) and ``<name>.csv`` with the same columns."""
+    _atomic_write(out / f"{name}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    tmp = out / f"{name}.csv.tmp"
     with tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(history)
-    tmp.replace(out / "metrics.csv")
+        writer.writerows(rows)
+    tmp.replace(out / f"{name}.csv")
+
+
+def write_metrics(out: Path, history: list[dict[str, float]]) -> None:
+    """``metrics.jsonl`` (one object per evaluation) and ``metrics.csv``."""
+    write_rows(out, "metrics", history)
+
+
+def read_rows(path: Path) -> list[dict[str, float | None]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def plot_metrics(path: Path, history: list[dict[str, float]], title: str) -> None:
@@ -38,14 +48,20 @@ def plot_metrics(path: Path, history: list[dict[str, float]], title: str) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("test", [k for k in history[0] if k.startswith("test/")]),
-              ("target items", [k for k in history[0] if k.startswith("target/")]),
-              ("training loss", ["train/loss"])]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for ax, (name, keys) in zip(axes, panels):
+    keys = list(dict.fromkeys(key for row in history for key in row))
+    panels = [("test", [k for k in keys if k.startswith("test/")]),
+              ("target items", [k for k in keys if k.startswith("target/")]),
+              ("training loss", ["train/loss"]),
+              ("upload norms (mean, max)", [k for k in keys if k.startswith("uploads/")])]
+    panels = [(name, [k for k in ks if any(row.get(k) is not None for row in history)]) for name, ks in panels]
+    panels = [(name, ks) for name, ks in panels if ks]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (name, keys) in zip(axes[0], panels):
         for key in keys:
-            points = [(row["epoch"], row[key]) for row in history if row[key] is not None]
+            points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
             ax.plot(*zip(*points), marker="o", markersize=3, label=key)
+        if name.startswith("upload"):
+            ax.set_yscale("log")
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -85,15 +101,18 @@ class RunWriter:
         self.progress, self.echo = progress and sys.stderr.isatty(), echo
         self.bar = None
         self.history: list[dict[str, float]] = []
+        self.rounds: list[dict[str, float | None]] = []
 
     def _print(self, text: str) -> None:
         if self.echo:
             (self.bar.write if self.bar is not None else print)(text)
 
-    def on_start(self, config: SimulationConfig, plan: Plan, rounds_per_epoch: int) -> None:
+    def on_start(self, config: SimulationConfig, plan: Plan, rounds_per_epoch: int, start_epoch: int) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
+        self.rounds = [row for row in read_rows(self.out / "rounds.jsonl") if row["epoch"] <= start_epoch]
         resolved = {**config.to_dict(), "resolved": {
             "targets": list(plan.targets), "num_clients": plan.num_clients, "num_items": plan.num_items,
+            "benign_clients": plan.num_benign, "malicious_clients": list(plan.malicious_ids),
             "shards": plan.num_shards, "device": config.resolved_device(), "rounds_per_epoch": rounds_per_epoch}}
         _atomic_write(self.out / "config.json", json.dumps(resolved, indent=2) + "\n")
         self._print(dataset_for(config).describe())
@@ -104,7 +123,8 @@ class RunWriter:
 
             self.bar = tqdm(total=config.epochs * rounds_per_epoch, unit="round", dynamic_ncols=True)
 
-    def on_round(self, epoch: int, round_in_epoch: int) -> None:
+    def on_round(self, epoch: int, round_in_epoch: int, stats: dict[str, float | None]) -> None:
+        self.rounds.append(stats)
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_description(f"epoch {epoch}")
@@ -112,6 +132,7 @@ class RunWriter:
     def on_evaluation(self, row: dict[str, float], history: list[dict[str, float]]) -> None:
         self.history = list(history)
         write_metrics(self.out, history)
+        write_rows(self.out, "rounds", self.rounds)
         self._print(epoch_line(row, self.config.top_k))
 
     def on_finish(self, history: list[dict[str, float]]) -> None:

@@ -31,10 +31,35 @@ CHECKPOINT = "checkpoint.pt"
 class Observer(Protocol):
     """Receives progress and results (the run folder writer, a progress bar, tests)."""
 
-    def on_start(self, config: SimulationConfig, plan: Plan, rounds_per_epoch: int) -> None: ...
-    def on_round(self, epoch: int, round_in_epoch: int) -> None: ...
+    def on_start(self, config: SimulationConfig, plan: Plan, rounds_per_epoch: int, start_epoch: int) -> None: ...
+    def on_round(self, epoch: int, round_in_epoch: int, stats: dict[str, float | None]) -> None: ...
     def on_evaluation(self, row: dict[str, float], history: list[dict[str, float]]) -> None: ...
     def on_finish(self, history: list[dict[str, float]]) -> None: ...
+
+
+class UploadNorms:
+    """Upload norms ‖∇Θ_u‖ of benign and malicious clients, pooled over rounds (mean and max)."""
+
+    KINDS = ("benign", "malicious")
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {kind: [] for kind in self.KINDS}
+
+    def add(self, upload: Upload) -> None:
+        self.values["benign"] += upload.benign_norms
+        self.values["malicious"] += upload.malicious_norms
+
+    def extend(self, other: UploadNorms) -> None:
+        for kind in self.KINDS:
+            self.values[kind] += other.values[kind]
+
+    def summary(self, prefix: str = "") -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for kind, values in self.values.items():
+            out[f"{prefix}{kind}_norm_mean"] = float(np.mean(values)) if values else None
+            out[f"{prefix}{kind}_norm_max"] = float(np.max(values)) if values else None
+            out[f"{prefix}{kind}_measured"] = len(values)
+        return out
 
 
 def epoch_rounds(num_clients: int, per_round: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -115,7 +140,7 @@ class FederatedServer:
         if failed or missing:
             raise RuntimeError(f"shard setup failed on nodes {sorted(set(failed) | missing)}: {failed}")
 
-    def train_round(self, clients: np.ndarray, round_index: int) -> tuple[float, int]:
+    def train_round(self, clients: np.ndarray, round_index: int) -> tuple[float, int, UploadNorms]:
         """Send Θ^t to the shards of the selected clients, validate, aggregate, update Θ."""
         shard_of = self.plan.shard_of(clients)
         contents = {
@@ -138,7 +163,10 @@ class FederatedServer:
                 log.warning("round %d: rejected upload of node %d: %s", round_index, node, reason)
         if uploads:
             apply_update(self.state.theta, self.aggregate(uploads, self.state.theta), self.config.lr)
-        return sum(u.loss_sum for u in uploads), sum(u.num_clients for u in uploads)
+        norms = UploadNorms()
+        for upload in uploads:
+            norms.add(upload)
+        return sum(u.loss_sum for u in uploads), sum(u.num_clients for u in uploads), norms
 
     def evaluate(self, checkpoint: bool) -> dict[str, float]:
         content = RecordDict({protocol.THETA: protocol.theta_record(self.state.theta),
@@ -156,26 +184,30 @@ class FederatedServer:
     def run(self) -> list[dict[str, float]]:
         config, state = self.config, self.state
         rounds = -(-self.plan.num_clients // config.clients_per_round)
-        self.observer.on_start(config, self.plan, rounds)
+        self.observer.on_start(config, self.plan, rounds, state.epoch)
         self.setup()
         if not state.history:
             self._record(0, None, 0.0, checkpoint=False)
         round_index = state.epoch * rounds
         for epoch in range(state.epoch + 1, config.epochs + 1):
-            start, loss_sum, clients_seen = time.perf_counter(), 0.0, 0
+            start, loss_sum, clients_seen, epoch_norms = time.perf_counter(), 0.0, 0, UploadNorms()
             for r, clients in enumerate(epoch_rounds(self.plan.num_clients, config.clients_per_round, state.rng)):
-                loss, count = self.train_round(clients, round_index)
+                loss, count, norms = self.train_round(clients, round_index)
                 loss_sum, clients_seen, round_index = loss_sum + loss, clients_seen + count, round_index + 1
-                self.observer.on_round(epoch, r + 1)
+                epoch_norms.extend(norms)
+                self.observer.on_round(epoch, r + 1, {"epoch": epoch, "round": round_index, **norms.summary()})
             state.epoch = epoch
             checkpoint = config.checkpoint_every > 0 and epoch % config.checkpoint_every == 0
-            self._record(epoch, loss_sum / max(clients_seen, 1), time.perf_counter() - start, checkpoint)
+            self._record(epoch, loss_sum / max(clients_seen, 1), time.perf_counter() - start, checkpoint, epoch_norms)
         self.observer.on_finish(state.history)
         return state.history
 
-    def _record(self, epoch: int, loss: float | None, train_seconds: float, checkpoint: bool) -> None:
+    def _record(self, epoch: int, loss: float | None, train_seconds: float, checkpoint: bool,
+                norms: UploadNorms | None = None) -> None:
         start = time.perf_counter()
+        uploads = (norms or UploadNorms()).summary("uploads/")
         row = {"epoch": epoch, **self.evaluate(checkpoint), "train/loss": loss,
+               **{k: v for k, v in uploads.items() if not k.endswith("_measured")},
                "rejected_uploads": self.rejected, "seconds": train_seconds}
         row["eval_seconds"] = time.perf_counter() - start
         self.state.history.append(row)

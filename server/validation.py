@@ -3,13 +3,13 @@ or corrupt Θ; an invalid upload is rejected with a reason."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, RecordDict
 
-from federation.protocol import METRICS, ROWS, UPDATE, VALUES
+from federation.protocol import BENIGN_NORMS, MALICIOUS_NORMS, METRICS, ROWS, UPDATE, VALUES
 from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec, Theta
 
 
@@ -19,11 +19,14 @@ class UploadRejected(ValueError):
 
 @dataclass
 class Upload:
-    """A validated upload: dense Σ_u ∇Θ_u of ``num_clients`` clients and their summed loss."""
+    """A validated upload: dense Σ_u ∇Θ_u of ``num_clients`` clients, their summed loss, and the
+    upload norms the shard measured (diagnostics)."""
 
     grads: Theta
     num_clients: int
     loss_sum: float
+    benign_norms: list[float] = field(default_factory=list)
+    malicious_norms: list[float] = field(default_factory=list)
 
 
 def decode_array(record, name: str, dtype: np.dtype, shape: tuple[int, ...] | None) -> np.ndarray:
@@ -73,7 +76,21 @@ def validate_upload(content: RecordDict, spec: NCFSpec, max_clients: int, dtype:
         raise UploadRejected(f"num-clients {num_clients!r} outside [0, {max_clients}] (the clients it was sent)")
     if not np.isfinite(loss_sum):
         raise UploadRejected("loss-sum is not finite")
-    return Upload(grads, num_clients, loss_sum)
+    norms = [_norm_list(metrics, key, num_clients) for key in (BENIGN_NORMS, MALICIOUS_NORMS)]
+    return Upload(grads, num_clients, loss_sum, *norms)
+
+
+def _norm_list(metrics, key: str, num_clients: int) -> list[float]:
+    """An optional list of at most ``num_clients`` finite, non-negative upload norms."""
+    if key not in metrics:
+        return []
+    try:
+        values = np.asarray(metrics[key], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise UploadRejected(f"{key} must be a list of floats") from None
+    if len(values) > num_clients or not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise UploadRejected(f"{key}: expected at most {num_clients} finite non-negative norms")
+    return values.tolist()
 
 
 def validate_parameters(record: ArrayRecord, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -7,12 +7,14 @@ import torch
 
 from clients.local_data import LocalData, sample_negatives
 from clients.shard import Shard
+from federation.config import SimulationConfig
 from recsys.data.dataset import Interactions
 from recsys.models.ncf import NCFSpec, init_theta
 
 
 def random_shard(num_users: int = 12, num_items: int = 40, dtype: torch.dtype = torch.float64, seed: int = 0,
-                 strategies: list[str] | None = None, strategy_index: np.ndarray | None = None) -> tuple[Shard, dict]:
+                 strategies: list[str] | None = None, strategy_index: np.ndarray | None = None,
+                 config_overrides: dict | None = None) -> tuple[Shard, dict]:
     """A shard of users with 2–9 random train items each, plus Θ for it."""
     rng = np.random.default_rng(seed)
     train = Interactions.from_lists([rng.choice(num_items, rng.integers(2, 10), replace=False) for _ in range(num_users)])
@@ -21,8 +23,9 @@ def random_shard(num_users: int = 12, num_items: int = 40, dtype: torch.dtype = 
     embeddings = (rng.standard_normal((num_users, 8)) * 0.1).astype(np.float32)
     data = LocalData(np.arange(num_users, dtype=np.int64), train, test, negatives, embeddings)
     spec = NCFSpec(num_items)
-    shard = Shard(data, spec, 0.05, strategies or ["honest"],
-                  strategy_index if strategy_index is not None else np.zeros(num_users, np.int64), seed, torch.device("cpu"))
+    config = SimulationConfig(lr=0.05, seed=seed, **(config_overrides or {}))
+    shard = Shard(data, config, num_items, strategies or ["honest"],
+                  strategy_index if strategy_index is not None else np.zeros(num_users, np.int64), torch.device("cpu"))
     shard.embeddings = shard.embeddings.to(dtype)
     theta = {k: v.to(dtype) for k, v in init_theta(spec, torch.Generator().manual_seed(seed)).items()}
     theta["item_emb"] *= 10  # make scores spread out

@@ -31,7 +31,7 @@ def test_batched_round_equals_per_user_loop():
     shard, theta = random_shard()
     users = np.array([0, 3, 4, 7, 11])
     expected_grads, expected_p, expected_loss = per_user_loop(shard, theta, users, shard.lr)
-    update = shard.train_round(theta, users, 0, torch.tensor([1]))
+    update = shard.train_round(theta, users, 0, torch.tensor([1])).update
     for name, grad in expected_grads.items():
         torch.testing.assert_close(update.grads[name], grad, rtol=1e-10, atol=1e-12)
     for u, p in expected_p.items():

@@ -11,7 +11,9 @@ from server.app import make_server_app
 
 ALLOWED_ARRAYS = {"item_emb", protocol.ROWS, protocol.VALUES, "clients"} | {
     f"mlp.{k}.{p}" for k in range(3) for p in ("weight", "bias")}
-ALLOWED_METRICS = {"num-clients", "loss-sum", "test-users", "hr", "precision", "ndcg", "target-hits", "target-eligible"}
+ALLOWED_METRICS = {"num-clients", "loss-sum", "test-users", "hr", "precision", "ndcg", "target-hits", "target-eligible",
+                   # norms of uploads: a real server receives every client's upload, hence its norm
+                   protocol.BENIGN_NORMS, protocol.MALICIOUS_NORMS}
 
 
 class RecordingGrid(InProcessGrid):
@@ -34,7 +36,7 @@ class RecordingGrid(InProcessGrid):
 
 def test_no_message_carries_user_embeddings_or_interactions(tmp_path):
     config = SimulationConfig(dataset="synthetic", synthetic_users=120, synthetic_items=60, epochs=2,
-                              clients_per_round=32, num_shards=2, out=str(tmp_path))
+                              clients_per_round=32, num_shards=2, out=str(tmp_path), attack="ra", malicious_frac=0.05)
     grid = run_inprocess(make_server_app(config, RunWriter(config, echo=False)), client_app, 2, RecordingGrid)
     assert len(grid.to_server) == len(grid.to_clients) > 10
     embeddings = np.concatenate([c.state.array_records["local"]["embeddings"].numpy() for c in grid.contexts.values()])

@@ -153,3 +153,42 @@ def weighted_bce_grads(
     item_grad = torch.zeros_like(theta[ITEM_EMBEDDING]).index_add_(0, items, upstream @ first[:, dim:])
     user_grad = torch.zeros_like(user_emb).index_add_(0, owner, upstream @ first[:, :dim])
     return loss, {ITEM_EMBEDDING: item_grad, **{n: grads[n] for n in theta if n != ITEM_EMBEDDING}}, user_grad
+
+
+@torch.no_grad()
+def per_client_grad_norms(
+    theta: Theta,
+    user_emb: torch.Tensor,
+    owner: torch.Tensor,
+    items: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    num_linear: int,
+    client: torch.Tensor,
+    num_clients: int,
+) -> torch.Tensor:
+    """‖∂L_c/∂Θ‖ for every client c, with L_c the part of ``weighted_bce_grads``'s loss over the samples
+    ``s`` with ``client[s] = c``: per-sample gradient contributions summed per client, in one batched pass."""
+    dim = user_emb.shape[1]
+    inputs = [torch.cat((user_emb[owner], theta[ITEM_EMBEDDING][items]), dim=1)]
+    for k in range(num_linear):
+        out = torch.nn.functional.linear(inputs[-1], theta[f"mlp.{k}.weight"], theta[f"mlp.{k}.bias"])
+        inputs.append(out.relu_() if k < num_linear - 1 else out.squeeze(1))
+    logits = inputs.pop()
+    upstream = ((torch.sigmoid(logits) - labels) * weights)[:, None]
+    squared = torch.zeros(num_clients, dtype=user_emb.dtype, device=user_emb.device)
+
+    def add_per_client(per_sample: torch.Tensor) -> None:
+        summed = torch.zeros((num_clients, per_sample.shape[1]), dtype=per_sample.dtype, device=per_sample.device)
+        squared.add_(summed.index_add_(0, client, per_sample).pow_(2).sum(1))
+
+    for k in reversed(range(num_linear)):
+        add_per_client((upstream[:, :, None] * inputs[k][:, None, :]).flatten(1))  # weight
+        add_per_client(upstream)  # bias
+        if k > 0:
+            upstream = (upstream @ theta[f"mlp.{k}.weight"]).mul_(inputs[k] > 0)
+    item_grad = upstream @ theta["mlp.0.weight"][:, dim:]
+    keys, slot = torch.unique(client * theta[ITEM_EMBEDDING].shape[0] + items, return_inverse=True)
+    rows = torch.zeros((len(keys), dim), dtype=item_grad.dtype, device=item_grad.device).index_add_(0, slot, item_grad)
+    squared.index_add_(0, keys // theta[ITEM_EMBEDDING].shape[0], rows.pow(2).sum(1))
+    return squared.sqrt()

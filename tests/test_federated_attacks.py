@@ -1,0 +1,226 @@
+"""Malicious federated clients (A-ra, A-hum, EB, RA): threat model, crafted gradients, validation, diagnostics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from attacks.federated.a_hum import mine_hard_users
+from clients.strategy import load_strategy_class
+from federation import protocol
+from federation.config import ConfigError, SimulationConfig
+from federation.plan import dataset_for, make_plan
+from federation.population import build_client_data
+from harness.runner import run
+from recsys.models.ncf import ITEM_EMBEDDING, ncf_logits, per_client_grad_norms, weighted_bce_grads
+from server.validation import validate_upload
+from tests.helpers import random_shard
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic(tmp_path: Path, **overrides) -> SimulationConfig:
+    settings = dict(dataset="synthetic", synthetic_users=300, synthetic_items=120, synthetic_items_per_user=20,
+                    epochs=2, clients_per_round=64, lr=0.05, num_shards=2, out=str(tmp_path / "run"), seed=1)
+    settings.update(overrides)
+    return SimulationConfig(**settings)
+
+
+def malicious_round(strategy: str, clients: int = 3, **config) -> tuple:
+    """A shard of ``clients`` clients all driven by ``strategy``, one round, float64."""
+    shard, theta = random_shard(num_users=clients, strategies=[strategy], config_overrides=config)
+    result = shard.train_round(theta, np.arange(clients), round_index=4, targets=torch.tensor([5, 9]))
+    return shard, theta, result
+
+
+# ---- threat model ---------------------------------------------------------------------------------
+def test_rho_decides_the_number_of_injected_clients_and_zero_injects_none(tmp_path):
+    dataset = dataset_for(synthetic(tmp_path))
+    for rho, expected in ((0.0, 0), (0.01, 3), (0.005, 1), (0.0033, 0)):
+        plan = make_plan(synthetic(tmp_path, attack="a-ra", malicious_frac=rho), dataset)
+        assert plan.num_benign == 300 and plan.num_clients == 300 + expected
+        assert list(plan.malicious_ids) == list(range(300, 300 + expected))
+        assert [a.spec for a in plan.assignments] == (["a-ra"] if expected else [])
+    with pytest.raises(ConfigError, match="needs an attack"):
+        synthetic(tmp_path, malicious_frac=0.01)
+
+
+def test_fake_profiles_are_what_the_threat_model_says_and_benign_data_is_untouched(tmp_path):
+    base = synthetic(tmp_path, targets=(3, 7), fake_profile_items=12)
+    dataset = dataset_for(base)
+    clean_plan = make_plan(base, dataset)
+    clean = build_client_data(base, clean_plan, dataset, np.arange(300))
+    for attack, check in (
+        ("ra", lambda row: len(row) == 12 and {3, 7} <= set(row.tolist()) and len(set(row.tolist())) == 12),
+        ("eb", lambda row: sorted(row.tolist()) == [3, 7]),
+        ("a-ra", lambda row: len(row) == 0),
+    ):
+        config = synthetic(tmp_path, targets=(3, 7), fake_profile_items=12, attack=attack, malicious_frac=0.02)
+        plan = make_plan(config, dataset)
+        data = build_client_data(config, plan, dataset, np.arange(plan.num_clients))
+        assert plan.num_clients == 306
+        for client in plan.malicious_ids:
+            assert check(data.train.user(client)), (attack, data.train.user(client))
+            assert len(data.test.user(client)) == 0
+        ra_rows = [tuple(data.train.user(c)) for c in plan.malicious_ids]
+        if attack == "ra":
+            assert len(set(ra_rows)) > 1  # fillers are drawn per fake user
+        benign = np.arange(300)
+        np.testing.assert_array_equal(data.embeddings[benign], clean.embeddings)
+        np.testing.assert_array_equal(data.negatives.subset(benign).items, clean.negatives.items)
+        np.testing.assert_array_equal(data.train.subset(benign).items, clean.train.items)
+
+
+# ---- crafted gradients --------------------------------------------------------------------------
+def test_a_ra_upload_is_the_gradient_of_eq_7_computed_by_autograd():
+    shard, theta, result = malicious_round("a-ra", clients=3, approx_users=4, approx_sigma=0.5)
+    # Replay the strategy's draws: one generator per (seed, round, first client), n·B vectors in client order.
+    generator = torch.Generator().manual_seed(hash((shard.seed, 4, 0)) & (2**63 - 1))
+    p_hat = torch.randn((3 * 4, 8), generator=generator, dtype=torch.float64) * 0.5
+    leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+    targets = torch.tensor([5, 9])
+    users = p_hat.repeat_interleave(2, dim=0)
+    items = targets.repeat(12)
+    logits = ncf_logits(users, leaves[ITEM_EMBEDDING][items], leaves, shard.spec.num_linear)
+    loss = -torch.nn.functional.logsigmoid(logits).sum() / 4  # Σ_clients (1/n) Σ_i Σ_j −log Υ(p̂_j, q_i)
+    loss.backward()
+    for name in theta:
+        torch.testing.assert_close(result.update.grads[name], leaves[name].grad, msg=name)
+    assert result.update.loss_sum == pytest.approx(loss.item())
+    assert len(result.malicious_norms) == 3 and len(result.benign_norms) == 0
+
+
+def test_attack_scale_multiplies_every_malicious_upload():
+    for strategy in ("a-ra", "a-hum", "eb", "ra"):
+        _, _, one = malicious_round(strategy, attack_scale=1.0)
+        _, _, three = malicious_round(strategy, attack_scale=3.0)
+        for name, grad in one.update.grads.items():
+            torch.testing.assert_close(three.update.grads[name], 3 * grad, msg=f"{strategy} {name}")
+        torch.testing.assert_close(three.malicious_norms, 3 * one.malicious_norms)
+
+
+def test_a_hum_mined_vectors_score_the_target_lower_than_their_initialisation():
+    _, theta = random_shard(num_items=40)
+    target = torch.full((50,), 7)
+    initial = torch.randn((50, 8), generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.01
+    mined = mine_hard_users(theta, initial, target, step=0.001, iterations=30, num_linear=3)
+    before = torch.sigmoid(ncf_logits(initial, theta[ITEM_EMBEDDING][target], theta, 3))
+    after = torch.sigmoid(ncf_logits(mined, theta[ITEM_EMBEDDING][target], theta, 3))
+    assert torch.all(after < before)
+    # More mining (larger ξ) moves further towards hard users.
+    deeper = mine_hard_users(theta, initial, target, step=0.01, iterations=30, num_linear=3)
+    assert torch.all(torch.sigmoid(ncf_logits(deeper, theta[ITEM_EMBEDDING][target], theta, 3)) < after)
+
+
+def test_eb_promotes_only_the_targets_with_the_clients_own_embedding():
+    shard, theta, result = malicious_round("eb", clients=2)
+    batch = shard.batch(np.arange(2))
+    keep = batch.labels == 1
+    owner, items = batch.owner[keep], batch.items[keep]
+    counts = torch.bincount(owner, minlength=2).to(theta[ITEM_EMBEDDING].dtype)
+    _, grads, _ = weighted_bce_grads(theta, random_shard(num_users=2)[0].embeddings, owner, items,
+                                     torch.ones(len(items), dtype=counts.dtype), 1 / counts[owner], 3)
+    for name in theta:
+        torch.testing.assert_close(result.update.grads[name], grads[name], msg=name)
+
+
+def test_per_client_upload_norms_equal_each_clients_own_gradient_norm():
+    shard, theta = random_shard(num_items=30)
+    gen = torch.Generator().manual_seed(2)
+    owner = torch.randint(0, 12, (300,), generator=gen)
+    items = torch.randint(0, 30, (300,), generator=gen)
+    labels = torch.randint(0, 2, (300,), generator=gen).to(torch.float64)
+    weights = torch.rand(300, generator=gen, dtype=torch.float64)
+    client = owner // 3  # four clients with three embedding rows each
+    norms = per_client_grad_norms(theta, shard.embeddings, owner, items, labels, weights, 3, client, 4)
+    for c in range(4):
+        mask = client == c
+        _, grads, _ = weighted_bce_grads(theta, shard.embeddings, owner[mask], items[mask], labels[mask], weights[mask], 3)
+        expected = torch.sqrt(sum(g.pow(2).sum() for g in grads.values()))
+        torch.testing.assert_close(norms[c], expected)
+
+
+@pytest.mark.parametrize("strategy", ["a-ra", "a-hum", "eb", "ra"])
+def test_malicious_uploads_pass_the_servers_validation(strategy):
+    shard, _, result = malicious_round(strategy)
+    grads = {name: grad.float() for name, grad in result.update.grads.items()}
+    content = protocol.update_reply(grads, result.update.num_clients, result.update.loss_sum,
+                                    result.benign_norms, result.malicious_norms)
+    upload = validate_upload(content, shard.spec, max_clients=3)
+    assert upload.num_clients == 3 and len(upload.malicious_norms) == 3
+    assert all(norm > 0 for norm in upload.malicious_norms)
+
+
+# ---- end to end ---------------------------------------------------------------------------------------
+def mean_target_score(out: Path, config: SimulationConfig) -> float:
+    """Mean Υ(p_u, q_target) over benign users, from the run's checkpoints."""
+    theta = torch.load(out / "checkpoint.pt", weights_only=False)["theta"]
+    shards = sorted((out / "checkpoints").glob("shard-*.pt"))
+    embeddings = torch.cat([torch.load(p, weights_only=True)["embeddings"] for p in shards])[:config.synthetic_users]
+    target = json.loads((out / "config.json").read_text())["resolved"]["targets"][0]
+    items = torch.full((len(embeddings),), target)
+    return float(torch.sigmoid(ncf_logits(embeddings, theta[ITEM_EMBEDDING][items], theta, 3)).mean())
+
+
+def test_a_ra_raises_the_targets_mean_score_and_logs_upload_norms(tmp_path):
+    clean = synthetic(tmp_path, out=str(tmp_path / "clean"))
+    attacked = synthetic(tmp_path, out=str(tmp_path / "attacked"), attack="a-ra", malicious_frac=0.02)
+    run(clean, echo=False)
+    history = run(attacked, echo=False)
+    assert mean_target_score(tmp_path / "attacked", attacked) > mean_target_score(tmp_path / "clean", clean) + 0.05
+    assert history[-1]["rejected_uploads"] == 0
+    assert history[-1]["uploads/malicious_norm_mean"] > 0 and history[-1]["uploads/benign_norm_mean"] > 0
+    assert history[0]["uploads/malicious_norm_mean"] is None  # epoch 0: nothing uploaded yet
+    rounds = [json.loads(line) for line in (tmp_path / "attacked" / "rounds.jsonl").read_text().splitlines()]
+    assert len(rounds) == 2 * 5  # 306 clients, 64 per round
+    with_attackers = [r for r in rounds if r["malicious_measured"]]
+    assert sum(r["malicious_measured"] for r in rounds) == 2 * 6  # every malicious client, once per epoch
+    assert all(r["malicious_norm_max"] >= r["malicious_norm_mean"] > 0 for r in with_attackers)
+    resolved = json.loads((tmp_path / "attacked" / "config.json").read_text())["resolved"]
+    assert resolved["benign_clients"] == 300 and resolved["malicious_clients"] == list(range(300, 306))
+
+
+PLUGIN = '''
+import numpy as np
+from attacks.federated.base import MaliciousStrategy, approximated_users, promotion_upload
+from clients.strategy import WeightedBCE
+import torch
+
+
+class PushEverySecondItem(MaliciousStrategy):
+    """A user-defined attack: promote the targets for approximated users and remember even items."""
+
+    @classmethod
+    def fake_profiles(cls, num_clients, targets, num_items, config, rng):
+        return [np.arange(0, num_items, 2) for _ in range(num_clients)]
+
+    def craft(self, theta, batch, ctx):
+        rows = approximated_users(len(batch.client_ids), ctx, batch.embeddings)
+        owner = torch.arange(len(rows)).repeat_interleave(len(ctx.targets))
+        items = ctx.targets.repeat(len(rows))
+        ones = torch.ones(len(items), dtype=rows.dtype)
+        return promotion_upload(theta, WeightedBCE(rows, owner, items, ones, ones, torch.arange(len(rows))), batch, ctx)
+'''
+
+
+def test_a_malicious_plugin_from_a_file_runs_through_simulate_py(tmp_path):
+    plugin = tmp_path / "my_attack.py"
+    plugin.write_text(PLUGIN)
+    out = tmp_path / "cli"
+    command = [sys.executable, str(ROOT / "simulate.py"), "--dataset", "synthetic", "--synthetic-users", "200",
+               "--synthetic-items", "80", "--epochs", "1", "--out", str(out), "--shards", "1",
+               "--attack", f"{plugin}:PushEverySecondItem", "--malicious-frac", "0.05", "--attack-scale", "20"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["attack"].endswith("my_attack.py:PushEverySecondItem")
+    assert config["resolved"]["malicious_clients"] == list(range(200, 210))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["rejected_uploads"] == 0 and rows[-1]["uploads/malicious_norm_mean"] > 0
+    assert load_strategy_class(config["attack"]).benign is False
