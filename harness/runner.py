@@ -11,21 +11,22 @@ from harness.reporting import RunWriter
 from server.app import make_server_app
 
 
-def configure_threads(config: SimulationConfig) -> None:
+def configure_threads(config: SimulationConfig, cores: int | None = None) -> None:
     """Give torch the cores this process may use (set deliberately: oversubscription makes tiny ops ~100x slower)."""
-    cores = usable_cores()
+    cores = cores or usable_cores()
     torch.set_num_threads(max(1, cores // max(1, config.resolved_shards())) if config.backend == "inprocess" else 1)
 
 
-def run(config: SimulationConfig, echo: bool = True) -> list[dict[str, float]]:
-    """Run ``config``; return the metric history (also written to the run folder)."""
+def run(config: SimulationConfig, echo: bool = True, cores: int | None = None) -> list[dict[str, float]]:
+    """Run ``config`` on ``cores`` CPU cores (default: all this process may use); return the metric
+    history (also written to the run folder)."""
     writer = RunWriter(config, echo=echo)
     num_nodes = make_plan(config, dataset_for(config)).num_shards
     server_app = make_server_app(config, writer)
     if config.backend == "inprocess":
         from harness.inprocess import run_inprocess
 
-        configure_threads(config)
+        configure_threads(config, cores)
         run_inprocess(server_app, client_app, num_nodes)
     else:
         from harness.ray_engine import run_ray
