@@ -30,3 +30,12 @@ def random_shard(num_users: int = 12, num_items: int = 40, dtype: torch.dtype = 
     theta = {k: v.to(dtype) for k, v in init_theta(spec, torch.Generator().manual_seed(seed)).items()}
     theta["item_emb"] *= 10  # make scores spread out
     return shard, theta
+
+
+def random_samples(count: int, num_rows: int, num_items: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """(owner, items, labels, weights) of ``count`` random weighted BCE samples, float64."""
+    gen = torch.Generator().manual_seed(seed)
+    owner = torch.randint(0, num_rows, (count,), generator=gen)
+    items = torch.randint(0, num_items, (count,), generator=gen)
+    labels = torch.randint(0, 2, (count,), generator=gen).to(torch.float64)
+    return owner, items, labels, torch.rand(count, generator=gen, dtype=torch.float64)

@@ -20,7 +20,7 @@ from federation.population import build_client_data
 from harness.runner import run
 from recsys.models.ncf import ITEM_EMBEDDING, ncf_logits, per_client_grad_norms, weighted_bce_grads
 from server.validation import validate_upload
-from tests.helpers import random_shard
+from tests.helpers import random_samples, random_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,11 +132,7 @@ def test_eb_promotes_only_the_targets_with_the_clients_own_embedding():
 
 def test_per_client_upload_norms_equal_each_clients_own_gradient_norm():
     shard, theta = random_shard(num_items=30)
-    gen = torch.Generator().manual_seed(2)
-    owner = torch.randint(0, 12, (300,), generator=gen)
-    items = torch.randint(0, 30, (300,), generator=gen)
-    labels = torch.randint(0, 2, (300,), generator=gen).to(torch.float64)
-    weights = torch.rand(300, generator=gen, dtype=torch.float64)
+    owner, items, labels, weights = random_samples(300, 12, 30, seed=2)
     client = owner // 3  # four clients with three embedding rows each
     norms = per_client_grad_norms(theta, shard.embeddings, owner, items, labels, weights, 3, client, 4)
     for c in range(4):

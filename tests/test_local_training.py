@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from recsys.models.ncf import ITEM_EMBEDDING, ncf_logits, score_all_items, weighted_bce_grads
-from tests.helpers import random_shard
+from tests.helpers import random_samples, random_shard
 
 
 def per_user_loop(shard, theta, users, lr):
@@ -57,11 +57,7 @@ def test_repeated_item_rows_are_accumulated_not_dropped():
 
 def test_hand_written_backward_matches_autograd():
     shard, theta = random_shard(num_items=30)
-    gen = torch.Generator().manual_seed(1)
-    owner = torch.randint(0, 12, (200,), generator=gen)
-    items = torch.randint(0, 30, (200,), generator=gen)
-    labels = torch.randint(0, 2, (200,), generator=gen).to(torch.float64)
-    weights = torch.rand(200, generator=gen, dtype=torch.float64)
+    owner, items, labels, weights = random_samples(200, 12, 30, seed=1)
     loss, grads, user_grad = weighted_bce_grads(theta, shard.embeddings, owner, items, labels, weights, 3)
     leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
     users = shard.embeddings.clone().requires_grad_(True)

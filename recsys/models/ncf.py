@@ -119,6 +119,16 @@ def score_all_items(user_emb: torch.Tensor, theta: Theta, num_linear: int, buffe
     return hidden.squeeze(-1)
 
 
+def _layer_inputs(theta: Theta, user_emb: torch.Tensor, owner: torch.Tensor, items: torch.Tensor,
+                  num_linear: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The input of every linear layer (post-ReLU activations) for the (user row, item) samples, and the logits."""
+    inputs = [torch.cat((user_emb[owner], theta[ITEM_EMBEDDING][items]), dim=1)]
+    for k in range(num_linear):
+        out = torch.nn.functional.linear(inputs[-1], theta[f"mlp.{k}.weight"], theta[f"mlp.{k}.bias"])
+        inputs.append(out.relu_() if k < num_linear - 1 else out.squeeze(1))
+    return inputs[:-1], inputs[-1]
+
+
 @torch.no_grad()
 def weighted_bce_grads(
     theta: Theta,
@@ -136,11 +146,7 @@ def weighted_bce_grads(
     tests check it against autograd.
     """
     dim = user_emb.shape[1]
-    inputs = [torch.cat((user_emb[owner], theta[ITEM_EMBEDDING][items]), dim=1)]
-    for k in range(num_linear):
-        out = torch.nn.functional.linear(inputs[-1], theta[f"mlp.{k}.weight"], theta[f"mlp.{k}.bias"])
-        inputs.append(out.relu_() if k < num_linear - 1 else out.squeeze(1))
-    logits = inputs.pop()
+    inputs, logits = _layer_inputs(theta, user_emb, owner, items, num_linear)
     loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum()
     upstream = ((torch.sigmoid(logits) - labels) * weights)[:, None]
     grads: Theta = {}
@@ -170,11 +176,7 @@ def per_client_grad_norms(
     """‖∂L_c/∂Θ‖ for every client c, with L_c the part of ``weighted_bce_grads``'s loss over the samples
     ``s`` with ``client[s] = c``: per-sample gradient contributions summed per client, in one batched pass."""
     dim = user_emb.shape[1]
-    inputs = [torch.cat((user_emb[owner], theta[ITEM_EMBEDDING][items]), dim=1)]
-    for k in range(num_linear):
-        out = torch.nn.functional.linear(inputs[-1], theta[f"mlp.{k}.weight"], theta[f"mlp.{k}.bias"])
-        inputs.append(out.relu_() if k < num_linear - 1 else out.squeeze(1))
-    logits = inputs.pop()
+    inputs, logits = _layer_inputs(theta, user_emb, owner, items, num_linear)
     upstream = ((torch.sigmoid(logits) - labels) * weights)[:, None]
     squared = torch.zeros(num_clients, dtype=user_emb.dtype, device=user_emb.device)
 
