@@ -192,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --seeds expects comma-separated integers, got {args.seeds!r}", file=sys.stderr)
         return 2
     names = list(FIGURES) if "all" in args.figures else list(dict.fromkeys(args.figures))
+    # Seed-major order: a sweep stopped early has whole figures for its first seeds.
     wanted = {(setting, seed): cell_for(setting, seed, args)
-              for name in names for setting in FIGURES[name].settings for seed in seeds}
+              for seed in seeds for name in names for setting in FIGURES[name].settings}
     cells = list({cell.key: cell for cell in wanted.values()}.values())
     try:
         for cell in cells:  # fail fast on bad settings, before hours of runs
