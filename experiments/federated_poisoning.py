@@ -79,6 +79,13 @@ FIGURES: dict[str, Figure] = {
 }
 
 
+def restrict(figure: Figure, datasets: set[str]) -> Figure:
+    """``figure`` with only the settings on ``datasets`` (all of them when empty)."""
+    if not datasets:
+        return figure
+    return Figure(figure.title, tuple(s for s in figure.settings if s.dataset in datasets), figure.rows, figure.lines)
+
+
 def cell_for(setting: Setting, seed: int, args: argparse.Namespace) -> Cell:
     params = {"dataset": setting.dataset, "attack": setting.attack, "malicious_frac": setting.rho, "seed": seed,
               "epochs": args.epochs, "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else ""}
@@ -178,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="", help="folder laid out like shared/datasets (else $FEDREC_DATA_DIR / cache)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
     p.add_argument("--epochs", type=int, default=30, help="epochs per run (paper: 30)")
+    p.add_argument("--datasets", default="", help="comma-separated datasets to keep (default: every dataset of a figure)")
     p.add_argument("--workers", type=int, default=1,
                    help="parallel runs on Ray workers, one core each (default 1: runs in this process on every core)")
     p.add_argument("--out", default="runs/federated-poisoning", help="output folder (cells are cached under <out>/cells)")
@@ -192,9 +200,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --seeds expects comma-separated integers, got {args.seeds!r}", file=sys.stderr)
         return 2
     names = list(FIGURES) if "all" in args.figures else list(dict.fromkeys(args.figures))
+    keep = {d.strip() for d in args.datasets.split(",") if d.strip()}
+    figures = {name: restrict(FIGURES[name], keep) for name in names}
+    if not all(figure.settings for figure in figures.values()):
+        print(f"error: --datasets {args.datasets!r} leaves a figure without settings", file=sys.stderr)
+        return 2
     # Seed-major order: a sweep stopped early has whole figures for its first seeds.
     wanted = {(setting, seed): cell_for(setting, seed, args)
-              for seed in seeds for name in names for setting in FIGURES[name].settings}
+              for seed in seeds for figure in figures.values() for setting in figure.settings}
     cells = list({cell.key: cell for cell in wanted.values()}.values())
     try:
         for cell in cells:  # fail fast on bad settings, before hours of runs
@@ -208,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(usable_cores())
     results = run_sweep(cells, run_cell, args.out, workers=args.workers)
     out = Path(args.out)
-    for name in names:
-        figure = FIGURES[name]
+    for name, figure in figures.items():
         runs = {(s, seed): results[wanted[(s, seed)].key] for s in figure.settings for seed in seeds}
         write_table(long_rows(figure, runs), out / name)
         summary = summary_rows(figure, runs)

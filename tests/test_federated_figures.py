@@ -31,3 +31,9 @@ def test_a_figure_command_writes_its_csv_png_and_summary_and_reuses_cells(tmp_pa
 def test_bad_seeds_fail_with_a_clear_message(capsys):
     assert fp.main(["figure2", "--seeds", "a,b"]) == 2
     assert "--seeds expects comma-separated integers" in capsys.readouterr().err
+
+
+def test_datasets_option_restricts_a_figure_and_rejects_an_empty_one(capsys):
+    assert [s.dataset for s in fp.restrict(fp.FIGURES["figure1"], {"fed-az"}).settings] == ["fed-az"] * 5
+    assert fp.main(["figure2", "--datasets", "fed-az"]) == 2
+    assert "leaves a figure without settings" in capsys.readouterr().err
