@@ -42,21 +42,30 @@ class Experiment:
 
     def attacker(self, **changes: Any) -> dict[str, Any]:
         a = self.args
-        base = StealingSettings(clone=a.clone, k=a.k, epochs=a.clone_epochs, finetune_epochs=a.finetune_epochs)
+        base = StealingSettings(k=a.k, epochs=a.clone_epochs, aux_epochs=a.aux_epochs,
+                                finetune_epochs=a.finetune_epochs)
         settings = {**asdict(base), **changes}
         StealingSettings(**settings)  # validate before anything runs
         settings.pop("seed")
         return settings
 
-    def cell(self, key: str, target: str, seed: int, attacks: Sequence[str], *, dataset: str | None = None,
-             fraction: float | None = None, n_mix: int = 0, **attacker: Any) -> Cell:
+    def cell(self, target: str, seed: int, *, dataset: str | None = None, fraction: float | None = None,
+             n_mix: int = 0, **attacker: Any) -> Cell:
+        """One target × seed × setting; its key names every setting, so commands share cells."""
         a = self.args
-        return Cell(key, {
+        settings = self.attacker(**{"clone": target if a.clone == "same" else a.clone, **attacker})
+        params = {
             "dataset": dataset or a.datasets[0], "data_dir": a.data_dir, "target": target,
             "target_epochs": a.target_epochs or TARGET_EPOCHS[target], "seed": seed,
             "attacker_fraction": a.fraction if fraction is None else fraction, "n_mix": n_mix,
-            "attacks": list(attacks), "targets_dir": str(self.out / "targets"), "attacker": self.attacker(**attacker),
-        })
+            "models_dir": str(self.out / "models"), "attacker": settings,
+        }
+        key = "-".join(str(part) for part in (
+            params["dataset"], target, f"e{params['target_epochs']}", settings["clone"], f"k{settings['k']}",
+            f"f{params['attacker_fraction']}", f"m{n_mix}", settings["ranking_loss"], settings["positive_loss"],
+            settings["qsd_ranking_loss"], settings["qsd_positive_loss"],
+            f"e{settings['epochs']}.{settings['aux_epochs']}.{settings['finetune_epochs']}", f"s{seed}"))
+        return Cell(key, params)
 
     def run(self, cells: list[Cell]) -> dict[str, Any]:
         from experiments.stealing_cell import run_cell
@@ -64,14 +73,9 @@ class Experiment:
         return run_sweep(cells, run_cell, self.out, workers=self.args.workers)
 
 
-def _keyed(*parts: Any) -> str:
-    return "-".join(str(p) for p in parts)
-
-
 def table4(exp: Experiment) -> list[dict[str, Any]]:
     a = exp.args
-    cells = [exp.cell(_keyed("t4", d, t, f"c{_clone(a, t)}", f"s{s}"), t, s, ALL_ATTACKS, dataset=d,
-                      clone=_clone(a, t))
+    cells = [exp.cell(t, s, dataset=d)
              for d in a.datasets for t in a.targets for s in a.seeds]
     results = exp.run(cells)
     rows = []
@@ -92,8 +96,7 @@ def table4(exp: Experiment) -> list[dict[str, Any]]:
 
 def table7(exp: Experiment) -> list[dict[str, Any]]:
     a = exp.args
-    cells = [exp.cell(_keyed("t7", t, r, p, f"s{s}"), t, s, ["qsd", "ptq", "ptaq"], clone=_clone(a, t),
-                      ranking_loss=r, positive_loss=p, qsd_ranking_loss=r, qsd_positive_loss=p)
+    cells = [exp.cell(t, s, ranking_loss=r, positive_loss=p, qsd_ranking_loss=r, qsd_positive_loss=p)
              for t in a.targets for (r, p) in LOSS_PAIRS for s in a.seeds]
     results = exp.run(cells)
     rows = []
@@ -106,10 +109,6 @@ def table7(exp: Experiment) -> list[dict[str, Any]]:
                                                   and c.params["attacker"]["positive_loss"] == p])
         rows.append(row)
     return rows
-
-
-def _clone(args: argparse.Namespace, target: str) -> str:
-    return target if args.clone == "same" else args.clone
 
 
 def _curve(exp: Experiment, name: str, axis: str, values: Sequence[Any], make) -> list[dict[str, Any]]:
@@ -131,24 +130,21 @@ def _curve(exp: Experiment, name: str, axis: str, values: Sequence[Any], make) -
 
 
 def fig2(exp: Experiment) -> list[dict[str, Any]]:
-    return _curve(exp, "fig2", "K", exp.args.lengths, lambda k, t, s: exp.cell(
-        _keyed("f2", t, f"k{k}", f"s{s}"), t, s, exp.args.attacks, clone=_clone(exp.args, t), k=k))
+    return _curve(exp, "fig2", "K", exp.args.lengths, lambda k, t, s: exp.cell(t, s, k=k))
 
 
 def fig3(exp: Experiment) -> list[dict[str, Any]]:
-    return _curve(exp, "fig3", "target fraction", exp.args.fractions, lambda f, t, s: exp.cell(
-        _keyed("f3", t, f"f{f}", f"s{s}"), t, s, exp.args.attacks, clone=_clone(exp.args, t), fraction=f))
+    return _curve(exp, "fig3", "target fraction", exp.args.fractions, lambda f, t, s: exp.cell(t, s, fraction=f))
 
 
 def fig7_8(exp: Experiment) -> list[dict[str, Any]]:
-    return _curve(exp, "fig7-8", "mixed items", exp.args.mixes, lambda m, t, s: exp.cell(
-        _keyed("f78", t, f"m{m}", f"s{s}"), t, s, exp.args.attacks, clone=_clone(exp.args, t), n_mix=m))
+    return _curve(exp, "fig7-8", "mixed items", exp.args.mixes, lambda m, t, s: exp.cell(t, s, n_mix=m))
 
 
 def fig6(exp: Experiment) -> list[dict[str, Any]]:
     a = exp.args
     clones = list(MODELS)
-    cells = {(t, c, s): exp.cell(_keyed("f6", t, c, f"s{s}"), t, s, a.attacks, clone=c)
+    cells = {(t, c, s): exp.cell(t, s, clone=c)
              for t in a.targets for c in clones for s in a.seeds}
     results = exp.run(list(cells.values()))
     rows = []
@@ -169,31 +165,38 @@ def _mean(cell: str) -> float:
     return float(cell.split(" ± ")[0])
 
 
-def _plot_curves(rows: list[dict[str, Any]], axis: str, series: list[str], path: Path, title: str) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _line_panel(ax, curves: dict[str, tuple[list[Any], list[float]]], title: str, xlabel: str, ylabel: str) -> None:
+    for label, (xs, ys) in curves.items():
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _plot_curves(rows: list[dict[str, Any]], axis: str, series: list[str], path: Path, title: str) -> None:
+    """One Agr panel per target (Figs. 2, 3, 7) and, for the defense, the served Recall@50 (Fig. 8)."""
+    plt = _pyplot()
     targets = list(dict.fromkeys(row["target"] for row in rows))
-    fig, axes = plt.subplots(1, len(targets) + (axis == "mixed items"), figsize=(5 * (len(targets) + 1), 4),
-                             squeeze=False)
+    by_target = {t: [row for row in rows if row["target"] == t] for t in targets}
+    defense = axis == "mixed items"
+    fig, axes = plt.subplots(1, len(targets) + defense, figsize=(5 * (len(targets) + defense), 4), squeeze=False)
     for ax, target in zip(axes[0], targets):
-        points = [row for row in rows if row["target"] == target]
-        for name in series:
-            ax.plot([row[axis] for row in points], [_mean(row[name]) for row in points], marker="o", label=name)
-        ax.set(title=f"target {target.upper()}", xlabel=axis, ylabel="Agr")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    if axis == "mixed items":  # Fig. 8: the target's recommendation quality under the defense
-        ax = axes[0][-1]
-        for target in targets:
-            points = [row for row in rows if row["target"] == target]
-            ax.plot([row[axis] for row in points], [_mean(row["served Recall@50"]) for row in points], marker="o",
-                    label=target.upper())
-        ax.set(title="served lists", xlabel=axis, ylabel="Recall@50")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        points = by_target[target]
+        _line_panel(ax, {name: ([r[axis] for r in points], [_mean(r[name]) for r in points]) for name in series},
+                    f"target {target.upper()}", axis, "Agr")
+    if defense:
+        _line_panel(axes[0][-1], {t.upper(): ([r[axis] for r in by_target[t]],
+                                              [_mean(r["served Recall@50"]) for r in by_target[t]]) for t in targets},
+                    "served lists", axis, "Recall@50")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -201,11 +204,8 @@ def _plot_curves(rows: list[dict[str, Any]], axis: str, series: list[str], path:
 
 
 def _plot_heatmaps(rows: list[dict[str, Any]], clones: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Fig. 6: Agr of each (target, clone) architecture pair, one heatmap per attack."""
+    plt = _pyplot()
     attacks = list(dict.fromkeys(row["attack"] for row in rows))
     fig, axes = plt.subplots(1, len(attacks), figsize=(4.5 * len(attacks), 4), squeeze=False)
     for ax, attack in zip(axes[0], attacks):
@@ -242,7 +242,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target-epochs", type=int, default=None,
                         help=f"target training epochs (default per model: {TARGET_EPOCHS})")
     parser.add_argument("--clone-epochs", type=int, default=StealingSettings.epochs,
-                        help="BPR epochs of the clone and of the auxiliary model")
+                        help="BPR epochs of the clone on the available target data")
+    parser.add_argument("--aux-epochs", type=int, default=StealingSettings.aux_epochs,
+                        help="BPR epochs of the auxiliary model on the auxiliary data")
     parser.add_argument("--finetune-epochs", type=int, default=StealingSettings.finetune_epochs,
                         help="epochs on the queried lists (PTQ/PTAQ fine-tuning, QSD training)")
     parser.add_argument("--lengths", nargs="+", type=int, default=[10, 20, 50, 100], help="Fig. 2: list lengths K")

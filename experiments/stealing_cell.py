@@ -18,7 +18,7 @@ from central.stealing_data import AttackerView, QueryOracle, StealingSplit
 from defenses.mixing import MixingDefense
 from recsys.data import load_dataset
 from recsys.list_metrics import agreement, recall
-from recsys.models.ranking import RankingModel, make_model, recommend
+from recsys.models.ranking import RankingModel, make_model, recommend, save_atomically
 
 LOGISTIC_NEGATIVES = 4  # sampled negatives per observed pair for the logistic targets (He et al. 2017)
 RECALL_K = 50  # Recall@50, as Fig. 8 reports it
@@ -40,34 +40,33 @@ def target_model(split: StealingSplit, name: str, dim: int, epochs: int, seed: i
     negatives = 1 if model.native_loss == "bpr" else LOGISTIC_NEGATIVES
     fit(model, InteractionObjective(split.target_train, split.num_items, model.native_loss, negatives), epochs, seed)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(cache)
+        save_atomically(model, cache)
     return model
 
 
 def run_cell(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Sweep cell: ``params`` holds dataset, data_dir, target, target_epochs, seed, attacker_fraction,
-    n_mix, attacks, targets_dir and the ``StealingSettings`` fields under ``attacker``."""
+    n_mix, models_dir (trained target and auxiliary models are cached there) and the
+    ``StealingSettings`` fields under ``attacker``; every attack runs."""
     torch.set_num_threads(1)
     start = time.perf_counter()
     seed = params["seed"]
     split = _split(params["dataset"], params["data_dir"], seed, params["attacker_fraction"])
     settings = StealingSettings(**{**params["attacker"], "seed": seed})
-    cache = Path(params["targets_dir"]) / f"{params['dataset']}-{params['target']}-d{settings.dim}" \
-        f"-e{params['target_epochs']}-s{seed}.pt"
-    target = target_model(split, params["target"], settings.dim, params["target_epochs"], seed, cache)
+    models = Path(params["models_dir"])
+    prefix = f"{params['dataset']}-s{seed}"  # the halves depend on the seed only
+    target = target_model(split, params["target"], settings.dim, params["target_epochs"], seed,
+                          models / f"{prefix}-target-{params['target']}-d{settings.dim}-e{params['target_epochs']}.pt")
     oracle = QueryOracle(target, split.target_train, split.num_items)
     served = MixingDefense(oracle, split.item_popularity(), params["n_mix"], seed) if params["n_mix"] else oracle
     view = AttackerView(split, served)
-    run = StealingRun(view, settings)
+    run = StealingRun(view, settings, models / f"{prefix}-aux-{settings.clone}-d{settings.dim}-e{settings.aux_epochs}.pt")
 
     known = torch.from_numpy(split.attacker_users)
     truth = oracle.query(known, settings.k)  # the target model's own lists (not the served ones)
     exclude = oracle.interacted[known]
     agr = {name: agreement(truth, recommend(ATTACKS[name](run), torch.arange(len(known)), exclude, settings.k))
-           for name in params["attacks"]}
+           for name in ATTACKS}
     everyone = torch.arange(split.target_train.num_users)
     test = interaction_mask(split.target_test, split.num_items)
     return {

@@ -207,3 +207,36 @@ def test_recommend_excludes_interacted_items():
     exclude = interaction_mask(Interactions.from_lists([[0, 1], [2], []]), 6)
     lists = recommend(model, torch.arange(3), exclude, 4)
     assert not bool(exclude.gather(1, lists).any()) and lists.shape == (3, 4)
+
+
+def test_the_target_learns_its_users_test_items(synthetic_split, trained_target):
+    s = synthetic_split
+    oracle = QueryOracle(trained_target, s.target_train, s.num_items)
+    lists = oracle.query(torch.arange(s.target_train.num_users), 10)
+    chance = 10 / s.num_items
+    assert recall(lists, interaction_mask(s.target_test, s.num_items)) > 2 * chance
+
+
+def test_logistic_objective_matches_a_hand_computation():
+    objective = InteractionObjective(Interactions.from_lists([[1], [0]]), 4, "logistic", negatives=2)
+    model = make_model("lmf", 2, 4, 3, torch.Generator().manual_seed(0))
+    users, items, negatives = torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([[2, 3], [3, 1]])
+    r = lambda u, i: float(model.score(torch.tensor([u]), torch.tensor([i])))  # noqa: E731
+    softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    expected = (softplus(-r(0, 1)) + softplus(r(0, 2)) + softplus(r(0, 3))
+                + softplus(-r(1, 0)) + softplus(r(1, 3)) + softplus(r(1, 1))) / 2
+    assert float(objective.loss(model, (users, items, negatives))) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_ml1m_bpr_acceptance_ordering(shared_datasets, tmp_path):
+    """One seed of Table 4's ML-1M/BPR column at the paper's settings (about 7 minutes)."""
+    from experiments.stealing_cell import run_cell
+
+    params = {"dataset": "fed-ml", "data_dir": str(shared_datasets), "target": "bpr", "target_epochs": 60,
+              "seed": 0, "attacker_fraction": 0.1, "n_mix": 0, "models_dir": str(tmp_path),
+              "attacker": {k: v for k, v in StealingSettings().__dict__.items() if k != "seed"}}
+    result = run_cell(params, tmp_path)
+    agr = result["agr"]
+    assert agr["ptaq"] >= agr["pta"] > agr["ptd"] and agr["ptq"] >= agr["ptd"] and agr["ptaq"] >= 0.5
+    assert result["target_users_read"] == result["known_users"] == 302

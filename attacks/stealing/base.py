@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -19,7 +20,7 @@ from attacks.stealing.loss import MARGIN, PAIR_LOSSES, StealingObjective
 from central.objectives import InteractionObjective, interaction_mask
 from central.ranking_learner import fit
 from central.stealing_data import AttackerView
-from recsys.models.ranking import MODELS, make_model
+from recsys.models.ranking import MODELS, make_model, save_atomically
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,9 @@ class StealingSettings:
     clone: str = "bpr"  # clone architecture (a name in recsys.models.ranking.MODELS)
     dim: int = 64
     k: int = 50  # length of the queried lists
-    epochs: int = 30  # BPR epochs of the auxiliary model and of the clone on target data
-    finetune_epochs: int = 30  # epochs on the queried lists (PTQ/PTAQ fine-tuning, QSD training)
+    epochs: int = 200  # BPR epochs of the clone on the available target data
+    aux_epochs: int = 60  # BPR epochs of the auxiliary model on the auxiliary data
+    finetune_epochs: int = 200  # epochs on the queried lists (PTQ/PTAQ fine-tuning, QSD training)
     ranking_loss: str = "bpr"  # L_r of PTQ/PTAQ
     positive_loss: str = "hinge"  # L_p of PTQ/PTAQ
     qsd_ranking_loss: str = "hinge"
@@ -45,15 +47,16 @@ class StealingSettings:
         losses = (self.ranking_loss, self.positive_loss, self.qsd_ranking_loss, self.qsd_positive_loss)
         if any(loss not in PAIR_LOSSES for loss in losses):
             raise ValueError(f"stealing losses must be among {', '.join(PAIR_LOSSES)}, got {losses}")
-        if min(self.dim, self.k, self.negatives) < 1 or min(self.epochs, self.finetune_epochs) < 0:
+        if min(self.dim, self.k, self.negatives) < 1 or min(self.epochs, self.aux_epochs, self.finetune_epochs) < 0:
             raise ValueError("dim, k and negatives must be >= 1 and epochs >= 0")
 
 
 class StealingRun:
-    """The stages of one attacker (view + settings); each stage is trained once and copied out."""
+    """The stages of one attacker (view + settings); each stage is trained once and copied out.
+    ``aux_cache``: a file that keeps the auxiliary model across runs with the same data and settings."""
 
-    def __init__(self, view: AttackerView, settings: StealingSettings) -> None:
-        self.view, self.settings = view, settings
+    def __init__(self, view: AttackerView, settings: StealingSettings, aux_cache: Path | None = None) -> None:
+        self.view, self.settings, self.aux_cache = view, settings, aux_cache
         self._stages: dict[str, torch.nn.Module] = {}
         self.histories: dict[str, list[dict[str, float]]] = {}
 
@@ -69,16 +72,23 @@ class StealingRun:
             self._stages[name] = build()
         return copy.deepcopy(self._stages[name])
 
-    def _train_bpr(self, stage: str, module: torch.nn.Module, interactions) -> torch.nn.Module:
+    def _train_bpr(self, stage: str, module: torch.nn.Module, interactions, epochs: int) -> torch.nn.Module:
         objective = InteractionObjective(interactions, self.view.num_items, "bpr", self.settings.negatives)
-        self.histories[stage] = fit(module, objective, self.settings.epochs, self._seed(stage))
+        self.histories[stage] = fit(module, objective, epochs, self._seed(stage))
         return module
 
     def auxiliary_items(self) -> torch.Tensor:
         """q^a: item embeddings of the auxiliary model trained on the auxiliary data."""
         def build():
             data = self.view.auxiliary_data()
-            return self._train_bpr("auxiliary", self._new_model("auxiliary", data.num_users), data)
+            model = self._new_model("auxiliary", data.num_users)
+            if self.aux_cache is not None and self.aux_cache.is_file():
+                model.load_state_dict(torch.load(self.aux_cache, weights_only=True))
+                return model
+            self._train_bpr("auxiliary", model, data, self.settings.aux_epochs)
+            if self.aux_cache is not None:
+                save_atomically(model, self.aux_cache)
+            return model
         return self._stage("auxiliary", build).item_emb.detach()
 
     def pretrained(self, fused: bool) -> torch.nn.Module:
@@ -90,7 +100,7 @@ class StealingRun:
             model = self._new_model(name, data.num_users)
             module = FusedClone(model, self.auxiliary_items(), torch.Generator().manual_seed(self._seed("fusion"))) \
                 if fused else model
-            return self._train_bpr(name, module, data)
+            return self._train_bpr(name, module, data, self.settings.epochs)
         return self._stage(name, build)
 
     def stealing_objective(self, ranking: str, positive: str) -> StealingObjective:

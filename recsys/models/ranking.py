@@ -9,6 +9,8 @@ Item-side parameters (Θ in central mode) are every parameter but the user-side 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec, init_theta, init_user_embeddings, ncf_logits, score_all_items
@@ -115,6 +117,14 @@ def recommend(scorer: torch.nn.Module, users: torch.Tensor, exclude: torch.Tenso
         scores.masked_fill_(exclude[start : start + chunk], -torch.inf)
         lists.append(scores.topk(k, dim=1).indices)
     return torch.cat(lists) if lists else torch.empty((0, k), dtype=torch.long)
+
+
+def save_atomically(module: torch.nn.Module, path: Path) -> None:
+    """Write ``module``'s state dict to ``path`` (via a temporary file, so readers never see half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(module.state_dict(), tmp)
+    tmp.replace(path)
 
 
 MODELS: dict[str, type[RankingModel]] = {"bpr": BPRMF, "ncf": NCF, "lmf": LMF}
