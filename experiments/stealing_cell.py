@@ -69,10 +69,12 @@ def run_cell(params: dict[str, Any], folder: Path) -> dict[str, Any]:
            for name in ATTACKS}
     everyone = torch.arange(split.target_train.num_users)
     test = interaction_mask(split.target_test, split.num_items)
+    own, shown = oracle.query(everyone, RECALL_K), served.query(everyone, RECALL_K)
     return {
         "agr": agr,
-        "target_recall": recall(oracle.query(everyone, RECALL_K), test),
-        "served_recall": recall(served.query(everyone, RECALL_K), test),
+        "target_recall": recall(own, test),
+        "served_recall": recall(shown, test),
+        "mixed_per_list": float((own != shown).sum(1).double().mean()),
         "target_users_read": len(view.read_target_users),
         "known_users": len(known),
         "seconds": time.perf_counter() - start,

@@ -221,11 +221,16 @@ def test_logistic_objective_matches_a_hand_computation():
     objective = InteractionObjective(Interactions.from_lists([[1], [0]]), 4, "logistic", negatives=2)
     model = make_model("lmf", 2, 4, 3, torch.Generator().manual_seed(0))
     users, items, negatives = torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([[2, 3], [3, 1]])
-    r = lambda u, i: float(model.score(torch.tensor([u]), torch.tensor([i])))  # noqa: E731
-    softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731
+
+    def r(u: int, i: int) -> float:
+        return model.score(torch.tensor([u]), torch.tensor([i])).item()
+
+    def softplus(x: float) -> float:
+        return math.log1p(math.exp(x))
+
     expected = (softplus(-r(0, 1)) + softplus(r(0, 2)) + softplus(r(0, 3))
                 + softplus(-r(1, 0)) + softplus(r(1, 3)) + softplus(r(1, 1))) / 2
-    assert float(objective.loss(model, (users, items, negatives))) == pytest.approx(expected, rel=1e-5)
+    assert objective.loss(model, (users, items, negatives)).item() == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.slow
