@@ -44,6 +44,14 @@ def target_model(split: StealingSplit, name: str, dim: int, epochs: int, seed: i
     return model
 
 
+def _stage_file(params: dict[str, Any], settings: StealingSettings, stage: str) -> str:
+    """File name of a trained attack stage; it names everything the stage depends on."""
+    model = f"{settings.clone}-d{settings.dim}-e{settings.aux_epochs}"
+    if stage == "auxiliary":  # the auxiliary half depends on the seed only
+        return f"{params['dataset']}-s{settings.seed}-aux-{model}.pt"
+    return f"{params['dataset']}-s{settings.seed}-f{params['attacker_fraction']}-{stage}-{model}.{settings.epochs}.pt"
+
+
 def run_cell(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Sweep cell: ``params`` holds dataset, data_dir, target, target_epochs, seed, attacker_fraction,
     n_mix, models_dir (trained target and auxiliary models are cached there) and the
@@ -60,7 +68,7 @@ def run_cell(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     oracle = QueryOracle(target, split.target_train, split.num_items)
     served = MixingDefense(oracle, split.item_popularity(), params["n_mix"], seed) if params["n_mix"] else oracle
     view = AttackerView(split, served)
-    run = StealingRun(view, settings, models / f"{prefix}-aux-{settings.clone}-d{settings.dim}-e{settings.aux_epochs}.pt")
+    run = StealingRun(view, settings, lambda stage: models / _stage_file(params, settings, stage))
 
     known = torch.from_numpy(split.attacker_users)
     truth = oracle.query(known, settings.k)  # the target model's own lists (not the served ones)

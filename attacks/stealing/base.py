@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,10 +54,12 @@ class StealingSettings:
 
 class StealingRun:
     """The stages of one attacker (view + settings); each stage is trained once and copied out.
-    ``aux_cache``: a file that keeps the auxiliary model across runs with the same data and settings."""
+    ``stage_file(stage)``, if given, names a file that keeps a trained stage ("auxiliary",
+    "ptd", "pta") across runs with the same data and settings."""
 
-    def __init__(self, view: AttackerView, settings: StealingSettings, aux_cache: Path | None = None) -> None:
-        self.view, self.settings, self.aux_cache = view, settings, aux_cache
+    def __init__(self, view: AttackerView, settings: StealingSettings,
+                 stage_file: Callable[[str], Path] | None = None) -> None:
+        self.view, self.settings, self.stage_file = view, settings, stage_file
         self._stages: dict[str, torch.nn.Module] = {}
         self.histories: dict[str, list[dict[str, float]]] = {}
 
@@ -67,41 +70,46 @@ class StealingRun:
         return make_model(self.settings.clone, num_users, self.view.num_items, self.settings.dim,
                           torch.Generator().manual_seed(self._seed(stage)))
 
-    def _stage(self, name: str, build) -> torch.nn.Module:
+    def _stage(self, name: str, make: Callable[[], torch.nn.Module],
+               train: Callable[[torch.nn.Module], None]) -> torch.nn.Module:
+        """A copy of stage ``name``: ``make()`` trained by ``train`` (or loaded from its file)."""
         if name not in self._stages:
-            self._stages[name] = build()
+            module = make()
+            path = self.stage_file(name) if self.stage_file is not None else None
+            if path is not None and path.is_file():
+                module.load_state_dict(torch.load(path, weights_only=True))
+            else:
+                train(module)
+                if path is not None:
+                    save_atomically(module, path)
+            self._stages[name] = module
         return copy.deepcopy(self._stages[name])
 
-    def _train_bpr(self, stage: str, module: torch.nn.Module, interactions, epochs: int) -> torch.nn.Module:
-        objective = InteractionObjective(interactions, self.view.num_items, "bpr", self.settings.negatives)
+    def _fit(self, stage: str, module: torch.nn.Module, objective, epochs: int) -> torch.nn.Module:
         self.histories[stage] = fit(module, objective, epochs, self._seed(stage))
         return module
 
+    def _bpr(self, interactions) -> InteractionObjective:
+        return InteractionObjective(interactions, self.view.num_items, "bpr", self.settings.negatives)
+
     def auxiliary_items(self) -> torch.Tensor:
         """q^a: item embeddings of the auxiliary model trained on the auxiliary data."""
-        def build():
-            data = self.view.auxiliary_data()
-            model = self._new_model("auxiliary", data.num_users)
-            if self.aux_cache is not None and self.aux_cache.is_file():
-                model.load_state_dict(torch.load(self.aux_cache, weights_only=True))
-                return model
-            self._train_bpr("auxiliary", model, data, self.settings.aux_epochs)
-            if self.aux_cache is not None:
-                save_atomically(model, self.aux_cache)
-            return model
-        return self._stage("auxiliary", build).item_emb.detach()
+        data = self.view.auxiliary_data()
+        model = self._stage("auxiliary", lambda: self._new_model("auxiliary", data.num_users),
+                            lambda m: self._fit("auxiliary", m, self._bpr(data), self.settings.aux_epochs))
+        return model.item_emb.detach()
 
     def pretrained(self, fused: bool) -> torch.nn.Module:
         """The clone trained with BPR on the available target data (PTD; with fusion, PTA)."""
         name = "pta" if fused else "ptd"
+        data = self.view.target_data()
 
-        def build():
-            data = self.view.target_data()
+        def make() -> torch.nn.Module:
             model = self._new_model(name, data.num_users)
-            module = FusedClone(model, self.auxiliary_items(), torch.Generator().manual_seed(self._seed("fusion"))) \
-                if fused else model
-            return self._train_bpr(name, module, data, self.settings.epochs)
-        return self._stage(name, build)
+            if not fused:
+                return model
+            return FusedClone(model, self.auxiliary_items(), torch.Generator().manual_seed(self._seed("fusion")))
+        return self._stage(name, make, lambda m: self._fit(name, m, self._bpr(data), self.settings.epochs))
 
     def stealing_objective(self, ranking: str, positive: str) -> StealingObjective:
         interacted = interaction_mask(self.view.target_data(), self.view.num_items)
@@ -111,12 +119,9 @@ class StealingRun:
     def finetuned(self, module: torch.nn.Module, stage: str) -> torch.nn.Module:
         """``module`` fine-tuned on the queried lists with L_r + L_p (PTQ, PTAQ)."""
         objective = self.stealing_objective(self.settings.ranking_loss, self.settings.positive_loss)
-        self.histories[stage] = fit(module, objective, self.settings.finetune_epochs, self._seed(stage))
-        return module
+        return self._fit(stage, module, objective, self.settings.finetune_epochs)
 
     def query_only(self) -> torch.nn.Module:
         """A fresh clone trained on the queried lists only (QSD)."""
-        model = self._new_model("qsd", self.view.num_known)
         objective = self.stealing_objective(self.settings.qsd_ranking_loss, self.settings.qsd_positive_loss)
-        self.histories["qsd"] = fit(model, objective, self.settings.finetune_epochs, self._seed("qsd"))
-        return model
+        return self._fit("qsd", self._new_model("qsd", self.view.num_known), objective, self.settings.finetune_epochs)
