@@ -1,12 +1,14 @@
 """Model Stealing Attack against Recommender System (Zhu et al. 2023): Table 4, Table 7 and
 Figs. 2, 3, 6, 7–8 in central mode.
 
-    python -m experiments.model_stealing table4 --data-dir /work/shared/datasets --seeds 0 1 2 --out runs/stealing
+    python -m experiments.model_stealing table4 --data-dir /work/shared/datasets --seeds 0 1 2 --out runs/model-stealing
 
-Every command is a sweep of cached cells (``experiments.stealing_cell.run_cell``); trained target
-models are cached under ``<out>/targets`` and shared by all commands with the same ``--out``.
-Each writes ``<command>.csv``/``.md`` (mean and standard deviation over seeds) and, for the
-figures, a PNG into ``--out``, then prints the table.
+Every command is a sweep of cached cells (``experiments.stealing_cell.run_cell``), one per
+target × seed × setting, each running all five attacks. Cell keys name every setting, so
+commands with the same ``--out`` share cells (Table 4's cells are Fig. 2's K = 50 points);
+trained targets, auxiliary models and PTD/PTA clones are cached under ``<out>/models``.
+Each command writes ``<command>.csv``/``.md`` (mean ± standard deviation over seeds) and, for
+the figures, a PNG into ``--out``, then prints the table.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def fig7_8(exp: Experiment) -> list[dict[str, Any]]:
 
 def fig6(exp: Experiment) -> list[dict[str, Any]]:
     a = exp.args
-    clones = list(MODELS)
+    clones = a.clones
     cells = {(t, c, s): exp.cell(t, s, clone=c)
              for t in a.targets for c in clones for s in a.seeds}
     results = exp.run(list(cells.values()))
@@ -236,8 +238,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="target model architectures (default: bpr ncf lmf)")
     parser.add_argument("--clone", choices=["same", *MODELS], default="same",
                         help="clone architecture; 'same' copies the target's (Fig. 6 sweeps all)")
+    parser.add_argument("--clones", nargs="+", choices=list(MODELS), default=list(MODELS),
+                        help="Fig. 6: clone architectures (columns of the heatmap)")
     parser.add_argument("--attacks", nargs="+", choices=ALL_ATTACKS, default=ALL_ATTACKS,
-                        help="attacks plotted in the figures (Tables 4 and 7 use their own)")
+                        help="attacks shown by the figures (every cell runs all five; the tables show theirs)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="seeds (paper: 5 runs)")
     parser.add_argument("--k", type=int, default=50, help="length of the queried lists and of Agr@K (paper: 50)")
     parser.add_argument("--fraction", type=float, default=0.1, help="share of target users the attacker knows (0.1)")
