@@ -54,7 +54,7 @@ def _stage_file(params: dict[str, Any], settings: StealingSettings, stage: str) 
 
 def run_cell(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Sweep cell: ``params`` holds dataset, data_dir, target, target_epochs, seed, attacker_fraction,
-    n_mix, models_dir (trained target and auxiliary models are cached there) and the
+    n_mix, models_dir (trained targets and attack stages are cached there) and the
     ``StealingSettings`` fields under ``attacker``; every attack runs."""
     torch.set_num_threads(1)
     start = time.perf_counter()
