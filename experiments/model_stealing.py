@@ -125,8 +125,8 @@ def _curve(exp: Experiment, name: str, axis: str, values: Sequence[Any], make) -
             row: dict[str, Any] = {"target": t, axis: v}
             for attack in a.attacks:
                 row[attack.upper()] = _mean_std([g["agr"][attack] for g in group])
-            row["served Recall@50"] = _mean_std([g["served_recall"] for g in group])
-            if axis == "mixed items":  # items actually replaced (fewer where a user saw most popular items)
+            if axis == "mixed items":  # Fig. 8, and the items actually replaced (fewer for heavy users)
+                row["served Recall@50"] = _mean_std([g["served_recall"] for g in group])
                 row["mixed per list"] = statistics.fmean(g.get("mixed_per_list", 0.0) for g in group)
             rows.append(row)
     _plot_curves(rows, axis, [x.upper() for x in a.attacks], exp.out / f"{name}.png", name)
