@@ -263,6 +263,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if min(args.seeds) < 0 or args.workers < 1:
         parser.error("seeds must be >= 0 and --workers >= 1")
+    if not all(0 < f <= 1 for f in [args.fraction, *args.fractions]):
+        parser.error("--fraction and --fractions must be in (0, 1]")
+    if min(args.k, *args.lengths) < 2 or not all(0 <= m <= args.k for m in args.mixes):
+        parser.error("--k and --lengths must be >= 2 and --mixes in [0, --k]")
     return args
 
 
