@@ -245,3 +245,28 @@ def test_ml1m_bpr_acceptance_ordering(shared_datasets, tmp_path):
     agr = result["agr"]
     assert agr["ptaq"] >= agr["pta"] > agr["ptd"] and agr["ptq"] >= agr["ptd"] and agr["ptaq"] >= 0.5
     assert result["target_users_read"] == result["known_users"] == 302
+
+
+def test_defense_figure_command_writes_tables_and_plot(tmp_path, capsys):
+    from experiments.model_stealing import main
+
+    main(["fig7-8", "--datasets", "synthetic", "--targets", "bpr", "--seeds", "0", "--mixes", "0", "5",
+          "--target-epochs", "2", "--clone-epochs", "2", "--aux-epochs", "2", "--finetune-epochs", "2",
+          "--out", str(tmp_path)])
+    assert all((tmp_path / f"fig7-8.{ext}").is_file() for ext in ("csv", "md", "png"))
+    rows = (tmp_path / "fig7-8.csv").read_text().splitlines()
+    assert len(rows) == 3 and "PTAQ" in rows[0] and "| bpr | 5 |" in capsys.readouterr().out
+    # PTD and PTA never query, so mixing cannot change them
+    ptd = [row.split(",")[3] for row in rows[1:]]
+    assert ptd[0] == ptd[1]
+
+
+def test_command_line_rejects_bad_settings():
+    from experiments.model_stealing import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["fig3", "--fractions", "0"])
+    with pytest.raises(SystemExit):
+        parse_args(["fig7-8", "--mixes", "60"])
+    with pytest.raises(ValueError, match="stealing losses"):
+        StealingSettings(ranking_loss="mse")
