@@ -1,0 +1,137 @@
+"""Top-K recommenders for the model-stealing experiments: BPR-MF, LMF and NCF, by name.
+
+Every model scores (user, item) pairs from their embedding rows with ``pair_scores`` so that an
+attacker can substitute other item embeddings (the attention fusion of PTA, eqs. 5–8), and
+scores all items for a batch of users with ``score_all`` (batched matrix products + ``topk``).
+Item-side parameters (Θ in central mode) are every parameter but the user-side ones
+(``shared_parameter_names``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec, init_theta, init_user_embeddings, ncf_logits, score_all_items
+
+USER_SIDE = ("user_emb", "user_bias")  # parameters that stay with the client in central mode
+
+
+class RankingModel(torch.nn.Module):
+    """User and item embeddings p, q (N(0, 0.01²), as the NCF code initialises them) and a scorer."""
+
+    native_loss = "bpr"  # the objective the model is trained with as a target model
+
+    def __init__(self, num_users: int, num_items: int, dim: int, generator: torch.Generator) -> None:
+        super().__init__()
+        self.num_users, self.num_items, self.dim = num_users, num_items, dim
+        self.user_emb = torch.nn.Parameter(init_user_embeddings(num_users, dim, generator))
+        self.item_emb = torch.nn.Parameter(init_user_embeddings(num_items, dim, generator))
+
+    def pair_scores(self, users: torch.Tensor, items: torch.Tensor, user_vecs: torch.Tensor,
+                    item_vecs: torch.Tensor) -> torch.Tensor:
+        """r for aligned ids ``users``, ``items`` [...] scored with the given embedding rows [..., d]."""
+        raise NotImplementedError
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """r_ij for aligned ``users`` and ``items``."""
+        return self.pair_scores(users, items, self.user_emb[users], self.item_emb[items])
+
+    @torch.no_grad()
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        """r_ij of every item j for each of ``users`` ([B, M])."""
+        return self.user_emb[users] @ self.item_emb.T
+
+
+class BPRMF(RankingModel):
+    """Matrix factorisation r_ij = p_i · q_j (eq. 1) trained with the BPR loss (eq. 4)."""
+
+    def pair_scores(self, users, items, user_vecs, item_vecs):
+        return (user_vecs * item_vecs).sum(-1)
+
+
+class LMF(RankingModel):
+    """Logistic MF (Johnson 2014): r_ij = p_i · q_j + b_i + b_j, trained as a logistic classifier
+    of observed pairs against sampled unobserved ones."""
+
+    native_loss = "logistic"
+
+    def __init__(self, num_users: int, num_items: int, dim: int, generator: torch.Generator) -> None:
+        super().__init__(num_users, num_items, dim, generator)
+        self.user_bias = torch.nn.Parameter(torch.zeros(num_users))
+        self.item_bias = torch.nn.Parameter(torch.zeros(num_items))
+
+    def pair_scores(self, users, items, user_vecs, item_vecs):
+        return (user_vecs * item_vecs).sum(-1) + self.user_bias[users] + self.item_bias[items]
+
+    @torch.no_grad()
+    def score_all(self, users):
+        return torch.addmm(self.item_bias[None, :], self.user_emb[users], self.item_emb.T)
+
+
+class NCF(RankingModel):
+    """The MLP NCF of ``recsys.models.ncf`` (same Θ layout, forward and batched scoring),
+    trained as a logistic classifier of observed pairs against sampled unobserved ones."""
+
+    native_loss = "logistic"
+    layers = (64, 32, 16)  # the tower of He et al. for 64-dimensional embeddings
+
+    def __init__(self, num_users: int, num_items: int, dim: int, generator: torch.Generator) -> None:
+        super().__init__(num_users, num_items, dim, generator)
+        self.spec = NCFSpec(num_items, dim, self.layers)
+        theta = init_theta(self.spec, generator)
+        with torch.no_grad():
+            self.item_emb.copy_(theta.pop(ITEM_EMBEDDING))
+        # ParameterDict keys cannot hold dots: "mlp.0.weight" is stored as "0_weight"
+        self.mlp = torch.nn.ParameterDict({name[4:].replace(".", "_"): torch.nn.Parameter(v) for name, v in theta.items()})
+
+    def _named_mlp(self):
+        for name, value in self.mlp.items():
+            yield "mlp." + name.replace("_", "."), value
+
+    def pair_scores(self, users, items, user_vecs, item_vecs):
+        theta = dict(self._named_mlp())
+        shape = user_vecs.shape[:-1]
+        flat = ncf_logits(user_vecs.reshape(-1, self.dim), item_vecs.reshape(-1, self.dim), theta, self.spec.num_linear)
+        return flat.view(shape)
+
+    @torch.no_grad()
+    def score_all(self, users):
+        theta = {ITEM_EMBEDDING: self.item_emb.detach(), **{n: v.detach() for n, v in self._named_mlp()}}
+        return score_all_items(self.user_emb[users].detach(), theta, self.spec.num_linear).clone()
+
+
+def shared_parameter_names(module: torch.nn.Module) -> list[str]:
+    """Names of ``module``'s item-side parameters: all but the user embeddings and biases."""
+    return [name for name, _ in module.named_parameters() if name.rsplit(".", 1)[-1] not in USER_SIDE]
+
+
+@torch.no_grad()
+def recommend(scorer: torch.nn.Module, users: torch.Tensor, exclude: torch.Tensor, k: int, chunk: int = 128) -> torch.Tensor:
+    """Top-``k`` item ids of ``scorer.score_all`` for ``users`` ([U, k], best first), never an item
+    marked in the boolean ``exclude`` [U, M] (the user's interacted items)."""
+    lists = []
+    for start in range(0, len(users), chunk):
+        scores = scorer.score_all(users[start : start + chunk])
+        scores.masked_fill_(exclude[start : start + chunk], -torch.inf)
+        lists.append(scores.topk(k, dim=1).indices)
+    return torch.cat(lists) if lists else torch.empty((0, k), dtype=torch.long)
+
+
+def save_atomically(module: torch.nn.Module, path: Path) -> None:
+    """Write ``module``'s state dict to ``path`` (via a temporary file, so readers never see half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(module.state_dict(), tmp)
+    tmp.replace(path)
+
+
+MODELS: dict[str, type[RankingModel]] = {"bpr": BPRMF, "ncf": NCF, "lmf": LMF}
+
+
+def make_model(name: str, num_users: int, num_items: int, dim: int, generator: torch.Generator) -> RankingModel:
+    """A fresh model ``name`` (one of ``MODELS``) for ``num_users`` × ``num_items``."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name](num_users, num_items, dim, generator)
