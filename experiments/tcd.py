@@ -105,9 +105,8 @@ def _defense_cells(args: argparse.Namespace) -> dict[tuple, Cell]:
     return cells
 
 
-def _series(results: dict[str, Any], cells: dict[tuple, Cell], args, dataset, kind, attack, column, metric):
-    return [results[cells[(dataset, kind, seed, "origin") if column == "origin" else
-                          (dataset, kind, seed, attack, column)].key][metric] for seed in range(args.seeds)]
+def _cell_key(dataset: str, kind: str, seed: int, attack: str, column: str) -> tuple:
+    return (dataset, kind, seed, "origin") if column == "origin" else (dataset, kind, seed, attack, column)
 
 
 def table3_and_4(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
@@ -119,7 +118,8 @@ def table3_and_4(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
         for kind in args.targets:
             for attack in args.attacks:
                 def series(column: str, metric: str) -> list[float]:
-                    return _series(results, cells, args, dataset, kind, attack, column, metric)
+                    return [results[cells[_cell_key(dataset, kind, seed, attack, column)].key][metric]
+                            for seed in range(args.seeds)]
 
                 hr = {c: series(c, "target_hr") for c in ("origin", *DEFENSE_OF)}
                 rank = {c: series(c, "target_rank") for c in ("origin", *DEFENSE_OF)}
