@@ -59,6 +59,7 @@ def evaluate_targets(model: MatrixFactorization, split: RatingSplit, targets: np
 
 
 def robustness_improvement(hr_defense: float, hr_origin: float, hr_attack: float) -> float:
-    """RI = 1 − (HR_defense − HR_origin) / (HR_attack − HR_origin); NaN when the attack did not move HR."""
+    """RI = 1 − (HR_defense − HR_origin) / (HR_attack − HR_origin); NaN (undefined) when the attack
+    did not raise HR above the origin."""
     gain = hr_attack - hr_origin
-    return float("nan") if gain == 0 else 1.0 - (hr_defense - hr_origin) / gain
+    return float("nan") if gain <= 0 else 1.0 - (hr_defense - hr_origin) / gain

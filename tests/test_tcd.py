@@ -47,6 +47,7 @@ def test_robustness_improvement_on_a_hand_case():
     assert robustness_improvement(0.1, 0.0, 0.1) == pytest.approx(0.0)
     assert robustness_improvement(0.0, 0.0, 0.1) == pytest.approx(1.0)
     assert math.isnan(robustness_improvement(0.05, 0.1, 0.1))
+    assert math.isnan(robustness_improvement(0.0, 0.0002, 0.0))  # the attack lowered HR: RI undefined
 
 
 def _model(users: int = 6, items: int = 5) -> MatrixFactorization:
