@@ -1,0 +1,16 @@
+"""Average attack (Lam & Riedl 2004): random fillers, each rated from its item's N(μ_i, σ_i)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from attacks.data_poisoning.knowledge import AttackerKnowledge
+from attacks.data_poisoning.profiles import FakeProfiles, assemble, draw_fillers
+
+
+def generate(knowledge: AttackerKnowledge, targets: np.ndarray, num_fake: int, num_fillers: int,
+             rng: np.random.Generator) -> FakeProfiles:
+    fillers = draw_fillers(rng, num_fake, knowledge.num_items, num_fillers, targets)
+    mean, std = knowledge.item_mean_std()
+    ratings = rng.normal(mean[fillers], std[fillers])
+    return assemble(fillers, ratings, targets, knowledge.grid)

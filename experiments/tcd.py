@@ -1,0 +1,264 @@
+"""Reproduce "Towards Robust Recommender Systems via Triple Cooperative Defense" (Wang et al.) in
+central mode: Table 2 (attack HR@50 vs. knowledge cost), Table 3 (target HR@50 under Origin,
+Attack, AT, RAT, TCD with RI, rank shift and a paired t-test of TCD against the best baseline),
+Table 4 (test HR@50) and Fig. 4 (TCD vs. the pseudo-label rate).
+
+    python -m experiments.tcd table3 --data-dir /work/shared/datasets --seeds 5 --out runs/tcd
+
+Every (dataset, targets, seed, attack, knowledge cost, defense) model is a cached sweep cell, so
+Tables 3 and 4 share their cells and Table 2 reuses the undefended ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import ttest_rel
+
+from attacks.data_poisoning import ATTACKS
+from central.poisoning import TARGET_KINDS, choose_targets, poison, train_and_evaluate
+from central.rating_mf import MFConfig
+from central.rating_split import RatingSplit, split_ratings
+from central.target_metrics import robustness_improvement
+from harness.sweep import Cell, run_sweep
+from harness.tables import markdown_table, write_table
+from recsys.data import load_dataset
+
+PAPER_ATTACKS = ("average", "random", "aush", "pga", "tna")
+BASELINES = ("attack", "at", "rat")
+DEFENSE_OF = {"attack": "none", "at": "at", "rat": "rat", "tcd": "tcd"}
+LABEL = {"origin": "Origin", "attack": "Attack", "at": "AT", "rat": "RAT", "tcd": "TCD"}
+NUM_TARGETS = 5
+TOP_K = 50
+
+
+@functools.lru_cache(maxsize=4)
+def _split(dataset: str, data_dir: str, seed: int) -> RatingSplit:
+    data = load_dataset(dataset, data_dir)
+    if data.ratings is None:
+        raise ValueError(f"dataset {dataset!r} has no explicit ratings; use ml-100k, filmtrust or ml-1m")
+    return split_ratings(data.ratings, data.num_users, data.num_items, seed)
+
+
+def run_cell(params: dict[str, Any], folder: Path) -> dict[str, float]:
+    """One model: the clean MF (attack None) or the ``defense`` trained on the poisoned data."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(params["seed"])
+    start = time.perf_counter()
+    config = MFConfig(epochs=params["epochs"])
+    split = _split(params["dataset"], params["data_dir"], params["seed"])
+    targets = choose_targets(split, params["targets"], NUM_TARGETS, params["seed"])
+    if params["attack"] is not None:
+        split = poison(split, params["attack"], targets, params["knowledge_cost"], params["attack_size"],
+                       params["seed"], config)
+    report = train_and_evaluate(split, params["defense"], targets, params["seed"], params["dataset"], config,
+                                params.get("pseudo_label_rate"), TOP_K)
+    return {**report.as_dict(), "seconds": time.perf_counter() - start, "targets": targets.tolist()}
+
+
+def _params(args: argparse.Namespace, dataset: str, kind: str, seed: int, attack: str | None,
+            defense: str = "none", cost: float | None = None, rate: float | None = None) -> Cell:
+    params = {"dataset": dataset, "data_dir": str(args.data_dir), "targets": kind, "seed": seed,
+              "attack": attack, "defense": defense, "epochs": args.epochs,
+              "knowledge_cost": None if attack is None else (args.knowledge_cost if cost is None else cost),
+              "attack_size": None if attack is None else args.attack_size}
+    key = f"{dataset}-{kind}-s{seed}-" + ("origin" if attack is None else
+                                          f"{attack}-kc{params['knowledge_cost']:g}-as{args.attack_size:g}-{defense}")
+    if rate is not None:
+        params["pseudo_label_rate"] = rate
+        key += f"-rate{rate:g}"
+    return Cell(key, params)
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def _p_value(better: list[float], other: list[float]) -> float:
+    if len(better) < 2 or np.allclose(np.subtract(better, other), 0):
+        return math.nan
+    return float(ttest_rel(better, other).pvalue)
+
+
+def _sweep(args: argparse.Namespace, cells: list[Cell]) -> dict[str, Any]:
+    return run_sweep(cells, run_cell, args.out, workers=args.workers)
+
+
+def _defense_cells(args: argparse.Namespace) -> dict[tuple, Cell]:
+    cells = {}
+    for dataset in args.datasets:
+        for kind in args.targets:
+            for seed in range(args.seeds):
+                cells[dataset, kind, seed, "origin"] = _params(args, dataset, kind, seed, None)
+                for attack in args.attacks:
+                    for column, defense in DEFENSE_OF.items():
+                        cells[dataset, kind, seed, attack, column] = _params(args, dataset, kind, seed, attack, defense)
+    return cells
+
+
+def _cell_key(dataset: str, kind: str, seed: int, attack: str, column: str) -> tuple:
+    return (dataset, kind, seed, "origin") if column == "origin" else (dataset, kind, seed, attack, column)
+
+
+def table3_and_4(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
+    """Target HR@50 (Table 3, with RI, rank shift and p-values) and test HR@50 (Table 4)."""
+    cells = _defense_cells(args)
+    results = _sweep(args, list(cells.values()))
+    robust, general = [], []
+    for dataset in args.datasets:
+        for kind in args.targets:
+            for attack in args.attacks:
+                def series(column: str, metric: str) -> list[float]:
+                    return [results[cells[_cell_key(dataset, kind, seed, attack, column)].key][metric]
+                            for seed in range(args.seeds)]
+
+                hr = {c: series(c, "target_hr") for c in ("origin", *DEFENSE_OF)}
+                rank = {c: series(c, "target_rank") for c in ("origin", *DEFENSE_OF)}
+                test = {c: series(c, "test_hr") for c in ("origin", *DEFENSE_OF)}
+                means = {c: _mean(v) for c, v in hr.items()}
+                best = min(BASELINES, key=lambda c: means[c])
+                row = {"dataset": dataset, "targets": kind, "attack": attack, "seeds": args.seeds,
+                       **{LABEL[c]: means[c] for c in hr}}
+                row |= {f"RI_{LABEL[c]}": robustness_improvement(means[c], means["origin"], means["attack"])
+                        for c in ("at", "rat", "tcd")}
+                row |= {"best_baseline": LABEL[best], "p_TCD_vs_best": _p_value(hr["tcd"], hr[best])}
+                row |= {f"shift_{LABEL[c]}": _mean(rank["origin"]) - _mean(rank[c]) for c in DEFENSE_OF}
+                robust.append(row)
+                general.append({"dataset": dataset, "targets": kind, "attack": attack, "seeds": args.seeds,
+                                **{LABEL[c]: _mean(v) for c, v in test.items()},
+                                "p_TCD_vs_Origin": _p_value(test["tcd"], test["origin"])})
+    out = Path(args.out)
+    write_table(robust, out / "table3", title="Table 3: target HR@50 (robustness); RI; rank shift = "
+                "mean target rank of Origin minus that of the model (positive: targets promoted)")
+    write_table(general, out / "table4", title="Table 4: test HR@50 (generalisation)")
+    return [robust, general]
+
+
+def table2(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
+    """Attack HR@50 of the undefended MF for each knowledge cost."""
+    cells: dict[tuple, Cell] = {}
+    for dataset in args.datasets:
+        for kind in args.targets:
+            for seed in range(args.seeds):
+                cells[dataset, kind, seed, "origin"] = _params(args, dataset, kind, seed, None)
+                for attack in args.attacks:
+                    for cost in args.knowledge_costs:
+                        cells[dataset, kind, seed, attack, cost] = _params(args, dataset, kind, seed, attack, cost=cost)
+    results = _sweep(args, list(cells.values()))
+    rows = []
+    for dataset in args.datasets:
+        for kind in args.targets:
+            for attack in args.attacks:
+                row = {"dataset": dataset, "targets": kind, "attack": attack, "seeds": args.seeds,
+                       "origin": _mean([results[cells[dataset, kind, s, "origin"].key]["target_hr"]
+                                        for s in range(args.seeds)])}
+                for cost in args.knowledge_costs:
+                    row[f"kc={cost:g}"] = _mean([results[cells[dataset, kind, s, attack, cost].key]["target_hr"]
+                                                 for s in range(args.seeds)])
+                rows.append(row)
+    write_table(rows, Path(args.out) / "table2", title="Table 2: attack HR@50 under different knowledge costs")
+    return [rows]
+
+
+def fig4(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
+    """TCD's target HR@50 against the pseudo-label rate (rate 0 = the undefended model)."""
+    cells: dict[tuple, Cell] = {}
+    for dataset in args.datasets:
+        for kind in args.targets:
+            for seed in range(args.seeds):
+                for attack in args.attacks:
+                    for rate in args.rates:
+                        defense = "none" if rate == 0 else "tcd"
+                        cells[dataset, kind, seed, attack, rate] = _params(
+                            args, dataset, kind, seed, attack, defense, rate=None if rate == 0 else rate)
+    results = _sweep(args, list(cells.values()))
+    rows = [{"dataset": dataset, "targets": kind, "attack": attack, "pseudo_label_rate": rate, "seeds": args.seeds,
+             "target_hr": _mean([results[cells[dataset, kind, s, attack, rate].key]["target_hr"]
+                                 for s in range(args.seeds)]),
+             "test_hr": _mean([results[cells[dataset, kind, s, attack, rate].key]["test_hr"]
+                               for s in range(args.seeds)])}
+            for dataset in args.datasets for kind in args.targets for attack in args.attacks for rate in args.rates]
+    out = Path(args.out)
+    write_table(rows, out / "fig4", title="Fig. 4: target HR@50 of TCD against the pseudo-label rate")
+    _plot_fig4(rows, out / "fig4.png")
+    return [rows]
+
+
+def _plot_fig4(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for group in dict.fromkeys((r["dataset"], r["targets"], r["attack"]) for r in rows):
+        points = [r for r in rows if (r["dataset"], r["targets"], r["attack"]) == group]
+        ax.plot([r["pseudo_label_rate"] for r in points], [r["target_hr"] for r in points], marker="o",
+                label=" / ".join(group))
+    ax.set_xlabel("pseudo-label rate (0 = no defense)")
+    ax.set_ylabel("target HR@50")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+COMMANDS = {"table2": table2, "table3": table3_and_4, "table4": table3_and_4, "fig4": fig4}
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m experiments.tcd", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("command", choices=sorted(COMMANDS),
+                   help="table2: attack HR vs knowledge cost; table3/table4: defenses (both tables from the "
+                        "same cells); fig4: TCD vs pseudo-label rate (CSV, Markdown and PNG)")
+    p.add_argument("--data-dir", default=None, help="dataset root folder (e.g. /work/shared/datasets)")
+    p.add_argument("--datasets", nargs="+", default=["ml-100k", "filmtrust"],
+                   help="explicit-rating datasets: ml-100k, filmtrust, ml-1m (needs a full ratings.dat)")
+    p.add_argument("--targets", nargs="+", choices=TARGET_KINDS, default=list(TARGET_KINDS),
+                   help="target items: random items, or unpopular items (< 5 ratings)")
+    p.add_argument("--attacks", nargs="+", choices=sorted(ATTACKS), default=list(PAPER_ATTACKS),
+                   help="data-poisoning attacks")
+    p.add_argument("--seeds", type=int, default=5, help="repetitions (seeds 0..N-1; the paper uses 30)")
+    p.add_argument("--workers", type=int, default=1, help="parallel Ray workers (1 = sequential)")
+    p.add_argument("--out", default="runs/tcd", help="output folder (cached cells, tables, plots)")
+    p.add_argument("--epochs", type=int, default=40, help="training epochs T of every model")
+    p.add_argument("--knowledge-cost", type=_fraction, default=0.4, help="share of the ratings the attacker knows")
+    p.add_argument("--knowledge-costs", type=_fraction, nargs="+", default=[0.2, 0.4, 0.6, 0.8, 1.0],
+                   help="knowledge costs of table2")
+    p.add_argument("--attack-size", type=_fraction, default=0.03, help="fake users as a share of the users")
+    p.add_argument("--rates", type=_fraction, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+                   help="pseudo-label rates of fig4 (0 = no defense)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.seeds < 1 or args.workers < 1 or args.epochs < 1:
+        raise SystemExit("--seeds, --workers and --epochs must be >= 1")
+    if args.knowledge_cost == 0 or 0.0 in args.knowledge_costs or args.attack_size == 0:
+        raise SystemExit("knowledge costs and the attack size must be > 0")
+    for rows in COMMANDS[args.command](args):
+        print(markdown_table(rows))
+    print(f"tables written to {Path(args.out).resolve()}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

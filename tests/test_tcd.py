@@ -1,0 +1,118 @@
+"""TCD (Π, pseudo-labels, Algorithm 1 learner), AT/RAT perturbations, the rating split, MF and metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from central.app import train_central
+from central.rating_mf import MatrixFactorization, MFConfig, RatingMFLearner
+from central.rating_split import RatingGrid, split_ratings
+from central.target_metrics import evaluate_targets, robustness_improvement
+from defenses import DEFENSES
+from defenses.adversarial_training import EPSILON, AdversarialPerturbation, RandomPerturbation
+from defenses.tcd import TripleCooperativeLearner, agreed_pseudo_labels
+from recsys.data.dataset import Ratings
+from tests.test_data_poisoning import make_ratings
+
+STARS = RatingGrid(1.0, 5.0, 1.0)  # normalised grid 0.2, 0.4, ..., 1.0
+SMALL_MF = MFConfig(dim=8, batch_size=64, lr=0.05, epochs=10)
+
+
+def test_projection_maps_onto_the_rating_grid():
+    values = torch.tensor([-0.3, 0.0, 0.29, 0.31, 0.49, 0.69, 0.95, 1.4])
+    np.testing.assert_allclose(STARS.project(values).numpy(), [0.2, 0.2, 0.2, 0.4, 0.4, 0.6, 1.0, 1.0], atol=1e-6)
+    half_stars = RatingGrid(0.5, 4.0, 0.5)  # FilmTrust: 0.125, 0.25, ..., 1.0
+    projected = half_stars.project(torch.rand(1000) * 1.4 - 0.2)
+    assert set(np.round(projected.numpy() * 8, 4)) <= set(np.arange(1.0, 9.0))
+
+
+def test_pseudo_labels_are_exactly_the_unlabelled_pairs_where_the_other_two_agree():
+    first = torch.tensor([[0.21, 0.58, 0.95], [0.41, 0.79, 0.10]])
+    second = torch.tensor([[0.19, 0.62, 0.65], [0.39, 0.81, 0.25]])
+    labelled = torch.tensor([[False, True, False], [False, False, False]])
+    # levels first: [[0, 2, 4], [1, 3, 0]]; second: [[0, 2, 2], [1, 3, 0]]
+    labels = agreed_pseudo_labels(first, second, labelled, STARS)
+    pairs = {(int(u), int(i)): round(float(v), 4) for u, i, v in zip(labels.users, labels.items, labels.values)}
+    assert pairs == {(0, 0): 0.2, (1, 0): 0.4, (1, 1): 0.8, (1, 2): 0.2}
+    half = agreed_pseudo_labels(first, second, labelled, STARS, rate=0.5, generator=torch.Generator().manual_seed(0))
+    assert {(int(u), int(i)) for u, i in zip(half.users, half.items)} <= set(pairs)
+
+
+def test_robustness_improvement_on_a_hand_case():
+    assert robustness_improvement(0.02, 0.0, 0.1) == pytest.approx(0.8)
+    assert robustness_improvement(0.1, 0.0, 0.1) == pytest.approx(0.0)
+    assert robustness_improvement(0.0, 0.0, 0.1) == pytest.approx(1.0)
+    assert math.isnan(robustness_improvement(0.05, 0.1, 0.1))
+    assert math.isnan(robustness_improvement(0.0, 0.0002, 0.0))  # the attack lowered HR: RI undefined
+
+
+def _model(users: int = 6, items: int = 5) -> MatrixFactorization:
+    return MatrixFactorization(users, items, MFConfig(dim=4), torch.Generator().manual_seed(0))
+
+
+def test_adversarial_perturbation_rows_have_norm_epsilon_along_the_loss_gradient():
+    model = _model()
+    users, items, values = torch.tensor([0, 1, 1]), torch.tensor([2, 3, 4]), torch.tensor([1.0, 0.2, 0.8])
+    delta_users, delta_items = AdversarialPerturbation()(model, users, items, values)
+    np.testing.assert_allclose(delta_users[[0, 1]].norm(dim=1).numpy(), EPSILON, rtol=1e-5)
+    np.testing.assert_allclose(delta_items[[2, 3, 4]].norm(dim=1).numpy(), EPSILON, rtol=1e-5)
+    assert delta_users[2:].abs().sum() == 0 and delta_items[:2].abs().sum() == 0  # rows outside the batch
+    clean = model.loss(users, items, values)
+    assert model.loss(users, items, values, delta_users, delta_items) > clean  # it ascends the loss
+    delta_users, delta_items = RandomPerturbation()(model, users, items, values)
+    np.testing.assert_allclose(delta_items.norm(dim=1).numpy(), EPSILON, rtol=1e-5)
+
+
+def test_split_holds_out_one_rating_per_user_and_splits_the_rest_nine_to_one():
+    ratings, users, items = make_ratings()
+    split = split_ratings(ratings, users, items, seed=4)
+    assert sorted(split.test.users.tolist()) == list(range(users))
+    assert len(split.valid) == round(0.1 * (len(ratings.values) - users))
+    pairs = [set(zip(p.users.tolist(), p.items.tolist())) for p in (split.train, split.valid, split.test)]
+    assert sum(map(len, pairs)) == len(ratings.values) and len(set.union(*pairs)) == len(ratings.values)
+    assert split.train.values.max() <= 1.0 and split.train.values.min() >= 0.2
+    again = split_ratings(ratings, users, items, seed=4)
+    assert torch.equal(again.test.items, split.test.items)
+
+
+def test_mf_learner_lowers_validation_mse_and_keeps_the_best_epoch():
+    ratings, users, items = make_ratings()
+    split = split_ratings(ratings, users, items, seed=0)
+    learner = RatingMFLearner(split, SMALL_MF, seed=0)
+    history = train_central(learner, SMALL_MF.epochs)
+    assert history[-1]["valid_mse"] == pytest.approx(min(row["valid_mse"] for row in history))
+    assert history[-1]["valid_mse"] < 0.5 * history[0]["valid_mse"]
+
+
+def test_tcd_pretrains_then_adds_pseudo_labels_and_shares_three_item_tables():
+    ratings, users, items = make_ratings()
+    split = split_ratings(ratings, users, items, seed=0)
+    learner = TripleCooperativeLearner(split, SMALL_MF, seed=0, pretrain_epochs=2)
+    history = train_central(learner, 4)
+    assert [row.get("pseudo_labels") for row in history[1:3]] == [0.0, 0.0]
+    unlabelled = users * items - len(split.train)
+    assert all(0 < row["pseudo_labels"] <= unlabelled for row in history[3:5])
+    assert sorted(learner.shared_parameters()) == ["item_factors_0", "item_factors_1", "item_factors_2"]
+    with pytest.raises(ValueError, match="pseudo_label_rate"):
+        TripleCooperativeLearner(split, SMALL_MF, 0, 1, pseudo_label_rate=1.5)
+    assert set(DEFENSES) == {"none", "at", "rat", "tcd"}
+
+
+def test_target_and_test_hit_ratio_on_a_hand_built_model():
+    users = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    items = np.array([0, 1, 2, 0, 3, 1, 2, 4])
+    ratings = Ratings(users, items, np.full(8, 3.0, dtype=np.float32), (1.0, 5.0), 1.0)
+    split = split_ratings(ratings, 3, 6, seed=0)
+    model = MatrixFactorization(3, 6, MFConfig(dim=1), torch.Generator())
+    with torch.no_grad():
+        model.user_factors.fill_(1.0)
+        model.item_factors.copy_(torch.arange(6, dtype=torch.float32).view(-1, 1))  # higher id, higher score
+    report = evaluate_targets(model, split, np.array([4, 5]), k=2)
+    # open pairs: (u0, 4), (u1, 4) at rank 1 behind item 5; (u0, 5), (u1, 5), (u2, 5) at rank 0
+    assert report.target_hr == 1.0 and report.target_rank == pytest.approx(2 / 5)
+    # every user's top 2 among its unrated items is {5, 4}: only user 2 can hit, if its test item is 4
+    assert report.test_hr == pytest.approx(float(int(split.test.items[split.test.users == 2]) == 4) / 3)
