@@ -1,6 +1,9 @@
 """Defenses: robust aggregation rules (registered in ``server.aggregation.AGGREGATIONS``) and
 central-mode training defenses (TCD, AT, RAT), registered in ``DEFENSES``.
 
+Model stealing is defended at the query interface instead: ``defenses.mixing.MixingDefense`` wraps
+the target's top-K oracle and mixes popular items into every returned list.
+
 A training defense builds the central-mode learner that trains the defended model:
 ``DEFENSES[name](split, config, seed, dataset_name, pseudo_label_rate)``; ``"none"`` is the
 undefended MF. Every learner exposes ``final_model()`` after ``central.app.train_central``.
