@@ -99,9 +99,8 @@ def run_cell(params: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
 
     from harness.runner import run
 
-    config = SimulationConfig(**params, num_shards=1, out=str(folder))
-    resume = (folder / "checkpoint.pt").is_file()
-    return run(SimulationConfig(**{**config.to_dict(), "resume": resume}), echo=False, cores=torch.get_num_threads())
+    config = SimulationConfig(**params, num_shards=1, out=str(folder), resume=(folder / "checkpoint.pt").is_file())
+    return run(config, echo=False, cores=torch.get_num_threads())
 
 
 # ---- results -------------------------------------------------------------------------------------
