@@ -21,17 +21,16 @@ def _rows_with_norm(delta: torch.Tensor, epsilon: float) -> torch.Tensor:
 
 
 class AdversarialPerturbation:
-    """AT: Δ = ε · ∇L / ‖∇L‖ per row of P and Q (rows outside the batch get no perturbation)."""
+    """AT: Δ = ε · ∇L / ‖∇L‖ per row of P and Q, ∇L the clean batch loss's gradient (rows outside the
+    batch get no perturbation)."""
 
     def __init__(self, epsilon: float = EPSILON) -> None:
         if epsilon <= 0:
             raise ValueError(f"epsilon must be > 0, got {epsilon}")
         self.epsilon = epsilon
 
-    def __call__(self, model: MatrixFactorization, users: torch.Tensor, items: torch.Tensor,
-                 values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss = model.loss(users, items, values) + model.regulariser(users, items)
-        grad_users, grad_items = torch.autograd.grad(loss, [model.user_factors, model.item_factors])
+    def __call__(self, model: MatrixFactorization, grad_users: torch.Tensor,
+                 grad_items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return _rows_with_norm(grad_users, self.epsilon), _rows_with_norm(grad_items, self.epsilon)
 
 
@@ -48,7 +47,7 @@ class RandomPerturbation:
         torch.nn.init.trunc_normal_(noise, std=self.std, a=-2 * self.std, b=2 * self.std, generator=generator)
         return _rows_with_norm(noise, self.epsilon)
 
-    def __call__(self, model: MatrixFactorization, users: torch.Tensor, items: torch.Tensor,
-                 values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, model: MatrixFactorization, grad_users: torch.Tensor,
+                 grad_items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             return self._draw(model.user_factors, model.generator), self._draw(model.item_factors, model.generator)

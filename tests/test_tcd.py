@@ -54,16 +54,48 @@ def _model(users: int = 6, items: int = 5) -> MatrixFactorization:
     return MatrixFactorization(users, items, MFConfig(dim=4), torch.Generator().manual_seed(0))
 
 
+def _reference_loss(model: MatrixFactorization, users, items, values, delta_users=None, delta_items=None):
+    """The MF objective written with autograd: MSE + λ(mean p² + mean q²) (+ the perturbed MSE)."""
+    p_table = model.user_factors.clone().requires_grad_()
+    q_table = model.item_factors.clone().requires_grad_()
+    p, q = p_table[users], q_table[items]
+    loss = ((values - (p * q).sum(1)) ** 2).mean() + model.config.l2 * (p.pow(2).mean() + q.pow(2).mean())
+    if delta_users is not None:
+        perturbed = (p + delta_users[users]) * (q + delta_items[items])
+        loss = loss + ((values - perturbed.sum(1)) ** 2).mean()
+    return loss, p_table, q_table
+
+
+def test_hand_written_mf_gradients_match_autograd():
+    model = MatrixFactorization(7, 9, MFConfig(dim=5, l2=0.05), torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(4)
+    users, items = torch.randint(0, 7, (40,), generator=generator), torch.randint(0, 9, (40,), generator=generator)
+    values = torch.rand(40, generator=generator)
+    mse, grad_users, grad_items = model.clean_gradients(users, items, values)
+    loss, p_table, q_table = _reference_loss(model, users, items, values)
+    reference = torch.autograd.grad(loss, [p_table, q_table])
+    assert mse < loss.item()  # the MSE without the regulariser
+    torch.testing.assert_close(grad_users, reference[0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grad_items, reference[1], rtol=1e-5, atol=1e-7)
+    delta_users, delta_items = RandomPerturbation(epsilon=0.3)(model, grad_users, grad_items)
+    model.add_perturbed_gradients(users, items, values, delta_users, delta_items, grad_users, grad_items)
+    loss, p_table, q_table = _reference_loss(model, users, items, values, delta_users, delta_items)
+    reference = torch.autograd.grad(loss, [p_table, q_table])
+    torch.testing.assert_close(grad_users, reference[0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grad_items, reference[1], rtol=1e-5, atol=1e-7)
+
+
 def test_adversarial_perturbation_rows_have_norm_epsilon_along_the_loss_gradient():
     model = _model()
     users, items, values = torch.tensor([0, 1, 1]), torch.tensor([2, 3, 4]), torch.tensor([1.0, 0.2, 0.8])
-    delta_users, delta_items = AdversarialPerturbation()(model, users, items, values)
+    _, grad_users, grad_items = model.clean_gradients(users, items, values)
+    delta_users, delta_items = AdversarialPerturbation()(model, grad_users, grad_items)
     np.testing.assert_allclose(delta_users[[0, 1]].norm(dim=1).numpy(), EPSILON, rtol=1e-5)
     np.testing.assert_allclose(delta_items[[2, 3, 4]].norm(dim=1).numpy(), EPSILON, rtol=1e-5)
     assert delta_users[2:].abs().sum() == 0 and delta_items[:2].abs().sum() == 0  # rows outside the batch
-    clean = model.loss(users, items, values)
-    assert model.loss(users, items, values, delta_users, delta_items) > clean  # it ascends the loss
-    delta_users, delta_items = RandomPerturbation()(model, users, items, values)
+    clean = _reference_loss(model, users, items, values)[0]
+    assert _reference_loss(model, users, items, values, delta_users, delta_items)[0] > 2 * clean  # it ascends
+    delta_users, delta_items = RandomPerturbation()(model, grad_users, grad_items)
     np.testing.assert_allclose(delta_items.norm(dim=1).numpy(), EPSILON, rtol=1e-5)
 
 
