@@ -23,7 +23,7 @@ import numpy as np
 from scipy.stats import ttest_rel
 
 from attacks.data_poisoning import ATTACKS
-from central.poisoning import TARGET_KINDS, choose_targets, poison, train_and_evaluate
+from central.poisoning import TARGET_KINDS, attack_profiles, choose_targets, inject, train_and_evaluate
 from central.rating_mf import MFConfig
 from central.rating_split import RatingSplit, split_ratings
 from central.target_metrics import robustness_improvement
@@ -58,8 +58,11 @@ def run_cell(params: dict[str, Any], folder: Path) -> dict[str, float]:
     split = _split(params["dataset"], params["data_dir"], params["seed"])
     targets = choose_targets(split, params["targets"], NUM_TARGETS, params["seed"])
     if params["attack"] is not None:
-        split = poison(split, params["attack"], targets, params["knowledge_cost"], params["attack_size"],
-                       params["seed"], config)
+        profile_key = (f"{params['dataset']}-{params['targets']}-s{params['seed']}-{params['attack']}"
+                       f"-kc{params['knowledge_cost']:g}-as{params['attack_size']:g}-e{params['epochs']}")
+        profiles = attack_profiles(split, params["attack"], targets, params["knowledge_cost"], params["attack_size"],
+                                   params["seed"], config, cache=folder.parent / "profiles" / f"{profile_key}.npz")
+        split = inject(split, profiles)
     report = train_and_evaluate(split, params["defense"], targets, params["seed"], params["dataset"], config,
                                 params.get("pseudo_label_rate"), TOP_K)
     return {**report.as_dict(), "seconds": time.perf_counter() - start, "targets": targets.tolist()}
@@ -99,8 +102,8 @@ def _defense_cells(args: argparse.Namespace) -> dict[tuple, Cell]:
         for kind in args.targets:
             for seed in range(args.seeds):
                 cells[dataset, kind, seed, "origin"] = _params(args, dataset, kind, seed, None)
-                for attack in args.attacks:
-                    for column, defense in DEFENSE_OF.items():
+                for column, defense in DEFENSE_OF.items():  # undefended first: they generate the profiles
+                    for attack in args.attacks:
                         cells[dataset, kind, seed, attack, column] = _params(args, dataset, kind, seed, attack, defense)
     return cells
 

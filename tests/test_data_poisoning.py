@@ -8,8 +8,9 @@ import torch
 
 from attacks.data_poisoning import ATTACKS, aush, generate_profiles
 from attacks.data_poisoning.knowledge import AttackerKnowledge
-from attacks.data_poisoning.unrolled import poisoned_item_factors
-from central.poisoning import choose_targets, filler_count, poison
+from attacks.data_poisoning import surrogate_ascent
+from attacks.data_poisoning.surrogate_ascent import UnrolledSurrogate
+from central.poisoning import attack_profiles, choose_targets, filler_count, inject
 from central.rating_mf import MFConfig
 from central.rating_split import RatingGrid, split_ratings
 from recsys.data.dataset import Ratings
@@ -78,26 +79,30 @@ def test_knowledge_is_the_requested_share_of_train_and_item_statistics_match():
         AttackerKnowledge.sample(split, 0.0, seed=0)
 
 
-def test_pga_profiles_raise_the_surrogate_target_score_more_than_random_ones(knowledge):
+def test_pga_ascent_raises_the_poisoned_surrogate_target_rating_over_its_start(knowledge, monkeypatch):
     _, known = knowledge
-    surrogate = known.surrogate()
     targets = np.array([0, 1])
 
-    def mean_target_score(attack: str) -> float:
-        profiles = generate_profiles(attack, known, targets, 5, 10, np.random.default_rng(0))
-        fake = torch.zeros(5, known.num_items)
-        fake[torch.as_tensor(profiles.users), torch.as_tensor(profiles.items)] = torch.as_tensor(profiles.ratings / 5)
-        poisoned = poisoned_item_factors(fake, surrogate.item_factors.detach())
-        return float((surrogate.user_factors.detach() @ poisoned[targets].T).mean())
+    def objective_of(iterations: int) -> float:
+        """J = mean predicted target rating of the surrogate trained on the profiles PGA returns."""
+        monkeypatch.setattr(surrogate_ascent, "ITERATIONS", iterations)
+        profiles = generate_profiles("pga", known, targets, 5, 10, np.random.default_rng(0))
+        surrogate = UnrolledSurrogate(known, 5, torch.as_tensor(profiles.users), torch.as_tensor(profiles.items))
+        users, items = surrogate.train(torch.as_tensor(profiles.ratings / 5.0))
+        return float((users[np.unique(known.users)] @ items[targets].T).mean())
 
-    assert mean_target_score("pga") > mean_target_score("random")
+    assert objective_of(40) > objective_of(0) + 0.01
 
 
-def test_poisoned_split_appends_fake_users_to_train_only(knowledge):
+def test_poisoned_split_appends_fake_users_to_train_only(knowledge, tmp_path):
     split, _ = knowledge
     targets = choose_targets(split, "unpopular", 3, seed=0)
     assert set(targets.tolist()) == {0, 1, 2}  # the only items with < 5 ratings
-    poisoned = poison(split, "random", targets, 0.4, 0.1, seed=0, config=SMALL_MF)
+    cache = tmp_path / "profiles" / "random.npz"
+    profiles = attack_profiles(split, "random", targets, 0.4, 0.1, seed=0, config=SMALL_MF, cache=cache)
+    cached = attack_profiles(split, "average", targets, 0.4, 0.1, seed=0, config=SMALL_MF, cache=cache)
+    assert all(np.array_equal(getattr(profiles, f), getattr(cached, f)) for f in ("users", "items", "ratings"))
+    poisoned = inject(split, profiles)
     assert poisoned.num_users == split.num_users + 6 and poisoned.num_real_users == split.num_users
     extra = len(poisoned.train) - len(split.train)
     assert extra == 6 * (filler_count(split) + 3)

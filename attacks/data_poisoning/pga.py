@@ -1,6 +1,6 @@
 """PGA (Li et al. 2016), integrity attack: projected gradient ascent on the fake ratings to raise
-the surrogate's predicted ratings of the target items for all known users; fillers are the
-items with the largest optimised ratings."""
+the (poisoned) surrogate's predicted ratings of the target items for all known users; fillers are
+the items with the largest optimised ratings (``surrogate_ascent``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from attacks.data_poisoning.knowledge import AttackerKnowledge
 from attacks.data_poisoning.profiles import FakeProfiles
-from attacks.data_poisoning.unrolled import optimise_profiles
+from attacks.data_poisoning.surrogate_ascent import optimise_profiles
 
 
 def generate(knowledge: AttackerKnowledge, targets: np.ndarray, num_fake: int, num_fillers: int,

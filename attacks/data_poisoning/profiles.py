@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -17,6 +18,17 @@ class FakeProfiles:
     users: np.ndarray  # int64
     items: np.ndarray  # int64
     ratings: np.ndarray  # float32, raw scale
+
+    def save(self, path: Path) -> None:
+        """Write the profiles to ``path`` (.npz), atomically."""
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, num_fake=self.num_fake, users=self.users, items=self.items, ratings=self.ratings)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> FakeProfiles:
+        with np.load(path) as data:
+            return cls(int(data["num_fake"]), data["users"], data["items"], data["ratings"])
 
     def as_triples(self, first_user: int, grid: RatingGrid) -> RatingTriples:
         """The profiles as training triples for users ``first_user ...`` (normalised ratings)."""

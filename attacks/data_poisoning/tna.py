@@ -14,7 +14,7 @@ import torch
 
 from attacks.data_poisoning.knowledge import AttackerKnowledge
 from attacks.data_poisoning.profiles import FakeProfiles
-from attacks.data_poisoning.unrolled import optimise_profiles
+from attacks.data_poisoning.surrogate_ascent import optimise_profiles
 
 TOP_K = 50
 WIDTH = 0.01  # b
