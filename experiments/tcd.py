@@ -27,6 +27,7 @@ from central.poisoning import TARGET_KINDS, attack_profiles, choose_targets, inj
 from central.rating_mf import MFConfig
 from central.rating_split import RatingSplit, split_ratings
 from central.target_metrics import robustness_improvement
+from experiments import tcd_paper
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
 from recsys.data import load_dataset
@@ -92,8 +93,17 @@ def _p_value(better: list[float], other: list[float]) -> float:
     return float(ttest_rel(better, other).pvalue)
 
 
+def _paper(values: tuple | None) -> str:
+    """The paper's numbers as one compact cell ("–" where the paper gives none)."""
+    if values is None:
+        return "–"
+    return " / ".join("–" if v is None else f"{v:.4f}" for v in values)
+
+
 def _sweep(args: argparse.Namespace, cells: list[Cell]) -> dict[str, Any]:
-    return run_sweep(cells, run_cell, args.out, workers=args.workers)
+    from experiments import tcd  # Ray pickles run_cell by reference, which fails for `python -m`'s __main__
+
+    return run_sweep(cells, tcd.run_cell, args.out, workers=args.workers)
 
 
 def _defense_cells(args: argparse.Namespace) -> dict[tuple, Cell]:
@@ -135,10 +145,14 @@ def table3_and_4(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
                         for c in ("at", "rat", "tcd")}
                 row |= {"best_baseline": LABEL[best], "p_TCD_vs_best": _p_value(hr["tcd"], hr[best])}
                 row |= {f"shift_{LABEL[c]}": _mean(rank["origin"]) - _mean(rank[c]) for c in DEFENSE_OF}
+                paper = tcd_paper.TABLE3.get((dataset, kind, attack))
+                row |= {"paper O/A/AT/RAT/TCD": _paper(paper),
+                        "paper_RI_TCD": math.nan if paper is None else robustness_improvement(paper[4], paper[0], paper[1])}
                 robust.append(row)
                 general.append({"dataset": dataset, "targets": kind, "attack": attack, "seeds": args.seeds,
                                 **{LABEL[c]: _mean(v) for c, v in test.items()},
-                                "p_TCD_vs_Origin": _p_value(test["tcd"], test["origin"])})
+                                "p_TCD_vs_Origin": _p_value(test["tcd"], test["origin"]),
+                                "paper O/A/AT/RAT/TCD": _paper(tcd_paper.TABLE4.get((dataset, kind, attack)))})
     out = Path(args.out)
     write_table(robust, out / "table3", title="Table 3: target HR@50 (robustness); RI; rank shift = "
                 "mean target rank of Origin minus that of the model (positive: targets promoted)")
@@ -167,6 +181,8 @@ def table2(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
                 for cost in args.knowledge_costs:
                     row[f"kc={cost:g}"] = _mean([results[cells[dataset, kind, s, attack, cost].key]["target_hr"]
                                                  for s in range(args.seeds)])
+                row[f"paper O/kc={'/'.join(f'{c:g}' for c in tcd_paper.TABLE2_COSTS)}"] = _paper(
+                    tcd_paper.TABLE2.get((dataset, kind, attack)))
                 rows.append(row)
     write_table(rows, Path(args.out) / "table2", title="Table 2: attack HR@50 under different knowledge costs")
     return [rows]

@@ -148,3 +148,30 @@ def test_target_and_test_hit_ratio_on_a_hand_built_model():
     assert report.target_hr == 1.0 and report.target_rank == pytest.approx(2 / 5)
     # every user's top 2 among its unrated items is {5, 4}: only user 2 can hit, if its test item is 4
     assert report.test_hr == pytest.approx(float(int(split.test.items[split.test.users == 2]) == 4) / 3)
+
+
+def test_table_commands_write_tables_with_the_papers_numbers_and_reuse_cached_cells(tmp_path, monkeypatch, capsys):
+    import csv
+
+    from experiments import tcd
+
+    ratings, users, items = make_ratings()
+    split = split_ratings(ratings, users, items, seed=0)
+    monkeypatch.setattr(tcd, "_split", lambda dataset, data_dir, seed: split)
+    argv = ["--datasets", "ml-100k", "--targets", "random", "--attacks", "average", "pga", "--seeds", "2",
+            "--epochs", "2", "--out", str(tmp_path)]
+    assert tcd.main(["table3", *argv]) == 0
+    with (tmp_path / "table3.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["attack"] for row in rows] == ["average", "pga"]
+    for row in rows:
+        hr = {name: float(row[name]) for name in ("Origin", "Attack", "AT", "RAT", "TCD")}
+        assert all(0.0 <= value <= 1.0 for value in hr.values())
+        expected = robustness_improvement(hr["TCD"], hr["Origin"], hr["Attack"])
+        assert float(row["RI_TCD"]) == pytest.approx(expected, nan_ok=True)
+    assert rows[0]["paper O/A/AT/RAT/TCD"] == "0.0233 / 0.1579 / 0.1741 / 0.1525 / 0.0340"
+    assert (tmp_path / "table4.md").read_text().startswith("## Table 4")
+    assert len(list((tmp_path / "cells" / "profiles").glob("*.npz"))) == 4  # 2 attacks x 2 seeds, shared
+    monkeypatch.setattr(tcd, "run_cell", lambda params, folder: pytest.fail("a cached cell was recomputed"))
+    assert tcd.main(["table4", *argv]) == 0
+    assert capsys.readouterr().out.count("| pga |") == 4  # table3 and table4, printed by both commands
