@@ -146,8 +146,8 @@ def table3_and_4(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
                 row |= {"best_baseline": LABEL[best], "p_TCD_vs_best": _p_value(hr["tcd"], hr[best])}
                 row |= {f"shift_{LABEL[c]}": _mean(rank["origin"]) - _mean(rank[c]) for c in DEFENSE_OF}
                 paper = tcd_paper.TABLE3.get((dataset, kind, attack))
-                row |= {"paper O/A/AT/RAT/TCD": _paper(paper),
-                        "paper_RI_TCD": math.nan if paper is None else robustness_improvement(paper[4], paper[0], paper[1])}
+                paper_ri = math.nan if paper is None else robustness_improvement(paper[4], paper[0], paper[1])
+                row |= {"paper O/A/AT/RAT/TCD": _paper(paper), "paper_RI_TCD": paper_ri}
                 robust.append(row)
                 general.append({"dataset": dataset, "targets": kind, "attack": attack, "seeds": args.seeds,
                                 **{LABEL[c]: _mean(v) for c, v in test.items()},

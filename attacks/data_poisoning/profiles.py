@@ -39,8 +39,8 @@ def draw_fillers(rng: np.random.Generator, num_fake: int, num_items: int, num_fi
                  excluded: np.ndarray, weights: np.ndarray | None = None,
                  taken: np.ndarray | None = None) -> np.ndarray:
     """[num_fake, num_fillers] distinct items per row, never an ``excluded`` one nor one of the
-    row's ``taken`` items ([num_fake, j]), drawn without replacement proportionally to ``weights`` ([num_items] or per row [num_fake, num_items])
-    (uniform by default; Gumbel top-k, batched)."""
+    row's ``taken`` items ([num_fake, j]), drawn without replacement proportionally to ``weights``
+    ([num_items] or per row [num_fake, num_items]; uniform by default; Gumbel top-k, batched)."""
     allowed = num_items - len(np.unique(excluded)) - (0 if taken is None else taken.shape[1])
     if num_fillers > allowed:
         raise ValueError(f"{num_fillers} filler items requested but only {allowed} items can be fillers")

@@ -45,9 +45,8 @@ class UnrolledSurrogate:
         self.users = torch.cat((torch.as_tensor(knowledge.users), fake_users + self.real_users))
         self.items = torch.cat((torch.as_tensor(knowledge.items), fake_items))
         self.known = torch.as_tensor(knowledge.grid.normalise(knowledge.ratings), dtype=torch.float32)
-        ones = torch.ones(len(self.users))
-        self.user_counts = torch.zeros(len(self.user_factors)).index_add_(0, self.users, ones).clamp_min_(1).unsqueeze(1)
-        self.item_counts = torch.zeros(len(self.item_factors)).index_add_(0, self.items, ones).clamp_min_(1).unsqueeze(1)
+        self.user_counts = _ratings_per_row(self.users, len(self.user_factors))
+        self.item_counts = _ratings_per_row(self.items, len(self.item_factors))
 
     def train(self, fake_ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(P of the real users, Q) after the unrolled steps (differentiable in ``fake_ratings``)."""
@@ -61,6 +60,11 @@ class UnrolledSurrogate:
             users = users - UNROLL_LR * (grad_users + UNROLL_DECAY * users)
             items = items - UNROLL_LR * (grad_items + UNROLL_DECAY * items)
         return users[: self.real_users], items
+
+
+def _ratings_per_row(rows: torch.Tensor, size: int) -> torch.Tensor:
+    """[size, 1] number of ratings of each row (at least 1, so that it can divide)."""
+    return torch.bincount(rows, minlength=size).clamp_min_(1).unsqueeze(1).to(torch.float32)
 
 
 def optimise_profiles(knowledge: AttackerKnowledge, targets: np.ndarray, num_fake: int, num_fillers: int,
