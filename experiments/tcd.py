@@ -27,6 +27,7 @@ from central.poisoning import TARGET_KINDS, attack_profiles, choose_targets, inj
 from central.rating_mf import MFConfig
 from central.rating_split import RatingSplit, split_ratings
 from central.target_metrics import robustness_improvement
+from defenses.tcd import PSEUDO_LABEL_RATE
 from experiments import tcd_paper
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
@@ -197,8 +198,9 @@ def fig4(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
                 for attack in args.attacks:
                     for rate in args.rates:
                         defense = "none" if rate == 0 else "tcd"
+                        default = rate == 0 or rate == PSEUDO_LABEL_RATE.get(dataset, 1.0)  # Table 3's cell
                         cells[dataset, kind, seed, attack, rate] = _params(
-                            args, dataset, kind, seed, attack, defense, rate=None if rate == 0 else rate)
+                            args, dataset, kind, seed, attack, defense, rate=None if default else rate)
     results = _sweep(args, list(cells.values()))
     rows = [{"dataset": dataset, "targets": kind, "attack": attack, "pseudo_label_rate": rate, "seeds": args.seeds,
              "target_hr": _mean([results[cells[dataset, kind, s, attack, rate].key]["target_hr"]
