@@ -175,3 +175,27 @@ def test_table_commands_write_tables_with_the_papers_numbers_and_reuse_cached_ce
     monkeypatch.setattr(tcd, "run_cell", lambda params, folder: pytest.fail("a cached cell was recomputed"))
     assert tcd.main(["table4", *argv]) == 0
     assert capsys.readouterr().out.count("| pga |") == 4  # table3 and table4, printed by both commands
+
+
+def test_table2_and_fig4_commands_write_their_outputs(tmp_path, monkeypatch):
+    import csv
+
+    from experiments import tcd
+
+    ratings, users, items = make_ratings()
+    split = split_ratings(ratings, users, items, seed=0)
+    monkeypatch.setattr(tcd, "_split", lambda dataset, data_dir, seed: split)
+    argv = ["--datasets", "ml-100k", "--targets", "random", "--attacks", "average", "--seeds", "1",
+            "--epochs", "2", "--out", str(tmp_path)]
+    assert tcd.main(["table2", *argv, "--knowledge-costs", "0.4", "1.0"]) == 0
+    with (tmp_path / "table2.csv").open() as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert 0.0 <= float(row["kc=0.4"]) <= 1.0 and 0.0 <= float(row["kc=1"]) <= 1.0
+    assert row["paper O/kc=0.2/0.4/0.6/0.8/1"].startswith("0.0233 / 0.1829")
+    assert tcd.main(["fig4", *argv, "--rates", "0", "0.5", "1.0"]) == 0
+    with (tmp_path / "fig4.csv").open() as handle:
+        assert [float(r["pseudo_label_rate"]) for r in csv.DictReader(handle)] == [0.0, 0.5, 1.0]
+    assert (tmp_path / "fig4.png").stat().st_size > 0
+    # rate 0 is the undefended cell of table2 (kc 0.4); rate 1.0 is ML-100K's default, i.e. Table 3's TCD cell
+    assert {path.stem for path in (tmp_path / "cells").glob("*tcd*.json")} == {
+        "ml-100k-random-s0-average-kc0.4-as0.03-tcd", "ml-100k-random-s0-average-kc0.4-as0.03-tcd-rate0.5"}
