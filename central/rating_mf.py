@@ -49,8 +49,6 @@ class MatrixFactorization:
         self.config, self.generator = config, generator
         self.user_factors = self._xavier(num_users, config.dim)
         self.item_factors = self._xavier(num_items, config.dim)
-        self.user_factors.grad = torch.zeros_like(self.user_factors)
-        self.item_factors.grad = torch.zeros_like(self.item_factors)
         self.optimizer = torch.optim.Adam([self.user_factors, self.item_factors], lr=config.lr, fused=True)
 
     def _xavier(self, rows: int, cols: int) -> torch.Tensor:
