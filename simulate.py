@@ -19,8 +19,8 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from federation.plugins import AGGREGATION_RULES
     from recsys.data import DATASET_NAMES
-    from server.aggregation import AGGREGATIONS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = p.add_argument_group("data")
@@ -44,7 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--negatives", type=int, default=DEFAULTS.negatives, help="r: sampled negatives per positive")
     model.add_argument("--lr", type=float, default=DEFAULTS.lr, help="η for Θ (server) and p_u (clients)")
     model.add_argument("--clients-per-round", type=int, default=DEFAULTS.clients_per_round, help="clients sampled per round")
-    model.add_argument("--aggregation", default=DEFAULTS.aggregation, choices=sorted(AGGREGATIONS), help="server aggregation rule")
     model.add_argument("--client-strategy", action="append", default=[], metavar="SPEC[@IDS]",
                        help="client behaviour: a registered name, package.module:Class or file.py:Class, optionally "
                             "for client ids IDS (e.g. 0-99,250); repeatable; default honest")
@@ -63,8 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--mining-steps", type=int, default=DEFAULTS.mining_steps, help="β: hard-user-mining iterations (A-hum)")
     attack.add_argument("--fake-profile-items", type=int, default=DEFAULTS.fake_profile_items,
                         help="RA: items of a fake profile, targets included")
-    attack.add_argument("--upload-norm-sample", type=int, default=DEFAULTS.upload_norm_sample,
-                        help="benign clients per shard and round whose upload norm is logged (malicious: all)")
+    defense = p.add_argument_group("server aggregation (defenses/federated, docs/federated-defenses.md)")
+    defense.add_argument("--aggregation", default=DEFAULTS.aggregation, metavar="RULE",
+                         help=f"server rule: {', '.join(AGGREGATION_RULES)}, or a plug-in package.module:Class / file.py:Class")
+    defense.add_argument("--aggregation-scope", default=DEFAULTS.aggregation_scope, choices=("row", "vector"),
+                         help="row: each item row over its uploaders and each MLP tensor; vector: whole uploads")
+    defense.add_argument("--assumed-malicious", default=DEFAULTS.assumed_malicious, metavar="POLICY",
+                         help="f per group: fraction:β, oracle (the true count) or bound:F")
+    defense.add_argument("--trim-fraction", type=float, default=DEFAULTS.trim_fraction, help="trimmed-mean: β per tail")
+    defense.add_argument("--clip-row", type=float, default=DEFAULTS.clip_row, help="τ for item rows (0: the rule's default)")
+    defense.add_argument("--clip-mlp", type=float, default=DEFAULTS.clip_mlp, help="τ for MLP tensors/neurons (0: the rule's default)")
+    defense.add_argument("--clip-iterations", type=int, default=DEFAULTS.clip_iterations, help="centered-clip iterations")
+    defense.add_argument("--dp-noise-multiplier", type=float, default=DEFAULTS.dp_noise_multiplier,
+                         help="dp-clip: noise std = multiplier × τ")
+    defense.add_argument("--gate-threshold", type=float, default=DEFAULTS.gate_threshold,
+                         help="row-gate: z-score of an item row's uploader count above its running mean")
     metrics = p.add_argument_group("metrics")
     metrics.add_argument("--top-k", type=int, default=DEFAULTS.top_k, help="K of HR/Precision/NDCG")
     metrics.add_argument("--er-ks", type=_ints, default=DEFAULTS.er_ks, help="K values of ER@K")
@@ -97,7 +109,10 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         attack=args.attack, malicious_frac=args.malicious_frac, attack_scale=args.attack_scale,
         approx_users=args.approx_users, approx_sigma=args.approx_sigma, mining_lr=args.mining_lr,
         mining_steps=args.mining_steps, fake_profile_items=args.fake_profile_items,
-        upload_norm_sample=args.upload_norm_sample,
+        aggregation_scope=args.aggregation_scope, assumed_malicious=args.assumed_malicious,
+        trim_fraction=args.trim_fraction, clip_row=args.clip_row, clip_mlp=args.clip_mlp,
+        clip_iterations=args.clip_iterations, dp_noise_multiplier=args.dp_noise_multiplier,
+        gate_threshold=args.gate_threshold,
         num_shards=args.shards, backend=args.backend, client_num_cpus=args.num_cpus, client_num_gpus=args.num_gpus,
         device=args.device, out=args.out, checkpoint_every=args.checkpoint_every, resume=args.resume, extra=extra,
     )

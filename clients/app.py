@@ -15,12 +15,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from clients.local_data import LocalData
+from clients.population import build_client_data
 from clients.shard import Shard
-from clients.strategy import assign_strategies, strategy_specs
 from federation import protocol
+from federation.assignments import assign_strategies, strategy_specs
 from federation.config import SimulationConfig
 from federation.plan import dataset_for, make_plan
-from federation.population import build_client_data
 from recsys.data.dataset import Interactions
 
 app = ClientApp()
@@ -103,18 +103,15 @@ def setup(message: Message, context: Context) -> Message:
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
-    """One round for the selected clients of this shard; upload Σ_u ∇Θ_u."""
+    """One round for the selected clients of this shard; each uploads its own ∇Θ_u."""
     shard, _ = _shard(context)
     theta = protocol.record_theta(message.content.array_records[protocol.THETA], shard.device)
     clients = message.content.array_records[protocol.SELECTION]["clients"].numpy()
     round_index = int(message.content.config_records[protocol.ROUND]["round"])
     targets = torch.tensor(list(context.state.config_records[_META]["targets"]), dtype=torch.int64)
-    result = shard.train_round(theta, clients, round_index, targets)
+    uploads = shard.train_round(theta, clients, round_index, targets)
     _save_embeddings(context)
-    update = result.update
-    reply = protocol.update_reply(update.grads, update.num_clients, update.loss_sum, result.benign_norms,
-                                  result.malicious_norms)
-    return Message(reply, reply_to=message)
+    return Message(protocol.upload_reply(uploads), reply_to=message)
 
 
 @app.evaluate()

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from clients.local_data import LocalData
-from clients.strategy import ClientStrategy, ClientUpdate, LocalBatch, StrategyContext, load_strategy_class
+from clients.strategy import ClientStrategy, LocalBatch, StrategyContext, load_strategy_class
 from federation.config import SimulationConfig
+from federation.uploads import ClientUploads
 from recsys.data.dataset import Interactions
 from recsys.metrics import RankingSums, rank_metrics
 from recsys.models.ncf import ScoreBuffers, Theta, score_all_items
 
 EVAL_CHUNK_CELLS = 400_000  # users x items scored at once during evaluation (cache-sized)
-DIAGNOSTICS_STREAM = 7  # random stream choosing the clients whose upload norms are measured
 
 
 def interleave_rows(first: Interactions, second: Interactions) -> tuple[Interactions, np.ndarray]:
@@ -28,15 +26,6 @@ def interleave_rows(first: Interactions, second: Interactions) -> tuple[Interact
     items[first_pos], items[second_pos] = first.items, second.items
     from_first[first_pos] = True
     return Interactions(indptr, items), from_first
-
-
-@dataclass
-class RoundResult:
-    """A shard's summed upload of one round and the upload norms it measured, benign and malicious."""
-
-    update: ClientUpdate
-    benign_norms: torch.Tensor
-    malicious_norms: torch.Tensor
 
 
 class Shard:
@@ -86,28 +75,23 @@ class Shard:
             counts=to(rows.lengths()).to(self.embeddings.dtype),
         )
 
-    def train_round(self, theta: Theta, client_ids: np.ndarray, round_index: int, targets: torch.Tensor) -> RoundResult:
-        """Run every selected client's local step (grouped by strategy); return the summed upload."""
+    def train_round(self, theta: Theta, client_ids: np.ndarray, round_index: int, targets: torch.Tensor) -> ClientUploads:
+        """Run every selected client's local step (one batch per strategy); return their uploads (grouped
+        by strategy) and keep their new embeddings."""
         local = self.local_index(client_ids)
-        grads = {name: torch.zeros_like(value) for name, value in theta.items()}
-        loss_sum, num_clients = 0.0, 0
-        norms: dict[bool, list[torch.Tensor]] = {True: [], False: []}
-        generator = torch.Generator().manual_seed(hash((self.seed, round_index, self.first_client)) & (2**63 - 1))
-        diagnostics = np.random.default_rng([self.seed, round_index, self.first_client, DIAGNOSTICS_STREAM])
-        ctx = StrategyContext(self.spec, self.lr, targets, round_index, generator, self.config, diagnostics)
+        ctx = StrategyContext(self.spec, self.lr, targets, round_index, self.config)
+        parts = []
         for index, strategy in enumerate(self.strategies):
-            chosen = local[self.strategy_index[local] == index]
+            chosen = np.flatnonzero(self.strategy_index[local] == index)
             if len(chosen) == 0:
                 continue
-            update = strategy.train(theta, self.batch(chosen), ctx)
-            for name in grads:
-                grads[name] += update.grads[name]
-            self.embeddings[torch.from_numpy(chosen).to(self.device)] = update.embeddings
-            loss_sum += update.loss_sum
-            num_clients += update.num_clients
-            norms[strategy.benign].append(update.upload_norms.reshape(-1).cpu())
-        joined = {benign: torch.cat(parts) if parts else torch.zeros(0) for benign, parts in norms.items()}
-        return RoundResult(ClientUpdate(grads, self.embeddings, loss_sum, num_clients), joined[True], joined[False])
+            update = strategy.train(theta, self.batch(local[chosen]), ctx)
+            if not np.array_equal(update.uploads.client_ids, self.data.users[local[chosen]]):
+                raise ValueError(f"strategy {strategy.name!r} returned uploads for clients "
+                                 f"{update.uploads.client_ids[:5]}..., not its batch's clients in batch order")
+            self.embeddings[torch.from_numpy(local[chosen]).to(self.device)] = update.embeddings
+            parts.append(update.uploads)
+        return ClientUploads.concat(parts) if parts else ClientUploads.empty(self.spec, self.embeddings.dtype, self.device)
 
     @torch.no_grad()
     def evaluate(self, theta: Theta, targets: torch.Tensor, k: int, er_ks: tuple[int, ...]) -> RankingSums:

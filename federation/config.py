@@ -7,7 +7,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from clients.strategy import StrategyAssignment, load_strategy_class
+from federation.assignments import StrategyAssignment
+from federation.plugins import AGGREGATION_RULES, is_spec, strategy_registry
 from recsys.models.ncf import NCFSpec
 
 MODES = ("federated", "central")
@@ -41,7 +42,16 @@ class SimulationConfig:
     negatives: int = 4  # r: sampled negatives per positive
     lr: float = 0.001  # η, for Θ (server) and p_u (clients)
     clients_per_round: int = 256
-    aggregation: str = "sum"
+    # ---- server aggregation (defenses/federated; --aggregation NAME and its options) ----
+    aggregation: str = "sum"  # a rule of federation.plugins.AGGREGATION_RULES or a plug-in SPEC
+    aggregation_scope: str = "row"  # row: each item row over its uploaders, each MLP tensor whole; vector: whole uploads
+    assumed_malicious: str = "fraction:0.05"  # f per group: fraction:β (⌊β·n⌋), oracle (true count), bound:F
+    trim_fraction: float = 0.1  # β of trimmed-mean: the share trimmed from each tail
+    clip_row: float = 0.0  # τ for item rows (norm-bound, centered-clip, dp-clip); 0: the rule's documented default
+    clip_mlp: float = 0.0  # τ for MLP tensors / neurons; 0: the rule's documented default
+    clip_iterations: int = 5  # centered-clip iterations
+    dp_noise_multiplier: float = 0.1  # dp-clip: Gaussian noise std = multiplier · τ on each summed group
+    gate_threshold: float = 4.0  # row-gate: z-score of an item row's uploader count above its running mean
     top_k: int = 20
     er_ks: tuple[int, ...] = (5, 10, 20, 30)
     targets: tuple[int, ...] = ()  # explicit target item ids; empty: the T least popular items
@@ -56,7 +66,6 @@ class SimulationConfig:
     mining_lr: float = 0.001  # ξ: hard-user-mining step (A-hum, eq. 9)
     mining_steps: int = 30  # β: hard-user-mining iterations
     fake_profile_items: int = 30  # RA: items of a fake user's profile, targets included
-    upload_norm_sample: int = 16  # benign clients per shard and round whose upload norm is logged (0: none)
     num_shards: int = 0  # supernodes hosting the clients; 0: one per available CPU core
     backend: str = "inprocess"
     client_num_cpus: float = 1.0
@@ -92,7 +101,7 @@ class SimulationConfig:
              f"malicious_frac={self.malicious_frac} needs an attack: pass --attack (one of a-ra, a-hum, eb, ra or a plug-in)")
         need(self.attack_scale > 0 and self.approx_sigma > 0 and self.mining_lr > 0,
              "attack_scale (α), approx_sigma (σ) and mining_lr (ξ) must be > 0")
-        for name in ("epochs", "num_shards", "checkpoint_every", "seed", "upload_norm_sample"):
+        for name in ("epochs", "num_shards", "checkpoint_every", "seed"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(5 <= self.synthetic_items_per_user <= self.synthetic_items,
              f"synthetic_items_per_user must be in [5, synthetic_items={self.synthetic_items}], got {self.synthetic_items_per_user}")
@@ -101,15 +110,25 @@ class SimulationConfig:
         need(bool(self.er_ks) and all(k >= 1 for k in self.er_ks), f"er_ks must be positive, got {self.er_ks}")
         need(all(t >= 0 for t in self.targets), f"targets must be item ids >= 0, got {self.targets}")
         need(self.client_num_cpus > 0 and self.client_num_gpus >= 0, "client_num_cpus must be > 0 and client_num_gpus >= 0")
-        from server.aggregation import AGGREGATIONS
-
-        need(self.aggregation in AGGREGATIONS, f"aggregation must be one of {sorted(AGGREGATIONS)}, got {self.aggregation!r}")
+        need(self.aggregation in AGGREGATION_RULES or is_spec(self.aggregation),
+             f"aggregation {self.aggregation!r} is unknown; choose one of {', '.join(AGGREGATION_RULES)} "
+             "or a plug-in 'package.module:Class' / 'path/to/file.py:Class'")
+        need(self.aggregation_scope in ("row", "vector"), f"aggregation_scope must be row or vector, got {self.aggregation_scope!r}")
+        need(_f_policy_ok(self.assumed_malicious),
+             f"assumed_malicious must be fraction:β (0 <= β < 0.5), oracle or bound:F (F >= 0), got {self.assumed_malicious!r}")
+        need(0 <= self.trim_fraction < 0.5, f"trim_fraction (β) must be in [0, 0.5), got {self.trim_fraction}")
+        need(self.clip_row >= 0 and self.clip_mlp >= 0, "clip_row and clip_mlp (τ) must be >= 0 (0: the rule's default)")
+        need(self.clip_iterations >= 1 and self.dp_noise_multiplier >= 0 and self.gate_threshold > 0,
+             "clip_iterations must be >= 1, dp_noise_multiplier >= 0 and gate_threshold > 0")
         try:
             specs = [StrategyAssignment.parse(text).spec for text in self.client_strategies]
-            for spec in specs + ([self.attack] if self.attack != "none" else []):
-                load_strategy_class(spec)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        registry = strategy_registry()
+        for spec in specs + ([self.attack] if self.attack != "none" else []):
+            need(spec in registry or is_spec(spec),
+                 f"unknown client strategy {spec!r}: use one of {', '.join(sorted(registry))}, "
+                 "'package.module:Class' or 'path/to/file.py:Class'")
 
     # ---- derived values ---------------------------------------------------------------
     def model_spec(self, num_items: int) -> NCFSpec:
@@ -173,6 +192,15 @@ class SimulationConfig:
     @classmethod
     def from_json(cls, text: str) -> SimulationConfig:
         return cls.from_mapping(json.loads(text))
+
+
+def _f_policy_ok(text: str) -> bool:
+    kind, _, value = text.partition(":")
+    try:
+        return (kind == "oracle" and not value) or (kind == "fraction" and 0 <= float(value) < 0.5) or (
+            kind == "bound" and int(value) >= 0)
+    except ValueError:
+        return False
 
 
 def _coerce(key: str, value: Any, annotation: str) -> Any:

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from clients.strategy import StrategyAssignment
+from federation.assignments import StrategyAssignment
 from federation.config import ConfigError, SimulationConfig
 from recsys.data import load_dataset
 from recsys.data.dataset import Dataset

@@ -1,7 +1,7 @@
 """Message contents exchanged by the ServerApp and the ClientApp (Flower records).
 
 Server → client: Θ^t and the ids of the selected clients (what a real server knows).
-Client → server: Σ_u ∇Θ_u of its selected clients, their count and summed loss, or additive
+Client → server: each selected client's own upload ∇Θ_u and loss (``federation.uploads``), or additive
 metric sums. User embeddings and interactions never appear in any message.
 """
 
@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from federation.uploads import ClientUploads
 from recsys.metrics import RankingSums
-from recsys.models.ncf import ITEM_EMBEDDING, Theta
+from recsys.models.ncf import Theta
 
 SETUP = "query.setup"
 TRAIN = "train"
@@ -24,10 +25,6 @@ METRICS = "metrics"
 SELECTION = "selection"
 ROUND = "round"
 SPEC = "setup"
-ROWS = f"{ITEM_EMBEDDING}.rows"
-VALUES = f"{ITEM_EMBEDDING}.values"
-BENIGN_NORMS = "benign-upload-norms"
-MALICIOUS_NORMS = "malicious-upload-norms"
 
 
 def theta_record(theta: Theta) -> ArrayRecord:
@@ -46,32 +43,9 @@ def train_instruction(theta: Theta, client_ids: np.ndarray, round_index: int) ->
     })
 
 
-def update_reply(grads: Theta, num_clients: int, loss_sum: float, benign_norms: torch.Tensor | None = None,
-                 malicious_norms: torch.Tensor | None = None) -> RecordDict:
-    """Encode an upload; item-embedding gradients travel as (rows, values) when that is smaller.
-
-    ``benign_norms``/``malicious_norms``: the upload norms ‖∇Θ_u‖ the shard measured, a simulation
-    diagnostic (a real server sees every client's upload, and so its norm).
-    """
-    arrays: dict[str, Array] = {}
-    for name, grad in grads.items():
-        grad = grad.detach().cpu()
-        if name == ITEM_EMBEDDING:
-            rows = torch.nonzero(grad.any(dim=1)).squeeze(1)
-            sparse_bytes = rows.numel() * (8 + grad.shape[1] * grad.element_size())
-            if sparse_bytes < grad.numel() * grad.element_size():
-                arrays[ROWS] = Array(rows.numpy())
-                arrays[VALUES] = Array(grad[rows].numpy())
-                continue
-        arrays[name] = Array(grad.numpy())
-    return RecordDict({
-        UPDATE: ArrayRecord(arrays),
-        METRICS: MetricRecord({
-            "num-clients": int(num_clients), "loss-sum": float(loss_sum),
-            BENIGN_NORMS: [float(x) for x in (benign_norms if benign_norms is not None else [])],
-            MALICIOUS_NORMS: [float(x) for x in (malicious_norms if malicious_norms is not None else [])],
-        }),
-    })
+def upload_reply(uploads: ClientUploads) -> RecordDict:
+    """A node's reply to a training instruction: each selected client's own upload."""
+    return RecordDict({UPDATE: uploads.to_record()})
 
 
 def evaluate_reply(sums: RankingSums) -> RecordDict:

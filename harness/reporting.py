@@ -1,5 +1,6 @@
-"""The run folder: config.json, metrics.jsonl / .csv (per evaluation), rounds.jsonl / .csv (upload norms per
-round), metrics.png, a progress bar and a summary."""
+"""The run folder: config.json, metrics.jsonl / .csv (per evaluation), rounds.jsonl / .csv (the server's
+per-round diagnostics), rejections.jsonl (every rejected upload and why), metrics.png, a progress bar and a
+summary."""
 
 from __future__ import annotations
 
@@ -80,7 +81,8 @@ def summary_table(history: list[dict[str, float]], top_k: int) -> str:
         values = [row[key] for row in history]
         lines.append(f"{key:<20}{values[0]:>10.4f}{max(values):>10.4f}{values[-1]:>10.4f}")
     final = history[-1]
-    lines.append(f"{'train/loss':<20}{'':>10}{'':>10}{final['train/loss']:>10.4f}")
+    loss = "n/a" if final["train/loss"] is None else f"{final['train/loss']:.4f}"
+    lines.append(f"{'train/loss':<20}{'':>10}{'':>10}{loss:>10}")
     lines.append(f"{'rejected_uploads':<20}{'':>10}{'':>10}{final['rejected_uploads']:>10.0f}")
     return "\n".join(lines)
 
@@ -102,6 +104,7 @@ class RunWriter:
         self.bar = None
         self.history: list[dict[str, float]] = []
         self.rounds: list[dict[str, float | None]] = []
+        self.rejections: list[dict[str, int | str]] = []
 
     def _print(self, text: str) -> None:
         if self.echo:
@@ -110,6 +113,8 @@ class RunWriter:
     def on_start(self, config: SimulationConfig, plan: Plan, rounds_per_epoch: int, start_epoch: int) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         self.rounds = [row for row in read_rows(self.out / "rounds.jsonl") if row["epoch"] <= start_epoch]
+        done = rounds_per_epoch * start_epoch
+        self.rejections = [row for row in read_rows(self.out / "rejections.jsonl") if row["round"] < done]
         resolved = {**config.to_dict(), "resolved": {
             "targets": list(plan.targets), "num_clients": plan.num_clients, "num_items": plan.num_items,
             "benign_clients": plan.num_benign, "malicious_clients": list(plan.malicious_ids),
@@ -129,10 +134,14 @@ class RunWriter:
             self.bar.update(1)
             self.bar.set_description(f"epoch {epoch}")
 
+    def on_rejections(self, round_index: int, rejections: list) -> None:
+        self.rejections += [{"round": round_index, "client": r.client, "reason": r.reason} for r in rejections]
+
     def on_evaluation(self, row: dict[str, float], history: list[dict[str, float]]) -> None:
         self.history = list(history)
         write_metrics(self.out, history)
         write_rows(self.out, "rounds", self.rounds)
+        _atomic_write(self.out / "rejections.jsonl", "".join(json.dumps(r) + "\n" for r in self.rejections))
         self._print(epoch_line(row, self.config.top_k))
 
     def on_finish(self, history: list[dict[str, float]]) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 
 from clients.app import app as client_app
-from federation.config import SimulationConfig, usable_cores
+from clients.strategy import load_strategy_class
+from federation.config import ConfigError, SimulationConfig, usable_cores
 from federation.plan import dataset_for, make_plan
 from harness.reporting import RunWriter
+from server.aggregation import load_rule
 from server.app import make_server_app
 
 
@@ -17,9 +19,22 @@ def configure_threads(config: SimulationConfig, cores: int | None = None) -> Non
     torch.set_num_threads(max(1, cores // max(1, config.resolved_shards())) if config.backend == "inprocess" else 1)
 
 
+def check_plugins(config: SimulationConfig) -> None:
+    """Load every client strategy and the aggregation rule the run names, so a bad name, file or class fails
+    before the run starts, with one line saying what was wrong."""
+    plan = make_plan(config, dataset_for(config))
+    try:
+        for assignment in plan.assignments:
+            load_strategy_class(assignment.spec)
+        load_rule(config, config.model_spec(plan.num_items))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def run(config: SimulationConfig, echo: bool = True, cores: int | None = None) -> list[dict[str, float]]:
     """Run ``config`` on ``cores`` CPU cores (default: all this process may use); return the metric
     history (also written to the run folder)."""
+    check_plugins(config)
     writer = RunWriter(config, echo=echo)
     num_nodes = make_plan(config, dataset_for(config)).num_shards
     server_app = make_server_app(config, writer)

@@ -15,11 +15,12 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from federation import protocol
 from federation.config import ConfigError, SimulationConfig
 from federation.plan import Plan, dataset_for, make_plan
+from federation.uploads import ClientUploads
 from recsys.metrics import RankingSums
 from recsys.models.ncf import NCFSpec, Theta, init_theta
-from server.aggregation import AGGREGATIONS, apply_update
+from server.aggregation import RoundInfo, apply_update, load_rule
 from server.transport import exchange, wait_for_nodes
-from server.validation import Upload, UploadRejected, validate_upload
+from server.validation import Rejection, UploadRejected, validate_uploads
 
 log = logging.getLogger("fedrec.server")
 
@@ -33,33 +34,61 @@ class Observer(Protocol):
 
     def on_start(self, config: SimulationConfig, plan: Plan, rounds_per_epoch: int, start_epoch: int) -> None: ...
     def on_round(self, epoch: int, round_in_epoch: int, stats: dict[str, float | None]) -> None: ...
+    def on_rejections(self, round_index: int, rejections: list[Rejection]) -> None: ...
     def on_evaluation(self, row: dict[str, float], history: list[dict[str, float]]) -> None: ...
     def on_finish(self, history: list[dict[str, float]]) -> None: ...
 
 
-class UploadNorms:
-    """Upload norms ‖∇Θ_u‖ of benign and malicious clients, pooled over rounds (mean and max)."""
-
-    KINDS = ("benign", "malicious")
+class EpochStats:
+    """Diagnostics measured by the server from the uploads it received, pooled over the rounds of an epoch."""
 
     def __init__(self) -> None:
-        self.values: dict[str, list[float]] = {kind: [] for kind in self.KINDS}
+        self.norms: dict[str, list[torch.Tensor]] = {"benign": [], "malicious": []}
+        self.counters: dict[str, float] = {}
+        self.loss_sum, self.benign_clients = 0.0, 0
 
-    def add(self, upload: Upload) -> None:
-        self.values["benign"] += upload.benign_norms
-        self.values["malicious"] += upload.malicious_norms
+    def add_round(self, uploads: ClientUploads, malicious: np.ndarray, targets: torch.Tensor,
+                  report: dict[str, float], rejected: int) -> dict[str, float | None]:
+        """Record one round; return its row for ``rounds.jsonl``."""
+        norms = uploads.squared_norms().sqrt().cpu()
+        flags = torch.from_numpy(malicious)
+        self.norms["benign"].append(norms[~flags])
+        self.norms["malicious"].append(norms[flags])
+        self.loss_sum += float(uploads.losses.cpu()[~flags].sum())
+        self.benign_clients += int((~flags).sum())
+        on_target = torch.isin(uploads.row_items, targets.to(uploads.row_items.device)).cpu()
+        owner_malicious = flags[uploads.row_owner().cpu()]
+        row = {
+            "uploads/benign_clients": int((~flags).sum()), "uploads/malicious_clients": int(flags.sum()),
+            "uploads/benign_norm_mean": _mean(norms[~flags]), "uploads/benign_norm_max": _max(norms[~flags]),
+            "uploads/malicious_norm_mean": _mean(norms[flags]), "uploads/malicious_norm_max": _max(norms[flags]),
+            "target_rows/uploaders": int(on_target.sum()) / max(1, len(targets)),
+            "target_rows/malicious_uploaders": int((on_target & owner_malicious).sum()) / max(1, len(targets)),
+            "rejected": rejected, **{f"defense/{k}": v for k, v in report.items()},
+        }
+        for key in ("target_rows/uploaders", "target_rows/malicious_uploaders", "rejected",
+                    "uploads/benign_clients", "uploads/malicious_clients",
+                    *(f"defense/{k}" for k in report)):
+            self.counters[key] = self.counters.get(key, 0) + row[key]
+        return row
 
-    def extend(self, other: UploadNorms) -> None:
-        for kind in self.KINDS:
-            self.values[kind] += other.values[kind]
-
-    def summary(self, prefix: str = "") -> dict[str, float | None]:
-        out: dict[str, float | None] = {}
-        for kind, values in self.values.items():
-            out[f"{prefix}{kind}_norm_mean"] = float(np.mean(values)) if values else None
-            out[f"{prefix}{kind}_norm_max"] = float(np.max(values)) if values else None
-            out[f"{prefix}{kind}_measured"] = len(values)
+    def summary(self, rounds: int) -> dict[str, float | None]:
+        """The epoch row's diagnostics: norm mean/max over every upload, per-round means of the counters."""
+        out: dict[str, float | None] = {"train/loss": self.loss_sum / self.benign_clients if self.benign_clients else None}
+        for kind, parts in self.norms.items():
+            values = torch.cat(parts) if parts else torch.zeros(0)
+            out[f"uploads/{kind}_norm_mean"], out[f"uploads/{kind}_norm_max"] = _mean(values), _max(values)
+        out.update({k: v / max(1, rounds) for k, v in self.counters.items()
+                    if k not in ("rejected", "uploads/benign_clients", "uploads/malicious_clients")})
         return out
+
+
+def _mean(values: torch.Tensor) -> float | None:
+    return float(values.double().mean()) if len(values) else None
+
+
+def _max(values: torch.Tensor) -> float | None:
+    return float(values.max()) if len(values) else None
 
 
 def epoch_rounds(num_clients: int, per_round: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -77,11 +106,12 @@ class ServerState:
     rng: np.random.Generator
     config_json: str
     history: list[dict[str, float]] = field(default_factory=list)
+    rule_state: dict = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
         torch.save({"theta": self.theta, "epoch": self.epoch, "rng": self.rng.bit_generator.state,
-                    "config": self.config_json, "history": self.history}, tmp)
+                    "config": self.config_json, "history": self.history, "rule": self.rule_state}, tmp)
         tmp.replace(path)
 
     @classmethod
@@ -89,7 +119,7 @@ class ServerState:
         saved = torch.load(path, weights_only=False)
         rng = np.random.default_rng()
         rng.bit_generator.state = saved["rng"]
-        return cls(saved["theta"], saved["epoch"], rng, saved["config"], saved["history"])
+        return cls(saved["theta"], saved["epoch"], rng, saved["config"], saved["history"], saved.get("rule", {}))
 
 
 class FederatedServer:
@@ -100,10 +130,15 @@ class FederatedServer:
         dataset = dataset_for(config)
         self.plan = make_plan(config, dataset)
         self.spec: NCFSpec = config.model_spec(self.plan.num_items)
-        self.aggregate = AGGREGATIONS[config.aggregation]
+        self.rule = load_rule(config, self.spec)
+        self.malicious = np.zeros(self.plan.num_clients, dtype=bool)
+        self.malicious[list(self.plan.malicious_ids)] = True
+        self.targets = torch.tensor(self.plan.targets, dtype=torch.int64)
         self.nodes: list[int] = []
         self.rejected = 0
         self.state = self._initial_state()
+        self.rule.load_state_dict(self.state.rule_state)
+        self.rejected = int(self.state.history[-1]["rejected_uploads"]) if self.state.history else 0
 
     def _initial_state(self) -> ServerState:
         path = Path(self.config.out) / CHECKPOINT
@@ -140,33 +175,42 @@ class FederatedServer:
         if failed or missing:
             raise RuntimeError(f"shard setup failed on nodes {sorted(set(failed) | missing)}: {failed}")
 
-    def train_round(self, clients: np.ndarray, round_index: int) -> tuple[float, int, UploadNorms]:
-        """Send Θ^t to the shards of the selected clients, validate, aggregate, update Θ."""
+    def train_round(self, clients: np.ndarray, round_index: int, stats: EpochStats) -> dict[str, float | None]:
+        """Send Θ^t to the shards of the selected clients, validate every client's upload, aggregate, update Θ."""
         shard_of = self.plan.shard_of(clients)
-        contents = {
-            self.nodes[shard]: protocol.train_instruction(self.state.theta, clients[shard_of == shard], round_index)
-            for shard in np.unique(shard_of)
-        }
-        sent = {self.nodes[s]: int((shard_of == s).sum()) for s in np.unique(shard_of)}
-        uploads: list[Upload] = []
+        selected = {self.nodes[s]: clients[shard_of == s] for s in np.unique(shard_of)}
+        contents = {node: protocol.train_instruction(self.state.theta, ids, round_index) for node, ids in selected.items()}
         replies = self._send(contents, protocol.TRAIN)
-        for node in contents:
+        parts: list[ClientUploads] = []
+        rejections: list[Rejection] = []
+        for node, ids in selected.items():
             reply = replies.get(node)
             try:
                 if reply is None:
                     raise UploadRejected("no reply before the timeout")
                 if reply.has_error():
                     raise UploadRejected(f"client error: {reply.error.reason}")
-                uploads.append(validate_upload(reply.content, self.spec, sent[node]))
+                if protocol.UPDATE not in reply.content.array_records:
+                    raise UploadRejected(f"reply holds no '{protocol.UPDATE}' record")
+                valid, rejected = validate_uploads(reply.content.array_records[protocol.UPDATE], self.spec, ids)
             except UploadRejected as reason:
-                self.rejected += 1
-                log.warning("round %d: rejected upload of node %d: %s", round_index, node, reason)
-        if uploads:
-            apply_update(self.state.theta, self.aggregate(uploads, self.state.theta), self.config.lr)
-        norms = UploadNorms()
-        for upload in uploads:
-            norms.add(upload)
-        return sum(u.loss_sum for u in uploads), sum(u.num_clients for u in uploads), norms
+                rejections += [Rejection(int(c), str(reason)) for c in ids]
+                continue
+            answered = np.concatenate([valid.client_ids, np.array([r.client for r in rejected], dtype=np.int64)])
+            missing = np.setdiff1d(ids, answered)
+            rejections += rejected + [Rejection(int(c), "no upload in the node's reply") for c in missing]
+            parts.append(valid)
+        for rejection in rejections:
+            log.warning("round %d: rejected the upload of client %d: %s", round_index, rejection.client, rejection.reason)
+        self.rejected += len(rejections)
+        uploads = ClientUploads.concat(parts).sorted_by_client() if parts else ClientUploads.empty(self.spec)
+        malicious = self.malicious[uploads.client_ids]
+        result = self.rule.aggregate(uploads, RoundInfo(round_index, self.targets, malicious))
+        apply_update(self.state.theta, result.step, self.config.lr)
+        self.state.rule_state = self.rule.state_dict()
+        row = stats.add_round(uploads, malicious, self.targets, result.report, len(rejections))
+        self.observer.on_rejections(round_index, rejections)
+        return row
 
     def evaluate(self, checkpoint: bool) -> dict[str, float]:
         content = RecordDict({protocol.THETA: protocol.theta_record(self.state.theta),
@@ -187,28 +231,25 @@ class FederatedServer:
         self.observer.on_start(config, self.plan, rounds, state.epoch)
         self.setup()
         if not state.history:
-            self._record(0, None, 0.0, checkpoint=False)
+            self._record(0, 0.0, checkpoint=False, diagnostics={})
         round_index = state.epoch * rounds
         for epoch in range(state.epoch + 1, config.epochs + 1):
-            start, loss_sum, clients_seen, epoch_norms = time.perf_counter(), 0.0, 0, UploadNorms()
+            start, stats = time.perf_counter(), EpochStats()
             for r, clients in enumerate(epoch_rounds(self.plan.num_clients, config.clients_per_round, state.rng)):
-                loss, count, norms = self.train_round(clients, round_index)
-                loss_sum, clients_seen, round_index = loss_sum + loss, clients_seen + count, round_index + 1
-                epoch_norms.extend(norms)
-                self.observer.on_round(epoch, r + 1, {"epoch": epoch, "round": round_index, **norms.summary()})
+                row = self.train_round(clients, round_index, stats)
+                round_index += 1
+                self.observer.on_round(epoch, r + 1, {"epoch": epoch, "round": round_index, **row})
             state.epoch = epoch
             checkpoint = config.checkpoint_every > 0 and epoch % config.checkpoint_every == 0
-            self._record(epoch, loss_sum / max(clients_seen, 1), time.perf_counter() - start, checkpoint, epoch_norms)
+            self._record(epoch, time.perf_counter() - start, checkpoint, stats.summary(rounds))
         self.observer.on_finish(state.history)
         return state.history
 
-    def _record(self, epoch: int, loss: float | None, train_seconds: float, checkpoint: bool,
-                norms: UploadNorms | None = None) -> None:
+    def _record(self, epoch: int, train_seconds: float, checkpoint: bool, diagnostics: dict[str, float | None]) -> None:
         start = time.perf_counter()
-        uploads = (norms or UploadNorms()).summary("uploads/")
-        row = {"epoch": epoch, **self.evaluate(checkpoint), "train/loss": loss,
-               **{k: v for k, v in uploads.items() if not k.endswith("_measured")},
-               "rejected_uploads": self.rejected, "seconds": train_seconds}
+        diagnostics = diagnostics or EpochStats().summary(0)
+        row = {"epoch": epoch, **self.evaluate(checkpoint), **diagnostics, "rejected_uploads": self.rejected,
+               "seconds": train_seconds}
         row["eval_seconds"] = time.perf_counter() - start
         self.state.history.append(row)
         if checkpoint:

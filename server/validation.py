@@ -1,103 +1,105 @@
-"""Boundary checks for client uploads: a hostile or broken client can never crash the server
-or corrupt Θ; an invalid upload is rejected with a reason."""
+"""Boundary checks for client uploads: a hostile or broken client can never crash the server or corrupt
+Θ. A reply that breaks the wire format is rejected whole (``UploadRejected`` says how); within a
+well-formed reply each client's upload is checked on its own and only the offending clients are dropped."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, RecordDict
+from flwr.app import ArrayRecord
 
-from federation.protocol import BENIGN_NORMS, MALICIOUS_NORMS, METRICS, ROWS, UPDATE, VALUES
-from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec, Theta
+from federation.uploads import CLIENTS, LOSSES, ROW_INDPTR, ROW_ITEMS, ROW_VALUES, ClientUploads
+from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec
 
 
 class UploadRejected(ValueError):
     """The upload breaks the protocol; the message says how."""
 
 
-@dataclass
-class Upload:
-    """A validated upload: dense Σ_u ∇Θ_u of ``num_clients`` clients, their summed loss, and the
-    upload norms the shard measured (diagnostics)."""
+@dataclass(frozen=True)
+class Rejection:
+    """One client's upload that the server dropped, and why."""
 
-    grads: Theta
-    num_clients: int
-    loss_sum: float
-    benign_norms: list[float] = field(default_factory=list)
-    malicious_norms: list[float] = field(default_factory=list)
+    client: int
+    reason: str
 
 
-def decode_array(record, name: str, dtype: np.dtype, shape: tuple[int, ...] | None) -> np.ndarray:
-    """``record[name]`` as numpy, checked for dtype, shape (``None``: any) and finite values."""
+def decode_array(record: ArrayRecord, name: str, dtype: np.dtype, shape: tuple[int | None, ...] | None) -> np.ndarray:
+    """``record[name]`` as numpy, checked for dtype and shape (``None``: any size on that axis, or any shape)."""
     try:
         value = record[name].numpy()
     except Exception as error:  # noqa: BLE001 - any decoding failure is the client's fault
         raise UploadRejected(f"{name}: cannot decode array ({error})") from None
     if value.dtype != dtype:
         raise UploadRejected(f"{name}: dtype {value.dtype}, expected {dtype}")
-    if shape is not None and value.shape != shape:
-        raise UploadRejected(f"{name}: shape {value.shape}, expected {shape}")
-    if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-        raise UploadRejected(f"{name}: contains NaN or Inf")
+    if shape is not None and (value.ndim != len(shape) or any(s is not None and v != s for v, s in zip(value.shape, shape))):
+        raise UploadRejected(f"{name}: shape {value.shape}, expected {tuple('*' if s is None else s for s in shape)}")
     return value
 
 
-def validate_upload(content: RecordDict, spec: NCFSpec, max_clients: int, dtype: np.dtype = np.dtype(np.float32)) -> Upload:
-    """Decode and check an upload against Θ's keys, shapes and dtype; raise ``UploadRejected``."""
-    if UPDATE not in content.array_records or METRICS not in content.metric_records:
-        raise UploadRejected(f"missing '{UPDATE}' or '{METRICS}' record")
-    record, metrics = content.array_records[UPDATE], content.metric_records[METRICS]
-    shapes = spec.shapes()
-    sparse = ROWS in record or VALUES in record
-    expected = set(shapes) - {ITEM_EMBEDDING} | ({ROWS, VALUES} if sparse else {ITEM_EMBEDDING})
+def validate_uploads(record: ArrayRecord, spec: NCFSpec, selected: np.ndarray,
+                     dtype: np.dtype = np.dtype(np.float32)) -> tuple[ClientUploads, list[Rejection]]:
+    """Decode one node's uploads for the clients ``selected`` in this round; return the valid clients'
+    uploads and a ``Rejection`` for every other client in the reply. Raises ``UploadRejected`` when the
+    reply as a whole is malformed (keys, dtypes, shapes, CSR structure, more clients than selected)."""
+    dense_shapes = {name: shape for name, shape in spec.shapes().items() if name != ITEM_EMBEDDING}
+    expected = {CLIENTS, LOSSES, ROW_INDPTR, ROW_ITEMS, ROW_VALUES, *dense_shapes}
     if set(record.keys()) != expected:
         raise UploadRejected(f"keys {sorted(record.keys())}, expected {sorted(expected)}")
-    grads: Theta = {}
-    for name, shape in shapes.items():
-        if name == ITEM_EMBEDDING and sparse:
-            rows = decode_array(record, ROWS, np.dtype(np.int64), None)
-            if rows.ndim != 1 or len(rows) > spec.num_items:
-                raise UploadRejected(f"{ROWS}: expected a 1-D array of at most {spec.num_items} row ids")
-            if len(rows) and (rows.min() < 0 or rows.max() >= spec.num_items or len(np.unique(rows)) != len(rows)):
-                raise UploadRejected(f"{ROWS}: row ids must be unique and in [0, {spec.num_items})")
-            values = decode_array(record, VALUES, dtype, (len(rows), spec.dim))
-            dense = torch.zeros(shape, dtype=torch.from_numpy(values).dtype)
-            dense[torch.from_numpy(rows)] = torch.from_numpy(values)
-            grads[name] = dense
-        else:
-            grads[name] = torch.from_numpy(decode_array(record, name, dtype, shape))
-    try:
-        num_clients, loss_sum = metrics["num-clients"], float(metrics["loss-sum"])
-    except (KeyError, TypeError, ValueError):
-        raise UploadRejected("metrics must hold 'num-clients' (int) and 'loss-sum' (float)") from None
-    if not isinstance(num_clients, int) or not 0 <= num_clients <= max_clients:
-        raise UploadRejected(f"num-clients {num_clients!r} outside [0, {max_clients}] (the clients it was sent)")
-    if not np.isfinite(loss_sum):
-        raise UploadRejected("loss-sum is not finite")
-    norms = [_norm_list(metrics, key, num_clients) for key in (BENIGN_NORMS, MALICIOUS_NORMS)]
-    return Upload(grads, num_clients, loss_sum, *norms)
+    clients = decode_array(record, CLIENTS, np.dtype(np.int64), (None,))
+    count = len(clients)
+    if count > len(selected):
+        raise UploadRejected(f"{count} uploads for the {len(selected)} clients selected on this node")
+    dense = {name: decode_array(record, name, dtype, (count, *shape)) for name, shape in dense_shapes.items()}
+    losses = decode_array(record, LOSSES, dtype, (count,))
+    indptr = decode_array(record, ROW_INDPTR, np.dtype(np.int64), (count + 1,))
+    items = decode_array(record, ROW_ITEMS, np.dtype(np.int64), (None,))
+    if indptr[0] != 0 or indptr[-1] != len(items) or np.any(np.diff(indptr) < 0):
+        raise UploadRejected(f"{ROW_INDPTR}: must start at 0, never decrease and end at {len(items)} (the row count)")
+    if len(items) > count * spec.num_items:
+        raise UploadRejected(f"{ROW_ITEMS}: {len(items)} rows, more than {count} clients x {spec.num_items} items")
+    values = decode_array(record, ROW_VALUES, dtype, (len(items), spec.dim))
 
+    owner = np.repeat(np.arange(count), np.diff(indptr))
+    reasons: dict[int, str] = {}
 
-def _norm_list(metrics, key: str, num_clients: int) -> list[float]:
-    """An optional list of at most ``num_clients`` finite, non-negative upload norms."""
-    if key not in metrics:
-        return []
-    try:
-        values = np.asarray(metrics[key], dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise UploadRejected(f"{key} must be a list of floats") from None
-    if len(values) > num_clients or not np.all(np.isfinite(values)) or np.any(values < 0):
-        raise UploadRejected(f"{key}: expected at most {num_clients} finite non-negative norms")
-    return values.tolist()
+    def reject(mask: np.ndarray, reason: str) -> None:
+        for position in np.flatnonzero(mask):
+            reasons.setdefault(int(position), reason)
+
+    reject(~np.isin(clients, selected), "client id was not selected on this node in this round")
+    _, first, counts = np.unique(clients, return_index=True, return_counts=True)
+    reject(np.isin(clients, clients[first[counts > 1]]), "client id appears more than once")
+    for name, value in dense.items():
+        reject(~np.isfinite(value.reshape(count, -1)).all(axis=1), f"{name}: contains NaN or Inf")
+    reject(~np.isfinite(losses), "loss is not finite")
+    out_of_range = (items < 0) | (items >= spec.num_items)
+    reject(np.bincount(owner[out_of_range], minlength=count) > 0, f"{ITEM_EMBEDDING} row ids outside [0, {spec.num_items})")
+    reject(np.bincount(owner[~np.isfinite(values).all(axis=1)], minlength=count) > 0, f"{ROW_VALUES}: contains NaN or Inf")
+    keys = np.sort(owner * spec.num_items + np.clip(items, 0, spec.num_items - 1))
+    repeated = keys[1:][keys[1:] == keys[:-1]] // spec.num_items
+    reject(np.bincount(repeated, minlength=count) > 0, f"{ITEM_EMBEDDING} row ids repeat within one client")
+
+    uploads = ClientUploads(clients, {k: torch.from_numpy(v) for k, v in dense.items()}, torch.from_numpy(indptr),
+                            torch.from_numpy(items), torch.from_numpy(values), torch.from_numpy(losses))
+    rejected = [Rejection(int(clients[p]), reason) for p, reason in sorted(reasons.items())]
+    if not reasons:
+        return uploads, rejected
+    keep = np.ones(count, dtype=bool)
+    keep[list(reasons)] = False
+    return uploads.select(keep), rejected
 
 
 def validate_parameters(record: ArrayRecord, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Decode a full parameter upload that must match ``expected``'s names, shapes and dtypes."""
+    """Decode a full parameter upload that must match ``expected``'s names, shapes and dtypes, all finite."""
     if set(record.keys()) != set(expected):
         raise UploadRejected(f"keys {sorted(record.keys())}, expected {sorted(expected)}")
-    return {
-        name: torch.from_numpy(decode_array(record, name, like.new_empty(0).numpy().dtype, tuple(like.shape)))
-        for name, like in expected.items()
-    }
+    decoded = {}
+    for name, like in expected.items():
+        value = decode_array(record, name, like.new_empty(0).numpy().dtype, tuple(like.shape))
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise UploadRejected(f"{name}: contains NaN or Inf")
+        decoded[name] = torch.from_numpy(value)
+    return decoded

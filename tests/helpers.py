@@ -39,3 +39,11 @@ def random_samples(count: int, num_rows: int, num_items: int, seed: int) -> tupl
     items = torch.randint(0, num_items, (count,), generator=gen)
     labels = torch.randint(0, 2, (count,), generator=gen).to(torch.float64)
     return owner, items, labels, torch.rand(count, generator=gen, dtype=torch.float64)
+
+
+def client_gradient(uploads, position: int, num_items: int) -> dict:
+    """The dense Θ-shaped gradient of the client at ``position`` of ``uploads``."""
+    rows = slice(int(uploads.row_indptr[position]), int(uploads.row_indptr[position + 1]))
+    item = uploads.row_values.new_zeros((num_items, uploads.row_values.shape[1]))
+    item[uploads.row_items[rows]] = uploads.row_values[rows]
+    return {"item_emb": item, **{name: value[position] for name, value in uploads.dense.items()}}

@@ -3,14 +3,13 @@
 import numpy as np
 import torch
 
-from recsys.models.ncf import ITEM_EMBEDDING, ncf_logits, score_all_items, weighted_bce_grads
-from tests.helpers import random_samples, random_shard
+from recsys.models.ncf import ITEM_EMBEDDING, ncf_logits, per_client_bce_grads, score_all_items, weighted_bce_grads
+from tests.helpers import client_gradient, random_samples, random_shard
 
 
 def per_user_loop(shard, theta, users, lr):
-    """The paper's client loop, one user at a time with autograd: mean BCE, p_u ← p_u − η∇p_u, Σ_u ∇Θ_u."""
-    total = {k: torch.zeros_like(v) for k, v in theta.items()}
-    new_embeddings, losses = {}, []
+    """The paper's client loop, one user at a time with autograd: mean BCE, p_u ← p_u − η∇p_u, each ∇Θ_u."""
+    uploads, new_embeddings, losses = {}, {}, {}
     for u in users:
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in theta.items()}
         p = shard.embeddings[u].detach().clone().requires_grad_(True)
@@ -20,24 +19,27 @@ def per_user_loop(shard, theta, users, lr):
         logits = ncf_logits(p.expand(len(items), -1), leaves[ITEM_EMBEDDING][items], leaves, shard.spec.num_linear)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)  # mean over this user's samples
         loss.backward()
-        for k in total:
-            total[k] += leaves[k].grad
+        uploads[u] = {k: leaves[k].grad for k in theta}
         new_embeddings[u] = (p - lr * p.grad).detach()
-        losses.append(float(loss.detach()))
-    return total, new_embeddings, sum(losses)
+        losses[u] = float(loss.detach())
+    return uploads, new_embeddings, losses
 
 
 def test_batched_round_equals_per_user_loop():
+    """Every client's own upload, loss and new p_u equal the per-user autograd loop's."""
     shard, theta = random_shard()
-    users = np.array([0, 3, 4, 7, 11])
-    expected_grads, expected_p, expected_loss = per_user_loop(shard, theta, users, shard.lr)
-    update = shard.train_round(theta, users, 0, torch.tensor([1])).update
-    for name, grad in expected_grads.items():
-        torch.testing.assert_close(update.grads[name], grad, rtol=1e-10, atol=1e-12)
-    for u, p in expected_p.items():
-        torch.testing.assert_close(shard.embeddings[u], p, rtol=1e-10, atol=1e-12)
-    assert update.num_clients == len(users)
-    assert abs(update.loss_sum - expected_loss) < 1e-9
+    users = np.array([7, 0, 3, 11, 4])
+    expected_uploads, expected_p, expected_loss = per_user_loop(shard, theta, users, shard.lr)
+    uploads = shard.train_round(theta, users, 0, torch.tensor([1]))
+    assert uploads.client_ids.tolist() == users.tolist()
+    for position, u in enumerate(users):
+        got = client_gradient(uploads, position, shard.spec.num_items)
+        for name, grad in expected_uploads[u].items():
+            torch.testing.assert_close(got[name], grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(shard.embeddings[u], expected_p[u], rtol=1e-10, atol=1e-12)
+        assert abs(float(uploads.losses[position]) - expected_loss[u]) < 1e-9
+        touched = np.union1d(shard.data.train.user(u), shard.data.negatives.user(u))
+        assert uploads.row_items[uploads.row_indptr[position]:uploads.row_indptr[position + 1]].tolist() == touched.tolist()
     untouched = np.setdiff1d(np.arange(12), users)
     torch.testing.assert_close(shard.embeddings[untouched], random_shard()[0].embeddings[untouched])
 
@@ -76,3 +78,27 @@ def test_score_all_items_equals_pairwise_scores():
     users, items = torch.meshgrid(torch.arange(12), torch.arange(30), indexing="ij")
     pairwise = ncf_logits(shard.embeddings[users.reshape(-1)], theta[ITEM_EMBEDDING][items.reshape(-1)], theta, 3)
     torch.testing.assert_close(scores, pairwise.view(12, 30))
+
+
+def test_per_client_gradients_equal_a_loop_over_clients_in_any_sample_order():
+    """``per_client_bce_grads`` splits ``weighted_bce_grads`` by client exactly, whatever the sample order and
+    with clients of many sizes (several blocks each) and clients without samples."""
+    shard, theta = random_shard(num_items=30)
+    owner, items, labels, weights = random_samples(700, 12, 30, seed=3)
+    client_of_row = torch.tensor([0, 0, 1, 2, 2, 2, 3, 4, 4, 5, 5, 1])  # client 6 has no sample
+    grads = per_client_bce_grads(theta, shard.embeddings, owner, items, labels, weights, 3, client_of_row, 7)
+    loss, summed, row_grad = weighted_bce_grads(theta, shard.embeddings, owner, items, labels, weights, 3)
+    torch.testing.assert_close(grads.row_grad, row_grad)
+    torch.testing.assert_close(grads.losses.sum(), loss)
+    for c in range(7):
+        mask = client_of_row[owner] == c
+        expected_loss, expected, _ = weighted_bce_grads(theta, shard.embeddings, owner[mask], items[mask], labels[mask],
+                                                        weights[mask], 3)
+        torch.testing.assert_close(grads.losses[c], expected_loss)
+        rows = slice(int(grads.row_indptr[c]), int(grads.row_indptr[c + 1]))
+        assert grads.row_items[rows].tolist() == sorted(set(items[mask].tolist()))
+        item = torch.zeros_like(expected[ITEM_EMBEDDING])
+        item[grads.row_items[rows]] = grads.row_values[rows]
+        torch.testing.assert_close(item, expected[ITEM_EMBEDDING])
+        for name, value in grads.dense.items():
+            torch.testing.assert_close(value[c], expected[name])

@@ -1,79 +1,110 @@
-"""Every upload is validated; a hostile client is rejected, counted, and never changes Θ."""
+"""Every client's upload is validated on its own: a hostile client is rejected alone, counted, and never changes Θ."""
+
+import json
 
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord
 
 from clients.strategy import ClientStrategy, ClientUpdate, HonestStrategy
-from federation import protocol
 from federation.config import SimulationConfig
+from federation.uploads import CLIENTS, LOSSES, ROW_INDPTR, ROW_ITEMS, ROW_VALUES, ClientUploads
 from harness.runner import run
-from recsys.models.ncf import NCFSpec, init_theta
-from server.validation import UploadRejected, validate_upload
+from recsys.models.ncf import NCFSpec
+from server.validation import UploadRejected, validate_uploads
 
 SPEC = NCFSpec(num_items=20)
+SELECTED = np.array([4, 7, 9])
 
 
-def honest_upload(sparse_rows: int | None = None) -> RecordDict:
-    grads = {k: torch.ones_like(v) for k, v in init_theta(SPEC, torch.Generator().manual_seed(0)).items()}
-    if sparse_rows is not None:
-        grads["item_emb"][sparse_rows:] = 0
-    return protocol.update_reply(grads, num_clients=3, loss_sum=1.5)
+def honest_uploads() -> ClientUploads:
+    """Clients 4, 7, 9 touching rows {0, 3}, {1}, {} with all-ones gradients."""
+    dense = {name: torch.ones((3, *shape)) for name, shape in SPEC.shapes().items() if name != "item_emb"}
+    return ClientUploads(SELECTED.copy(), dense, torch.tensor([0, 2, 3, 3]), torch.tensor([0, 3, 1]), torch.ones((3, 8)),
+                         torch.tensor([0.5, 0.25, 0.125]))
 
 
-def tamper(content: RecordDict, name: str, value) -> RecordDict:
-    arrays = dict(content.array_records[protocol.UPDATE].items())
+def tamper(record: ArrayRecord, name: str, value) -> ArrayRecord:
+    arrays = dict(record.items())
     if value is None:
         del arrays[name]
     else:
         arrays[name] = Array(value)
-    return RecordDict({protocol.UPDATE: ArrayRecord(arrays), protocol.METRICS: content.metric_records[protocol.METRICS]})
+    return ArrayRecord(arrays)
 
 
-def test_valid_dense_and_sparse_uploads_decode_to_the_same_gradient():
-    dense = validate_upload(honest_upload(), SPEC, max_clients=3)
-    assert dense.num_clients == 3 and dense.loss_sum == 1.5
-    sparse_content = honest_upload(sparse_rows=2)
-    assert protocol.ROWS in sparse_content.array_records[protocol.UPDATE]  # 2 of 20 rows: sparse is smaller
-    sparse = validate_upload(sparse_content, SPEC, max_clients=3)
-    assert sparse.grads["item_emb"][:2].eq(1).all() and sparse.grads["item_emb"][2:].eq(0).all()
+def test_a_valid_reply_decodes_to_the_same_uploads():
+    uploads, rejected = validate_uploads(honest_uploads().to_record(), SPEC, SELECTED)
+    assert rejected == [] and uploads.client_ids.tolist() == [4, 7, 9]
+    expected = honest_uploads()
+    for name, value in expected.dense.items():
+        torch.testing.assert_close(uploads.dense[name], value)
+    assert uploads.row_items.tolist() == [0, 3, 1] and uploads.row_indptr.tolist() == [0, 2, 3, 3]
+    torch.testing.assert_close(uploads.losses, expected.losses)
+
+
+def _with(name: str, change) -> ArrayRecord:
+    record = honest_uploads().to_record()
+    value = record[name].numpy().copy()
+    change(value)
+    return tamper(record, name, value)
+
+
+def _nan_in(index):
+    def change(value):
+        value[index] = np.nan
+    return change
+
+
+@pytest.mark.parametrize("record,client,reason", [
+    (lambda: _with("mlp.0.weight", _nan_in((1, 0, 0))), 7, "mlp.0.weight: contains NaN or Inf"),
+    (lambda: _with("mlp.2.bias", lambda v: v.__setitem__(0, np.inf)), 4, "mlp.2.bias: contains NaN or Inf"),
+    (lambda: _with(LOSSES, _nan_in(2)), 9, "loss is not finite"),
+    (lambda: _with(ROW_VALUES, _nan_in((2, 3))), 7, "contains NaN or Inf"),
+    (lambda: _with(ROW_ITEMS, lambda v: v.__setitem__(2, 20)), 7, "row ids outside"),
+    (lambda: _with(ROW_ITEMS, lambda v: v.__setitem__(0, -1)), 4, "row ids outside"),
+    (lambda: _with(ROW_ITEMS, lambda v: v.__setitem__(1, 0)), 4, "row ids repeat"),
+    (lambda: _with(CLIENTS, lambda v: v.__setitem__(2, 5)), 5, "was not selected"),
+])
+def test_one_bad_client_is_rejected_alone(record, client, reason):
+    uploads, rejected = validate_uploads(record(), SPEC, SELECTED)
+    assert [r.client for r in rejected] == [client] and reason in rejected[0].reason
+    assert uploads.num_clients == 2 and client not in uploads.client_ids.tolist()
+
+
+def test_a_client_id_sent_twice_rejects_both_copies():
+    record = _with(CLIENTS, lambda v: v.__setitem__(1, 4))
+    uploads, rejected = validate_uploads(record, SPEC, SELECTED)
+    assert [r.client for r in rejected] == [4, 4] and uploads.client_ids.tolist() == [9]
 
 
 @pytest.mark.parametrize("name,value,reason", [
-    ("mlp.0.weight", np.full((8, 16), np.nan, np.float32), "NaN"),
-    ("mlp.0.weight", np.full((8, 16), np.inf, np.float32), "NaN or Inf"),
-    ("mlp.0.weight", np.zeros((8, 15), np.float32), "shape"),
-    ("mlp.0.weight", np.zeros((8, 16), np.float64), "dtype"),
+    ("mlp.0.weight", np.zeros((3, 8, 15), np.float32), "shape"),
+    ("mlp.0.weight", np.zeros((3, 8, 16), np.float64), "dtype"),
+    (LOSSES, np.zeros(2, np.float32), "shape"),
+    (ROW_VALUES, np.zeros((3, 7), np.float32), "shape"),
+    (ROW_INDPTR, np.array([0, 2, 1, 3]), "never decrease"),
+    (ROW_INDPTR, np.array([0, 2, 3, 4]), "end at 3"),
+    (CLIENTS, np.array([4, 7, 9, 11]), "uploads for the 3 clients"),
     ("mlp.1.bias", None, "keys"),
     ("unexpected", np.zeros(3, np.float32), "keys"),
 ])
-def test_malformed_uploads_are_rejected(name, value, reason):
+def test_a_reply_that_breaks_the_wire_format_is_rejected_whole(name, value, reason):
     with pytest.raises(UploadRejected, match=reason):
-        validate_upload(tamper(honest_upload(), name, value), SPEC, max_clients=3)
+        validate_uploads(tamper(honest_uploads().to_record(), name, value), SPEC, SELECTED)
 
 
-@pytest.mark.parametrize("rows", [np.array([0, 25]), np.array([-1, 0]), np.array([1, 1])])
-def test_sparse_rows_out_of_range_or_repeated_are_rejected(rows):
-    content = tamper(honest_upload(sparse_rows=2), protocol.ROWS, rows.astype(np.int64))
-    with pytest.raises(UploadRejected, match="row ids"):
-        validate_upload(content, SPEC, max_clients=3)
-
-
-def test_claiming_more_clients_than_were_sent_is_rejected():
-    content = honest_upload()
-    content.metric_records[protocol.METRICS] = MetricRecord({"num-clients": 4, "loss-sum": 0.0})
-    with pytest.raises(UploadRejected, match="num-clients"):
-        validate_upload(content, SPEC, max_clients=3)
-
-
-class NaNStrategy(ClientStrategy):
-    """Uploads NaN gradients."""
+class NaNForSomeClients(ClientStrategy):
+    """Honest, except that clients with an even id upload NaN."""
 
     def train(self, theta, batch, ctx):
         update = HonestStrategy().train(theta, batch, ctx)
-        return ClientUpdate({k: torch.full_like(v, float("nan")) for k, v in update.grads.items()},
-                            update.embeddings, update.loss_sum, update.num_clients)
+        uploads = update.uploads
+        bad = torch.from_numpy(uploads.client_ids % 2 == 0)
+        for value in uploads.dense.values():
+            value[bad] = float("nan")
+        return ClientUpdate(uploads, update.embeddings)
 
 
 class CrashingStrategy(ClientStrategy):
@@ -81,13 +112,20 @@ class CrashingStrategy(ClientStrategy):
         raise RuntimeError("boom")
 
 
-@pytest.mark.parametrize("hostile", ["NaNStrategy", "CrashingStrategy"])
-def test_hostile_shard_is_rejected_and_theta_stays_finite(tmp_path, hostile):
+@pytest.mark.parametrize("hostile,expected", [("NaNForSomeClients", 50), ("CrashingStrategy", 100)])
+def test_hostile_clients_are_rejected_and_theta_stays_finite(tmp_path, hostile, expected):
+    """Clients 0-99 (shard 0) are hostile: NaN from the even ones is rejected client by client; a crash loses
+    its node's reply (all 100 clients). The honest clients of the same shard still count in the first case."""
     config = SimulationConfig(dataset="synthetic", synthetic_users=200, synthetic_items=100, epochs=1,
                               clients_per_round=50, num_shards=2, out=str(tmp_path), checkpoint_every=1,
                               client_strategies=(f"tests.test_validation:{hostile}@0-99",))
     history = run(config, echo=False)
-    assert history[-1]["rejected_uploads"] == 4  # shard 0 (clients 0-99) took part in all 4 rounds
+    assert history[-1]["rejected_uploads"] == expected
     theta = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["theta"]
     assert all(torch.isfinite(v).all() for v in theta.values())
     assert np.isfinite(history[-1]["test/hr@20"])
+    rounds = [json.loads(line) for line in (tmp_path / "rounds.jsonl").read_text().splitlines()]
+    assert sum(r["uploads/benign_clients"] for r in rounds) == 200 - expected
+    reasons = [json.loads(line) for line in (tmp_path / "rejections.jsonl").read_text().splitlines()]
+    assert len(reasons) == expected and all(r["client"] < 100 for r in reasons)
+    assert ("NaN" if hostile.startswith("NaN") else "boom") in reasons[0]["reason"]

@@ -36,7 +36,7 @@ class HardUserMining(MaliciousStrategy):
         n, per_client = config.approx_users, config.approx_users * len(targets)
         # Rows ordered (client, target, j): row r approximates a hard user of targets[(r // n) % T].
         items = targets.repeat_interleave(n).repeat(clients)
-        initial = approximated_users(clients * per_client, ctx, batch.embeddings)
+        initial = approximated_users(batch, per_client, ctx)
         rows = mine_hard_users(theta, initial, items, config.mining_lr, config.mining_steps, ctx.spec.num_linear)
         owner = torch.arange(len(rows), device=rows.device)
         objective = WeightedBCE(rows, owner, items, torch.ones_like(items, dtype=rows.dtype),

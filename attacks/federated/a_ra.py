@@ -20,7 +20,7 @@ class RandomApproximation(MaliciousStrategy):
 
     def craft(self, theta: Theta, batch: LocalBatch, ctx: StrategyContext) -> ClientUpdate:
         n, targets, clients = ctx.config.approx_users, ctx.targets.to(batch.items.device), len(batch.client_ids)
-        rows = approximated_users(clients * n, ctx, batch.embeddings)
+        rows = approximated_users(batch, n, ctx)
         owner = torch.arange(clients * n, device=rows.device).repeat_interleave(len(targets))
         items = targets.repeat(clients * n)
         objective = WeightedBCE(rows, owner, items, torch.ones_like(items, dtype=rows.dtype),

@@ -7,34 +7,35 @@ from abc import abstractmethod
 
 import torch
 
-from clients.strategy import ClientStrategy, ClientUpdate, LocalBatch, StrategyContext, WeightedBCE
+from clients.strategy import ClientStrategy, ClientUpdate, LocalBatch, StrategyContext, WeightedBCE, client_uploads
 from recsys.models.ncf import Theta
 
 
 class MaliciousStrategy(ClientStrategy):
-    """A malicious client: ``craft`` computes the unscaled upload; ``train`` multiplies it by α."""
+    """A malicious client: ``craft`` computes the unscaled uploads; ``train`` multiplies them by α."""
 
     benign = False
 
     @abstractmethod
     def craft(self, theta: Theta, batch: LocalBatch, ctx: StrategyContext) -> ClientUpdate:
-        """The batch's poisoned upload before scaling (norms of every client measured)."""
+        """The batch's poisoned uploads before scaling, one per client (``ClientUpdate``)."""
 
     def train(self, theta: Theta, batch: LocalBatch, ctx: StrategyContext) -> ClientUpdate:
         update = self.craft(theta, batch, ctx)
-        alpha = ctx.config.attack_scale
-        return ClientUpdate({name: alpha * grad for name, grad in update.grads.items()}, update.embeddings,
-                            update.loss_sum, update.num_clients, alpha * update.upload_norms)
+        return ClientUpdate(update.uploads.scaled(ctx.config.attack_scale), update.embeddings)
 
 
-def approximated_users(num: int, ctx: StrategyContext, like: torch.Tensor) -> torch.Tensor:
-    """``num`` approximated benign user vectors p̂ ~ N(0, σ²) (the paper's Step 2)."""
-    draws = torch.randn((num, ctx.spec.dim), generator=ctx.generator, dtype=like.dtype)
-    return (draws * ctx.config.approx_sigma).to(like.device)
+def approximated_users(batch: LocalBatch, per_client: int, ctx: StrategyContext) -> torch.Tensor:
+    """``per_client`` approximated benign user vectors p̂ ~ N(0, σ²) for every batch client (the paper's
+    Step 2), rows grouped by client; each client draws from its own generator (``ctx.client_generator``)."""
+    like = batch.embeddings
+    draws = [torch.randn((per_client, ctx.spec.dim), generator=ctx.client_generator(c), dtype=like.dtype)
+             for c in batch.client_ids]
+    stacked = torch.cat(draws) if draws else torch.zeros((0, ctx.spec.dim), dtype=like.dtype)
+    return (stacked * ctx.config.approx_sigma).to(like.device)
 
 
 def promotion_upload(theta: Theta, objective: WeightedBCE, batch: LocalBatch, ctx: StrategyContext) -> ClientUpdate:
     """Upload ∇Θ of L̃ (eqs. 7 and 10) for every client; the clients' own embeddings stay as they are."""
-    loss, grads, _ = objective.gradients(theta, ctx.spec.num_linear)
-    norms = objective.upload_norms(theta, ctx.spec.num_linear, range(len(batch.client_ids)))
-    return ClientUpdate(grads, batch.embeddings, float(loss), len(batch.client_ids), norms)
+    grads = objective.per_client(theta, ctx.spec.num_linear, len(batch.client_ids))
+    return ClientUpdate(client_uploads(batch, grads), batch.embeddings)

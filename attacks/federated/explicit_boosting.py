@@ -25,4 +25,4 @@ class ExplicitBoosting(MaliciousStrategy):
 
     def craft(self, theta: Theta, batch: LocalBatch, ctx: StrategyContext) -> ClientUpdate:
         objective = WeightedBCE.of_batch(batch, keep=batch.labels == 1)
-        return bce_step(theta, batch, ctx, objective, measure_all=True)
+        return bce_step(theta, batch, ctx, objective)

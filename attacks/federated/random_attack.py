@@ -27,4 +27,4 @@ class RandomAttack(MaliciousStrategy):
                 for _ in range(num_clients)]
 
     def craft(self, theta: Theta, batch: LocalBatch, ctx: StrategyContext) -> ClientUpdate:
-        return bce_step(theta, batch, ctx, measure_all=True)
+        return bce_step(theta, batch, ctx)

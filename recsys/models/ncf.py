@@ -129,6 +129,19 @@ def _layer_inputs(theta: Theta, user_emb: torch.Tensor, owner: torch.Tensor, ite
     return inputs[:-1], inputs[-1]
 
 
+def _backward(theta: Theta, inputs: list[torch.Tensor], upstream: torch.Tensor, num_linear: int,
+              weight_grad, bias_grad) -> tuple[Theta, torch.Tensor]:
+    """Walk the MLP backwards from ``upstream`` = ∂L/∂logit per sample; ``weight_grad(upstream, input)`` and
+    ``bias_grad(upstream)`` reduce each layer's per-sample terms. Returns the MLP gradients and ∂L/∂(first input)."""
+    grads: Theta = {}
+    for k in reversed(range(num_linear)):
+        grads[f"mlp.{k}.weight"], grads[f"mlp.{k}.bias"] = weight_grad(upstream, inputs[k]), bias_grad(upstream)
+        upstream = upstream @ theta[f"mlp.{k}.weight"]
+        if k > 0:
+            upstream.mul_(inputs[k] > 0)
+    return grads, upstream
+
+
 @torch.no_grad()
 def weighted_bce_grads(
     theta: Theta,
@@ -149,48 +162,82 @@ def weighted_bce_grads(
     inputs, logits = _layer_inputs(theta, user_emb, owner, items, num_linear)
     loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum()
     upstream = ((torch.sigmoid(logits) - labels) * weights)[:, None]
-    grads: Theta = {}
-    for k in reversed(range(1, num_linear)):
-        grads[f"mlp.{k}.weight"] = upstream.T @ inputs[k]
-        grads[f"mlp.{k}.bias"] = upstream.sum(0)
-        upstream = (upstream @ theta[f"mlp.{k}.weight"]).mul_(inputs[k] > 0)
-    grads["mlp.0.weight"], grads["mlp.0.bias"] = upstream.T @ inputs[0], upstream.sum(0)
-    first = theta["mlp.0.weight"]
-    item_grad = torch.zeros_like(theta[ITEM_EMBEDDING]).index_add_(0, items, upstream @ first[:, dim:])
-    user_grad = torch.zeros_like(user_emb).index_add_(0, owner, upstream @ first[:, :dim])
+    grads, input_grad = _backward(theta, inputs, upstream, num_linear, lambda up, x: up.T @ x, lambda up: up.sum(0))
+    item_grad = torch.zeros_like(theta[ITEM_EMBEDDING]).index_add_(0, items, input_grad[:, dim:])
+    user_grad = torch.zeros_like(user_emb).index_add_(0, owner, input_grad[:, :dim])
     return loss, {ITEM_EMBEDDING: item_grad, **{n: grads[n] for n in theta if n != ITEM_EMBEDDING}}, user_grad
 
 
+CHUNK = 64  # samples per block of the per-client reduction (each client's samples padded to a multiple)
+
+
+@dataclass
+class PerClientGrads:
+    """Each client's own gradient ∂L_c/∂Θ: dense MLP tensors ``[B, *shape]`` and the item rows it touched
+    (CSR over clients, item ids unique and ascending per client); plus each L_c and ∂L/∂rows."""
+
+    losses: torch.Tensor  # [B]
+    dense: Theta  # name -> [B, *shape], every Θ tensor but the item embeddings
+    row_indptr: torch.Tensor  # int64 [B + 1]
+    row_items: torch.Tensor  # int64 [E]
+    row_values: torch.Tensor  # [E, d]
+    row_grad: torch.Tensor  # ∂L/∂rows, [R, d]
+
+
 @torch.no_grad()
-def per_client_grad_norms(
+def per_client_bce_grads(
     theta: Theta,
-    user_emb: torch.Tensor,
+    rows: torch.Tensor,
     owner: torch.Tensor,
     items: torch.Tensor,
     labels: torch.Tensor,
     weights: torch.Tensor,
     num_linear: int,
-    client: torch.Tensor,
+    client_of_row: torch.Tensor,
     num_clients: int,
-) -> torch.Tensor:
-    """‖∂L_c/∂Θ‖ for every client c, with L_c the part of ``weighted_bce_grads``'s loss over the samples
-    ``s`` with ``client[s] = c``: per-sample gradient contributions summed per client, in one batched pass."""
-    dim = user_emb.shape[1]
-    inputs, logits = _layer_inputs(theta, user_emb, owner, items, num_linear)
-    upstream = ((torch.sigmoid(logits) - labels) * weights)[:, None]
-    squared = torch.zeros(num_clients, dtype=user_emb.dtype, device=user_emb.device)
+) -> PerClientGrads:
+    """``weighted_bce_grads`` split by client: L_c sums the samples whose row belongs to client c
+    (``client_of_row[owner[s]] = c``), and every client gets its own ∂L_c/∂Θ, in one batched pass.
 
-    def add_per_client(per_sample: torch.Tensor) -> None:
-        summed = torch.zeros((num_clients, per_sample.shape[1]), dtype=per_sample.dtype, device=per_sample.device)
-        squared.add_(summed.index_add_(0, client, per_sample).pow_(2).sum(1))
+    Each client's samples are laid out in blocks of ``CHUNK`` (the last one padded with zero-weight
+    samples, which contribute exact zeros), so a per-client weight gradient Σ_s δ_s x_sᵀ is one batched
+    matmul over blocks plus a sum of each client's blocks: no per-sample outer products, no Python loop.
+    """
+    dim, num_items, device = rows.shape[1], theta[ITEM_EMBEDDING].shape[0], rows.device
+    client = client_of_row[owner]
+    if len(client) > 1 and bool((client[1:] < client[:-1]).any()):
+        order = torch.argsort(client, stable=True)
+        owner, items, labels, weights, client = owner[order], items[order], labels[order], weights[order], client[order]
+    counts = torch.bincount(client, minlength=num_clients)
+    padded = (counts + CHUNK - 1) // CHUNK * CHUNK
+    position = torch.arange(len(client), device=device) + (torch.cumsum(padded, 0) - padded - torch.cumsum(counts, 0)
+                                                            + counts)[client]
+    total = int(padded.sum())
 
-    for k in reversed(range(num_linear)):
-        add_per_client((upstream[:, :, None] * inputs[k][:, None, :]).flatten(1))  # weight
-        add_per_client(upstream)  # bias
-        if k > 0:
-            upstream = (upstream @ theta[f"mlp.{k}.weight"]).mul_(inputs[k] > 0)
-    item_grad = upstream @ theta["mlp.0.weight"][:, dim:]
-    keys, slot = torch.unique(client * theta[ITEM_EMBEDDING].shape[0] + items, return_inverse=True)
-    rows = torch.zeros((len(keys), dim), dtype=item_grad.dtype, device=item_grad.device).index_add_(0, slot, item_grad)
-    squared.index_add_(0, keys // theta[ITEM_EMBEDDING].shape[0], rows.pow(2).sum(1))
-    return squared.sqrt()
+    def spread(values: torch.Tensor) -> torch.Tensor:
+        out = values.new_zeros((total,))
+        out[position] = values
+        return out
+
+    owner_p, items_p, labels_p, weights_p = spread(owner), spread(items), spread(labels), spread(weights)
+    inputs, logits = _layer_inputs(theta, rows, owner_p, items_p, num_linear)
+    chunks = total // CHUNK
+    chunk_client = torch.repeat_interleave(torch.arange(num_clients, device=device), padded // CHUNK)
+
+    def per_client(per_chunk: torch.Tensor) -> torch.Tensor:
+        out = per_chunk.new_zeros((num_clients, *per_chunk.shape[1:]))
+        return out.index_add_(0, chunk_client, per_chunk)
+
+    per_sample_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels_p, reduction="none") * weights_p
+    upstream = ((torch.sigmoid(logits) - labels_p) * weights_p)[:, None]
+    blocks = lambda x: x.view(chunks, CHUNK, x.shape[1])  # noqa: E731
+    dense, input_grad = _backward(theta, inputs, upstream, num_linear,
+                                  lambda up, x: per_client(torch.bmm(blocks(up).transpose(1, 2), blocks(x))),
+                                  lambda up: per_client(blocks(up).sum(1)))
+    losses = per_client(per_sample_loss.view(chunks, CHUNK).sum(1))
+    row_grad = torch.zeros_like(rows).index_add_(0, owner_p, input_grad[:, :dim])
+    keys, slot = torch.unique(client * num_items + items, return_inverse=True)
+    row_values = input_grad.new_zeros((len(keys), dim)).index_add_(0, slot, input_grad[position, dim:])
+    row_indptr = torch.zeros(num_clients + 1, dtype=torch.int64, device=device)
+    torch.cumsum(torch.bincount(keys // num_items, minlength=num_clients), 0, out=row_indptr[1:])
+    return PerClientGrads(losses, dense, row_indptr, keys % num_items, row_values, row_grad)
