@@ -1,6 +1,10 @@
 """Time one training epoch and one full evaluation on the ML-1M fed split (6,040 users, 256 per
-round): through the real Flower path (ServerApp + ClientApp), and the same math as the paper's
-plain per-client Python loop (one client object per user). Prints both and their ratio.
+round), all in one run:
+
+- the paper's plain per-client Python loop (one client object per user, autograd per user);
+- the old shard-sum computation (the reference: one summed gradient per shard and round, no per-client uploads);
+- per-client uploads, batched, then each aggregation rule (without Flower's messages);
+- the real Flower path (ServerApp + ClientApp) with ``--rules`` (default: sum, median, trimmed-mean).
 
     python benchmarks/bench_epoch.py --data-dir ../shared/datasets [--backend inprocess|ray] [--shards 2]
 """
@@ -20,11 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clients.local_data import build_local_data  # noqa: E402
 from clients.shard import Shard  # noqa: E402
+from clients.strategy import WeightedBCE  # noqa: E402
 from federation.config import SimulationConfig, usable_cores  # noqa: E402
 from federation.plan import dataset_for, make_plan  # noqa: E402
+from federation.plugins import AGGREGATION_RULES  # noqa: E402
 from harness.runner import run  # noqa: E402
-from recsys.models.ncf import ITEM_EMBEDDING, init_theta, ncf_logits, score_all_items  # noqa: E402
-from server.aggregation import apply_update  # noqa: E402
+from recsys.models.ncf import ITEM_EMBEDDING, init_theta, ncf_logits, score_all_items, weighted_bce_grads  # noqa: E402
+from server.aggregation import RoundInfo, apply_update, load_rule  # noqa: E402
 from server.loop import epoch_rounds  # noqa: E402
 
 
@@ -78,22 +84,47 @@ def per_client_loop(config: SimulationConfig) -> tuple[float, float]:
     return epoch, time.perf_counter() - start
 
 
-def batched_without_flower(config: SimulationConfig) -> tuple[float, float]:
-    """The same math as one batched shard holding every user, called directly (no messages)."""
+def batched_without_flower(config: SimulationConfig, rules: list[str]) -> dict[str, float]:
+    """Seconds per epoch of the old shard-sum step and of per-client uploads plus each rule, and of one
+    evaluation: one batched shard holding every user, called directly (no messages)."""
     dataset = dataset_for(config)
     data = build_local_data(dataset, np.arange(dataset.num_users), config.dim, config.negatives, config.seed)
     spec = config.model_spec(dataset.num_items)
     shard = Shard(data, config, dataset.num_items, ["honest"], np.zeros(dataset.num_users, np.int64), torch.device("cpu"))
-    theta = init_theta(spec, torch.Generator().manual_seed(config.seed))
     targets = torch.tensor(make_plan(config, dataset).targets)
+    rounds = epoch_rounds(dataset.num_users, config.clients_per_round, np.random.default_rng(0))
+    initial = shard.embeddings.clone()
+    times: dict[str, float] = {}
+
+    theta = init_theta(spec, torch.Generator().manual_seed(config.seed))
+    start = time.perf_counter()
+    for clients in rounds:  # the old path: one summed gradient per round, p_u updated from the same pass
+        batch = shard.batch(shard.local_index(clients))
+        objective = WeightedBCE.of_batch(batch)
+        _, grads, user_grad = weighted_bce_grads(theta, objective.rows, objective.owner, objective.items,
+                                                 objective.labels, objective.weights, spec.num_linear)
+        shard.embeddings[torch.from_numpy(clients)] = batch.embeddings - config.lr * user_grad
+        apply_update(theta, grads, config.lr)
+    times["shard sum (old path)"] = time.perf_counter() - start
+
+    for rule_name in rules:
+        shard.embeddings = initial.clone()
+        theta = init_theta(spec, torch.Generator().manual_seed(config.seed))
+        rule = load_rule(SimulationConfig(**{**config.to_dict(), "aggregation": rule_name}), spec)
+        aggregate_seconds, start = 0.0, time.perf_counter()
+        for r, clients in enumerate(rounds):
+            uploads = shard.train_round(theta, clients, r, targets).sorted_by_client()
+            begin = time.perf_counter()
+            step = rule.aggregate(uploads, RoundInfo(r, targets, np.zeros(uploads.num_clients, bool))).step
+            aggregate_seconds += time.perf_counter() - begin
+            apply_update(theta, step, config.lr)
+        times[f"per-client + {rule_name}"] = time.perf_counter() - start
+        times[f"  of which {rule_name} itself"] = aggregate_seconds
     shard.evaluate(theta, targets, config.top_k, config.er_ks)  # warm-up
     start = time.perf_counter()
-    for clients in epoch_rounds(dataset.num_users, config.clients_per_round, np.random.default_rng(0)):
-        apply_update(theta, shard.train_round(theta, clients, 0, targets).update.grads, config.lr)
-    epoch = time.perf_counter() - start
-    start = time.perf_counter()
     shard.evaluate(theta, targets, config.top_k, config.er_ks)
-    return epoch, time.perf_counter() - start
+    times["evaluation"] = time.perf_counter() - start
+    return times
 
 
 def main() -> None:
@@ -103,24 +134,51 @@ def main() -> None:
     parser.add_argument("--backend", default="inprocess", choices=("inprocess", "ray"))
     parser.add_argument("--shards", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=3, help="Flower-path epochs (median is reported)")
+    parser.add_argument("--rules", default="sum,median,trimmed-mean,krum,multi-krum,bulyan",
+                        help="aggregation rules timed without Flower (comma-separated)")
+    parser.add_argument("--flower-rules", default="sum", help="aggregation rules run through Flower")
+    parser.add_argument("--skip-loop", action="store_true", help="skip the per-client Python loop (slow)")
     args = parser.parse_args()
+    rules = [r for r in args.rules.split(",") if r]
+    unknown = [r for r in rules + args.flower_rules.split(",") if r not in AGGREGATION_RULES]
+    if unknown:
+        parser.error(f"unknown rules {unknown}; known: {', '.join(AGGREGATION_RULES)}")
     config = SimulationConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, backend=args.backend,
-                              num_shards=args.shards, out="runs/bench", checkpoint_every=0)
+                              num_shards=args.shards, out="runs/bench", checkpoint_every=0, clip_row=1.0, clip_mlp=1.0)
     print(f"{os.cpu_count()} cores visible, {usable_cores()} usable; torch {torch.__version__}")
     print(dataset_for(config).describe())
     shards = make_plan(config, dataset_for(config)).num_shards
-    history = run(config, echo=False)
-    flower_epoch = float(np.median([row["seconds"] for row in history[1:]]))
-    flower_eval = float(np.median([row["eval_seconds"] for row in history[1:]]))
+    flower = {}
+    for rule in args.flower_rules.split(","):
+        history = run(SimulationConfig(**{**config.to_dict(), "aggregation": rule}), echo=False)
+        flower[f"Flower {args.backend}, {shards} shard(s), {rule}"] = (
+            float(np.median([row["seconds"] for row in history[1:]])),
+            float(np.median([row["eval_seconds"] for row in history[1:]])))
     torch.set_num_threads(usable_cores())
-    batched_epoch, batched_eval = batched_without_flower(config)
-    torch.set_num_threads(1)  # tiny per-user ops: more threads only add overhead
-    loop_epoch, loop_eval = per_client_loop(config)
-    print(f"\n{'':28}{'epoch (s)':>12}{'evaluation (s)':>16}")
-    print(f"{'per-client loop (paper)':28}{loop_epoch:>12.3f}{loop_eval:>16.3f}")
-    print(f"{'batched, no Flower':28}{batched_epoch:>12.3f}{batched_eval:>16.3f}")
-    print(f"{f'Flower {args.backend}, {shards} shard(s)':28}{flower_epoch:>12.3f}{flower_eval:>16.3f}")
-    print(f"{'speed-up':28}{loop_epoch / flower_epoch:>11.1f}x{loop_eval / flower_eval:>15.1f}x")
+    direct = batched_without_flower(config, rules)
+    rows = {name: (seconds, None) for name, seconds in direct.items() if name != "evaluation"}
+    rows["batched evaluation"] = (None, direct["evaluation"])
+    if not args.skip_loop:
+        torch.set_num_threads(1)  # tiny per-user ops: more threads only add overhead
+        rows = {"per-client loop (paper)": per_client_loop(config), **rows}
+    rows.update(flower)
+    fmt = lambda v: f"{v:>12.3f}" if v is not None else f"{'':>12}"  # noqa: E731
+    print(f"\n{'':40}{'epoch (s)':>12}{'evaluation (s)':>16}")
+    for name, (epoch, evaluation) in rows.items():
+        print(f"{name:40}{fmt(epoch)}{fmt(evaluation):>16}")
+    reference = direct["shard sum (old path)"]
+    print("\nratios to the old shard-sum epoch (same run):")
+    for name, seconds in direct.items():
+        if name.startswith("per-client"):
+            print(f"  {name:36}{seconds / reference:>8.2f}x")
+    if "per-client + sum" in direct:
+        for rule in rules:
+            if rule != "sum":
+                print(f"  {rule} epoch / sum epoch{'':14}{direct[f'per-client + {rule}'] / direct['per-client + sum']:>8.2f}x")
+    if not args.skip_loop:
+        loop_epoch = rows["per-client loop (paper)"][0]
+        for name, (epoch, _) in flower.items():
+            print(f"  per-client loop / {name}: {loop_epoch / epoch:.1f}x")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from federation.config import SimulationConfig
 from federation.uploads import ClientUploads
 from recsys.data.dataset import Interactions
 from recsys.metrics import RankingSums, rank_metrics
-from recsys.models.ncf import ScoreBuffers, Theta, score_all_items
+from recsys.models.ncf import ScoreBuffers, Theta, TouchedRows, score_all_items
 
 EVAL_CHUNK_CELLS = 400_000  # users x items scored at once during evaluation (cache-sized)
 
@@ -44,6 +44,10 @@ class Shard:
         self.spec, self.lr, self.seed = config.model_spec(num_items), config.lr, config.seed
         self.samples, positive = interleave_rows(data.train, data.negatives)
         self.labels = positive.astype(np.float32)
+        touched = TouchedRows.of_samples(torch.from_numpy(self.samples.row_ids()), torch.from_numpy(self.samples.items),
+                                         len(data.users), num_items)  # fixed for the run: sorted once
+        self.touched = Interactions(touched.indptr.numpy(), touched.items.numpy())
+        self.sample_row = touched.sample_row.numpy()
         self.embeddings = torch.from_numpy(data.embeddings).to(device)
         self.strategies: list[ClientStrategy] = [load_strategy_class(s)() for s in strategy_specs]
         self.strategy_index = strategy_index  # per local client
@@ -66,13 +70,18 @@ class Shard:
         starts = np.repeat(self.samples.indptr[local] - rows.indptr[:-1], rows.lengths())
         labels = self.labels[np.arange(rows.nnz) + starts]
         to = lambda array: torch.from_numpy(array).to(self.device)  # noqa: E731
+        touched = self.touched.subset(local)
+        owner = rows.row_ids()
+        shift = (touched.indptr[:-1] - self.touched.indptr[local])[owner]
+        sample_row = self.sample_row[np.arange(rows.nnz) + starts] + shift
         return LocalBatch(
             client_ids=self.data.users[local],
             embeddings=self.embeddings[to(local)],
             items=to(rows.items),
             labels=to(labels).to(self.embeddings.dtype),
-            owner=to(rows.row_ids()),
+            owner=to(owner),
             counts=to(rows.lengths()).to(self.embeddings.dtype),
+            touched=TouchedRows(to(touched.indptr), to(touched.items), to(sample_row)),
         )
 
     def train_round(self, theta: Theta, client_ids: np.ndarray, round_index: int, targets: torch.Tensor) -> ClientUploads:

@@ -18,7 +18,7 @@ import torch
 
 from federation.plugins import load_class, strategy_registry
 from federation.uploads import ClientUploads
-from recsys.models.ncf import NCFSpec, PerClientGrads, Theta, per_client_bce_grads
+from recsys.models.ncf import NCFSpec, PerClientGrads, Theta, TouchedRows, per_client_bce_grads
 
 if TYPE_CHECKING:
     from federation.config import SimulationConfig
@@ -58,6 +58,7 @@ class LocalBatch:
     labels: torch.Tensor  # float [S]
     owner: torch.Tensor  # int64 [S], index into the batch
     counts: torch.Tensor  # float [B], samples per client
+    touched: TouchedRows | None = None  # the item rows each client's samples touch (precomputed by the shard)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class WeightedBCE:
     labels: torch.Tensor  # [S]
     weights: torch.Tensor  # [S]
     client_of_row: torch.Tensor  # int64 [R]
+    touched: TouchedRows | None = None  # each sample's item row per client, when known in advance
 
     @classmethod
     def of_batch(cls, batch: LocalBatch, keep: torch.Tensor | None = None) -> WeightedBCE:
@@ -108,12 +110,12 @@ class WeightedBCE:
             owner, items, labels = owner[keep], items[keep], labels[keep]
             counts = torch.bincount(owner, minlength=len(batch.client_ids)).to(labels.dtype)
         rows = torch.arange(len(batch.client_ids), device=owner.device)
-        return cls(batch.embeddings, owner, items, labels, 1.0 / counts[owner], rows)
+        return cls(batch.embeddings, owner, items, labels, 1.0 / counts[owner], rows, batch.touched if keep is None else None)
 
     def per_client(self, theta: Theta, num_linear: int, num_clients: int) -> PerClientGrads:
         """Each batch client's own loss and gradient, and ∂L/∂rows, in one pass (``per_client_bce_grads``)."""
         return per_client_bce_grads(theta, self.rows, self.owner, self.items, self.labels, self.weights, num_linear,
-                                    self.client_of_row, num_clients)
+                                    self.client_of_row, num_clients, self.touched)
 
 
 def client_uploads(batch: LocalBatch, grads: PerClientGrads) -> ClientUploads:

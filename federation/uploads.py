@@ -3,7 +3,7 @@
 Each client's ∇Θ_u travels on its own. The MLP tensors are stacked per client (``dense[name]`` has shape
 ``[B, *shape]``); the item-embedding gradient travels as the rows the client touched, in CSR over the
 clients (client ``b`` owns entries ``row_indptr[b]:row_indptr[b+1]`` of ``row_items`` / ``row_values``),
-each client's item ids unique. Nothing else leaves a client: no user embedding, no interaction list
+each client's item ids unique and ascending. Nothing else leaves a client: no user embedding, no interaction list
 beyond the ids of the rows it updates (as in any federated recommender that uploads item gradients).
 """
 

@@ -78,9 +78,9 @@ def validate_uploads(record: ArrayRecord, spec: NCFSpec, selected: np.ndarray,
     out_of_range = (items < 0) | (items >= spec.num_items)
     reject(np.bincount(owner[out_of_range], minlength=count) > 0, f"{ITEM_EMBEDDING} row ids outside [0, {spec.num_items})")
     reject(np.bincount(owner[~np.isfinite(values).all(axis=1)], minlength=count) > 0, f"{ROW_VALUES}: contains NaN or Inf")
-    keys = np.sort(owner * spec.num_items + np.clip(items, 0, spec.num_items - 1))
-    repeated = keys[1:][keys[1:] == keys[:-1]] // spec.num_items
-    reject(np.bincount(repeated, minlength=count) > 0, f"{ITEM_EMBEDDING} row ids repeat within one client")
+    unordered = owner[1:][(items[1:] <= items[:-1]) & (owner[1:] == owner[:-1])]
+    reject(np.bincount(unordered, minlength=count) > 0,
+           f"{ITEM_EMBEDDING} row ids of one client must be unique and ascending")
 
     uploads = ClientUploads(clients, {k: torch.from_numpy(v) for k, v in dense.items()}, torch.from_numpy(indptr),
                             torch.from_numpy(items), torch.from_numpy(values), torch.from_numpy(losses))

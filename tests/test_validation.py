@@ -64,7 +64,8 @@ def _nan_in(index):
     (lambda: _with(ROW_VALUES, _nan_in((2, 3))), 7, "contains NaN or Inf"),
     (lambda: _with(ROW_ITEMS, lambda v: v.__setitem__(2, 20)), 7, "row ids outside"),
     (lambda: _with(ROW_ITEMS, lambda v: v.__setitem__(0, -1)), 4, "row ids outside"),
-    (lambda: _with(ROW_ITEMS, lambda v: v.__setitem__(1, 0)), 4, "row ids repeat"),
+    (lambda: _with(ROW_ITEMS, lambda v: v.__setitem__(1, 0)), 4, "unique and ascending"),
+    (lambda: _with(ROW_ITEMS, lambda v: v.__setitem__(slice(0, 2), [3, 0])), 4, "unique and ascending"),
     (lambda: _with(CLIENTS, lambda v: v.__setitem__(2, 5)), 5, "was not selected"),
 ])
 def test_one_bad_client_is_rejected_alone(record, client, reason):

@@ -132,13 +132,13 @@ def _layer_inputs(theta: Theta, user_emb: torch.Tensor, owner: torch.Tensor, ite
 def _backward(theta: Theta, inputs: list[torch.Tensor], upstream: torch.Tensor, num_linear: int,
               weight_grad, bias_grad) -> tuple[Theta, torch.Tensor]:
     """Walk the MLP backwards from ``upstream`` = ∂L/∂logit per sample; ``weight_grad(upstream, input)`` and
-    ``bias_grad(upstream)`` reduce each layer's per-sample terms. Returns the MLP gradients and ∂L/∂(first input)."""
+    ``bias_grad(upstream)`` reduce each layer's per-sample terms. Returns the MLP gradients and ∂L/∂(first layer's
+    output); ∂L/∂[p; q] is that times ``mlp.0.weight``."""
     grads: Theta = {}
     for k in reversed(range(num_linear)):
         grads[f"mlp.{k}.weight"], grads[f"mlp.{k}.bias"] = weight_grad(upstream, inputs[k]), bias_grad(upstream)
-        upstream = upstream @ theta[f"mlp.{k}.weight"]
         if k > 0:
-            upstream.mul_(inputs[k] > 0)
+            upstream = (upstream @ theta[f"mlp.{k}.weight"]).mul_(inputs[k] > 0)
     return grads, upstream
 
 
@@ -162,13 +162,32 @@ def weighted_bce_grads(
     inputs, logits = _layer_inputs(theta, user_emb, owner, items, num_linear)
     loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum()
     upstream = ((torch.sigmoid(logits) - labels) * weights)[:, None]
-    grads, input_grad = _backward(theta, inputs, upstream, num_linear, lambda up, x: up.T @ x, lambda up: up.sum(0))
+    grads, first = _backward(theta, inputs, upstream, num_linear, lambda up, x: up.T @ x, lambda up: up.sum(0))
+    input_grad = first @ theta["mlp.0.weight"]
     item_grad = torch.zeros_like(theta[ITEM_EMBEDDING]).index_add_(0, items, input_grad[:, dim:])
     user_grad = torch.zeros_like(user_emb).index_add_(0, owner, input_grad[:, :dim])
     return loss, {ITEM_EMBEDDING: item_grad, **{n: grads[n] for n in theta if n != ITEM_EMBEDDING}}, user_grad
 
 
 CHUNK = 64  # samples per block of the per-client reduction (each client's samples padded to a multiple)
+
+
+@dataclass
+class TouchedRows:
+    """The distinct item rows each client's samples touch (CSR over clients, item ids ascending per client) and
+    the row of every sample (``sample_row[s]`` indexes ``items``)."""
+
+    indptr: torch.Tensor  # int64 [B + 1]
+    items: torch.Tensor  # int64 [E]
+    sample_row: torch.Tensor  # int64 [S]
+
+    @classmethod
+    def of_samples(cls, client: torch.Tensor, items: torch.Tensor, num_clients: int, num_items: int) -> TouchedRows:
+        """From each sample's client and item (one sort; a shard precomputes this for its fixed samples)."""
+        keys, sample_row = torch.unique(client * num_items + items, return_inverse=True)
+        indptr = torch.zeros(num_clients + 1, dtype=torch.int64, device=items.device)
+        torch.cumsum(torch.bincount(keys // num_items, minlength=num_clients), 0, out=indptr[1:])
+        return cls(indptr, keys % num_items, sample_row)
 
 
 @dataclass
@@ -195,6 +214,7 @@ def per_client_bce_grads(
     num_linear: int,
     client_of_row: torch.Tensor,
     num_clients: int,
+    touched: TouchedRows | None = None,
 ) -> PerClientGrads:
     """``weighted_bce_grads`` split by client: L_c sums the samples whose row belongs to client c
     (``client_of_row[owner[s]] = c``), and every client gets its own ∂L_c/∂Θ, in one batched pass.
@@ -202,12 +222,16 @@ def per_client_bce_grads(
     Each client's samples are laid out in blocks of ``CHUNK`` (the last one padded with zero-weight
     samples, which contribute exact zeros), so a per-client weight gradient Σ_s δ_s x_sᵀ is one batched
     matmul over blocks plus a sum of each client's blocks: no per-sample outer products, no Python loop.
+    ``touched`` (the samples' item rows per client) is computed when not given.
     """
     dim, num_items, device = rows.shape[1], theta[ITEM_EMBEDDING].shape[0], rows.device
     client = client_of_row[owner]
+    touched = touched or TouchedRows.of_samples(client, items, num_clients, num_items)
+    sample_row = touched.sample_row
     if len(client) > 1 and bool((client[1:] < client[:-1]).any()):
         order = torch.argsort(client, stable=True)
         owner, items, labels, weights, client = owner[order], items[order], labels[order], weights[order], client[order]
+        sample_row = sample_row[order]
     counts = torch.bincount(client, minlength=num_clients)
     padded = (counts + CHUNK - 1) // CHUNK * CHUNK
     position = torch.arange(len(client), device=device) + (torch.cumsum(padded, 0) - padded - torch.cumsum(counts, 0)
@@ -231,13 +255,11 @@ def per_client_bce_grads(
     per_sample_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels_p, reduction="none") * weights_p
     upstream = ((torch.sigmoid(logits) - labels_p) * weights_p)[:, None]
     blocks = lambda x: x.view(chunks, CHUNK, x.shape[1])  # noqa: E731
-    dense, input_grad = _backward(theta, inputs, upstream, num_linear,
-                                  lambda up, x: per_client(torch.bmm(blocks(up).transpose(1, 2), blocks(x))),
-                                  lambda up: per_client(blocks(up).sum(1)))
+    dense, first = _backward(theta, inputs, upstream, num_linear,
+                             lambda up, x: per_client(torch.bmm(blocks(up).transpose(1, 2), blocks(x))),
+                             lambda up: per_client(blocks(up).sum(1)))
     losses = per_client(per_sample_loss.view(chunks, CHUNK).sum(1))
-    row_grad = torch.zeros_like(rows).index_add_(0, owner_p, input_grad[:, :dim])
-    keys, slot = torch.unique(client * num_items + items, return_inverse=True)
-    row_values = input_grad.new_zeros((len(keys), dim)).index_add_(0, slot, input_grad[position, dim:])
-    row_indptr = torch.zeros(num_clients + 1, dtype=torch.int64, device=device)
-    torch.cumsum(torch.bincount(keys // num_items, minlength=num_clients), 0, out=row_indptr[1:])
-    return PerClientGrads(losses, dense, row_indptr, keys % num_items, row_values, row_grad)
+    input_grad = first[position] @ theta["mlp.0.weight"]  # real samples only: padding contributes nothing
+    row_grad = torch.zeros_like(rows).index_add_(0, owner, input_grad[:, :dim])
+    row_values = input_grad.new_zeros((len(touched.items), dim)).index_add_(0, sample_row, input_grad[:, dim:])
+    return PerClientGrads(losses, dense, touched.indptr, touched.items, row_values, row_grad)
