@@ -27,7 +27,8 @@ from harness.tables import markdown_table, write_table
 
 ER_KS = (5, 10, 20, 30)
 ATTACKS = ("none", "ra", "eb", "a-ra", "a-hum")
-ATTACK_LABELS = {"none": "no attack", "ra": "RA", "eb": "EB", "a-ra": "A-ra", "a-hum": "A-hum"}
+ATTACK_LABELS = {"none": "no attack", "ra": "RA", "eb": "EB", "eb-promote": "EB (promotion only)", "a-ra": "A-ra",
+                 "a-hum": "A-hum"}
 DATASET_LABELS = {"fed-ml": "ML", "fed-az": "AZ"}
 PAPER_RHO = {"fed-ml": 0.005, "fed-az": 0.001}  # section 5.1
 # Section 5.4 (ML, ρ = 0.1 %): max and final ER@5 / ER@10.

@@ -20,6 +20,7 @@ MALICIOUS_STRATEGIES: dict[str, str] = {
     "a-ra": "attacks.federated.a_ra:RandomApproximation",
     "a-hum": "attacks.federated.a_hum:HardUserMining",
     "eb": "attacks.federated.explicit_boosting:ExplicitBoosting",
+    "eb-promote": "attacks.federated.promotion_boosting:PromotionBoosting",
     "ra": "attacks.federated.random_attack:RandomAttack",
 }
 AGGREGATION_RULES: dict[str, str] = {

@@ -58,6 +58,7 @@ def test_fake_profiles_are_what_the_threat_model_says_and_benign_data_is_untouch
     for attack, check in (
         ("ra", lambda row: len(row) == 12 and {3, 7} <= set(row.tolist()) and len(set(row.tolist())) == 12),
         ("eb", lambda row: sorted(row.tolist()) == [3, 7]),
+        ("eb-promote", lambda row: sorted(row.tolist()) == [3, 7]),
         ("a-ra", lambda row: len(row) == 0),
     ):
         config = synthetic(tmp_path, targets=(3, 7), fake_profile_items=12, attack=attack, malicious_frac=0.02)
@@ -120,7 +121,7 @@ def test_one_two_and_four_shards_give_identical_metrics_under_attack(tmp_path, a
 
 
 def test_attack_scale_multiplies_every_malicious_upload():
-    for strategy in ("a-ra", "a-hum", "eb", "ra"):
+    for strategy in ("a-ra", "a-hum", "eb", "eb-promote", "ra"):
         _, _, one = malicious_round(strategy, attack_scale=1.0)
         _, _, three = malicious_round(strategy, attack_scale=3.0)
         for name, grad in one.dense.items():
@@ -142,8 +143,19 @@ def test_a_hum_mined_vectors_score_the_target_lower_than_their_initialisation():
     assert torch.all(torch.sigmoid(ncf_logits(deeper, theta[ITEM_EMBEDDING][target], theta, 3)) < after)
 
 
-def test_eb_promotes_only_the_targets_with_the_clients_own_embedding():
+def test_eb_trains_like_a_benign_client_on_the_targets_as_in_the_papers_code():
+    """EB = honest BCE over its positives (the targets, via fake_profiles) and its r sampled negatives."""
     shard, theta, uploads = malicious_round("eb", clients=2)
+    honest, _ = random_shard(num_users=2)
+    expected = honest.train_round(theta, np.arange(2), round_index=4, targets=torch.tensor([5, 9]))
+    for name, value in expected.dense.items():
+        torch.testing.assert_close(uploads.dense[name], value, msg=name)
+    torch.testing.assert_close(uploads.row_values, expected.row_values)
+    assert uploads.row_items.tolist() == expected.row_items.tolist()
+
+
+def test_eb_promote_promotes_only_the_positives_with_the_clients_own_embedding():
+    shard, theta, uploads = malicious_round("eb-promote", clients=2)
     batch = shard.batch(np.arange(2))
     keep = batch.labels == 1
     owner, items = batch.owner[keep], batch.items[keep]
@@ -155,7 +167,7 @@ def test_eb_promotes_only_the_targets_with_the_clients_own_embedding():
         torch.testing.assert_close(summed[name], grads[name], msg=name)
 
 
-@pytest.mark.parametrize("strategy", ["a-ra", "a-hum", "eb", "ra"])
+@pytest.mark.parametrize("strategy", ["a-ra", "a-hum", "eb", "eb-promote", "ra"])
 def test_malicious_uploads_pass_the_servers_validation(strategy):
     shard, _, uploads = malicious_round(strategy)
     record = uploads.scaled(1.0).to("cpu")

@@ -7,7 +7,8 @@ from abc import abstractmethod
 
 import torch
 
-from clients.strategy import ClientStrategy, ClientUpdate, LocalBatch, StrategyContext, WeightedBCE, client_uploads
+from clients.strategy import (ClientStrategy, ClientUpdate, LocalBatch, StrategyContext, WeightedBCE, bce_step,
+                              client_uploads)
 from recsys.models.ncf import Theta
 
 
@@ -23,6 +24,14 @@ class MaliciousStrategy(ClientStrategy):
     def train(self, theta: Theta, batch: LocalBatch, ctx: StrategyContext) -> ClientUpdate:
         update = self.craft(theta, batch, ctx)
         return ClientUpdate(update.uploads.scaled(ctx.config.attack_scale), update.embeddings)
+
+
+class ProfileClient(MaliciousStrategy):
+    """A fake user that trains exactly like a benign client (BCE on its profile and its r sampled negatives,
+    its own p_u updated by eq. 5); the attack is the profile, given by ``fake_profiles``."""
+
+    def craft(self, theta: Theta, batch: LocalBatch, ctx: StrategyContext) -> ClientUpdate:
+        return bce_step(theta, batch, ctx)
 
 
 def approximated_users(batch: LocalBatch, per_client: int, ctx: StrategyContext) -> torch.Tensor:

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from attacks.federated.base import MaliciousStrategy
-from clients.strategy import ClientUpdate, LocalBatch, StrategyContext, bce_step
-from recsys.models.ncf import Theta
+from attacks.federated.base import ProfileClient
 
 
-class RandomAttack(MaliciousStrategy):
+class RandomAttack(ProfileClient):
     """RA: honest training on a profile of the targets and random fillers."""
 
     name = "ra"
@@ -25,6 +23,3 @@ class RandomAttack(MaliciousStrategy):
         fillers = max(0, min(config.fake_profile_items - len(targets), len(candidates)))
         return [np.concatenate([targets, rng.choice(candidates, size=fillers, replace=False)])
                 for _ in range(num_clients)]
-
-    def craft(self, theta: Theta, batch: LocalBatch, ctx: StrategyContext) -> ClientUpdate:
-        return bce_step(theta, batch, ctx)
