@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
@@ -12,6 +14,8 @@ from federation.uploads import ClientUploads
 from recsys.data.dataset import Interactions
 from recsys.metrics import RankingSums, rank_metrics
 from recsys.models.ncf import ScoreBuffers, Theta, TouchedRows, score_all_items
+
+log = logging.getLogger("fedrec.clients")
 
 EVAL_CHUNK_CELLS = 400_000  # users x items scored at once during evaluation (cache-sized)
 
@@ -86,7 +90,9 @@ class Shard:
 
     def train_round(self, theta: Theta, client_ids: np.ndarray, round_index: int, targets: torch.Tensor) -> ClientUploads:
         """Run every selected client's local step (one batch per strategy); return their uploads (grouped
-        by strategy) and keep their new embeddings."""
+        by strategy) and keep their new embeddings. A strategy that raises or returns uploads that cannot
+        travel loses its own clients' uploads this round (the server counts them as missing); the shard's
+        other clients are unaffected."""
         local = self.local_index(client_ids)
         ctx = StrategyContext(self.spec, self.lr, targets, round_index, self.config)
         parts = []
@@ -94,10 +100,19 @@ class Shard:
             chosen = np.flatnonzero(self.strategy_index[local] == index)
             if len(chosen) == 0:
                 continue
-            update = strategy.train(theta, self.batch(local[chosen]), ctx)
-            if not np.array_equal(update.uploads.client_ids, self.data.users[local[chosen]]):
-                raise ValueError(f"strategy {strategy.name!r} returned uploads for clients "
-                                 f"{update.uploads.client_ids[:5]}..., not its batch's clients in batch order")
+            try:
+                update = strategy.train(theta, self.batch(local[chosen]), ctx)
+                problem = update.uploads.layout_problem(self.spec, self.embeddings.dtype)
+                if problem is None and not np.array_equal(update.uploads.client_ids, self.data.users[local[chosen]]):
+                    problem = "uploads are not for the batch's clients in batch order"
+                if problem is None and tuple(update.embeddings.shape) != (len(chosen), self.spec.dim):
+                    problem = f"embeddings of shape {tuple(update.embeddings.shape)}, expected {(len(chosen), self.spec.dim)}"
+            except Exception as error:  # noqa: BLE001 - a client's own code failing must not take the shard down
+                problem = f"{type(error).__name__}: {error}"
+            if problem is not None:
+                log.warning("round %d: strategy %r produced no upload for %d clients: %s", round_index, strategy.name,
+                            len(chosen), problem)
+                continue
             self.embeddings[torch.from_numpy(local[chosen]).to(self.device)] = update.embeddings
             parts.append(update.uploads)
         return ClientUploads.concat(parts) if parts else ClientUploads.empty(self.spec, self.embeddings.dtype, self.device)

@@ -87,6 +87,21 @@ class ClientUploads:
                    torch.zeros(1, dtype=torch.int64, device=device), torch.zeros(0, dtype=torch.int64, device=device),
                    torch.zeros((0, spec.dim), dtype=dtype, device=device), torch.zeros(0, dtype=dtype, device=device))
 
+    def layout_problem(self, spec: NCFSpec, dtype: torch.dtype) -> str | None:
+        """Why these uploads cannot travel as one batch for ``spec`` (keys, shapes, dtypes), or None."""
+        shapes = {k: s for k, s in spec.shapes().items() if k != ITEM_EMBEDDING}
+        count = self.num_clients
+        if set(self.dense) != set(shapes):
+            return f"dense keys {sorted(self.dense)}, expected {sorted(shapes)}"
+        for name, shape in shapes.items():
+            if tuple(self.dense[name].shape) != (count, *shape) or self.dense[name].dtype != dtype:
+                return f"{name}: {tuple(self.dense[name].shape)} {self.dense[name].dtype}, expected {(count, *shape)} {dtype}"
+        if tuple(self.row_indptr.shape) != (count + 1,) or self.row_values.shape != (len(self.row_items), spec.dim):
+            return "item rows: row_indptr must have B + 1 entries and row_values one row of size d per row id"
+        if self.row_values.dtype != dtype or tuple(self.losses.shape) != (count,):
+            return f"item rows must be {dtype} and losses one per client"
+        return None
+
     def squared_norms(self) -> torch.Tensor:
         """‖∇Θ_u‖² of every client's whole upload."""
         total = sum(v.flatten(1).pow(2).sum(1) for v in self.dense.values())
