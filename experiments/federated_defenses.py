@@ -6,9 +6,11 @@
         --rho 0.001,0.005,0.01,0.05 --seeds 0,1,2 --workers 2
 
 ``calibrate`` runs clean training with ``sum`` and records, per round, quantiles of the benign clients' upload
-norms (item rows, MLP neurons and biases, whole uploads); the clip bounds τ of norm-bound, centered-clip and
-dp-clip are the median over rounds of the 0.9 quantile (``<out>/calibration-<dataset>.json``). They come from
-clean runs only and stay fixed for every attack.
+norms (item rows, MLP neurons and biases, whole uploads), and their medians over rounds
+(``<out>/calibration-<dataset>.json``): the scale an absolute clip bound would need. By default the
+clipping rules set τ each round to the 0.9 quantile of that round's uploaded norms (``--clip-quantile``);
+``--calibrated`` uses the calibrated medians of the 0.9 quantiles as fixed bounds instead. Either way the
+thresholds are set without looking at any attack.
 
 ``matrix`` runs every (dataset, attack, ρ, defense, seed) as one cached sweep cell (``<out>/cells``) and writes
 ``matrix.csv`` / ``matrix.md`` (means over seeds: final and max ER@5/10/20, test HR@20 and NDCG@20, seconds per
@@ -103,24 +105,26 @@ def load_bounds(out: Path, dataset: str) -> dict[str, float]:
     path = out / f"calibration-{dataset}.json"
     if not path.is_file():
         raise ConfigError(f"no clip bounds for {dataset}: run `python -m experiments.federated_defenses calibrate "
-                          f"--datasets {dataset}` with the same --out first (or pass --clip-row and --clip-mlp)")
+                          f"--datasets {dataset}` with the same --out first (or drop --calibrated)")
     return json.loads(path.read_text())["bounds (q90)"]
 
 
 # ---- the matrix ------------------------------------------------------------------------------------------
 def defense_settings(defense: str, bounds: dict[str, float], args: argparse.Namespace) -> dict[str, Any]:
+    """The rule and its thresholds: f policy, and for the clipping rules the absolute bounds (given or calibrated)
+    or the per-round quantile."""
     settings: dict[str, Any] = {"aggregation": defense, "assumed_malicious": args.assumed_malicious}
     if defense in CLIP_RULES:
-        row = bounds["clip_upload"] if defense == "dp-clip" else bounds["clip_row"]
-        settings.update(clip_row=args.clip_row or row, clip_mlp=args.clip_mlp or bounds["clip_mlp"])
+        row = bounds.get("clip_upload" if defense == "dp-clip" else "clip_row", 0.0)
+        settings.update(clip_row=args.clip_row or row, clip_mlp=args.clip_mlp or bounds.get("clip_mlp", 0.0),
+                        clip_quantile=args.clip_quantile)
     return settings
 
 
 def matrix_cells(args: argparse.Namespace, datasets: list[str]) -> dict[tuple, Cell]:
     cells = {}
     for dataset in datasets:
-        needs_bounds = any(d in CLIP_RULES for d in args.defense_list) and not (args.clip_row and args.clip_mlp)
-        bounds = load_bounds(Path(args.out), dataset) if needs_bounds else {}
+        bounds = load_bounds(Path(args.out), dataset) if args.calibrated else {}
         for seed in args.seed_list:
             for attack in args.attack_list:
                 for rho in ([0.0] if attack == "none" else args.rho_list):
@@ -245,8 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.001, help="η (paper: 0.001)")
     p.add_argument("--negatives", type=int, default=4, help="r (paper: 4)")
     p.add_argument("--assumed-malicious", default="fraction:0.05", help="f policy of the robust rules")
-    p.add_argument("--clip-row", type=float, default=0.0, help="τ for item rows (default: from calibrate)")
-    p.add_argument("--clip-mlp", type=float, default=0.0, help="τ for MLP neurons/biases (default: from calibrate)")
+    p.add_argument("--clip-row", type=float, default=0.0, help="absolute τ for item rows (default: per-round quantile)")
+    p.add_argument("--clip-mlp", type=float, default=0.0, help="absolute τ for MLP neurons/biases (default: per-round quantile)")
+    p.add_argument("--clip-quantile", type=float, default=0.9, help="τ = this quantile of each round's uploaded norms")
+    p.add_argument("--calibrated", action="store_true", help="absolute τ from `calibrate` (same --out) instead")
     p.add_argument("--workers", type=int, default=1, help="parallel runs on Ray workers, one core each")
     p.add_argument("--out", default="runs/federated-defenses", help="output folder (cells cached under <out>/cells)")
     return p

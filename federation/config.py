@@ -47,8 +47,9 @@ class SimulationConfig:
     aggregation_scope: str = "row"  # row: each item row over its uploaders, each MLP tensor whole; vector: whole uploads
     assumed_malicious: str = "fraction:0.05"  # f per group: fraction:β (⌊β·n⌋), oracle (true count), bound:F
     trim_fraction: float = 0.1  # β of trimmed-mean: the share trimmed from each tail
-    clip_row: float = 0.0  # τ for item rows (norm-bound, centered-clip, dp-clip); 0: the rule's documented default
-    clip_mlp: float = 0.0  # τ for MLP tensors / neurons; 0: the rule's documented default
+    clip_row: float = 0.0  # τ for item rows (norm-bound, centered-clip; dp-clip: whole uploads); 0: per-round quantile
+    clip_mlp: float = 0.0  # τ for MLP neurons / biases; 0: per-round quantile
+    clip_quantile: float = 0.9  # the quantile of a round's uploaded norms that sets τ when no absolute τ is given
     clip_iterations: int = 5  # centered-clip iterations
     dp_noise_multiplier: float = 0.1  # dp-clip: Gaussian noise std = multiplier · τ on each summed group
     gate_threshold: float = 4.0  # row-gate: z-score of an item row's uploader count above its running mean
@@ -117,7 +118,8 @@ class SimulationConfig:
         need(_f_policy_ok(self.assumed_malicious),
              f"assumed_malicious must be fraction:β (0 <= β < 0.5), oracle or bound:F (F >= 0), got {self.assumed_malicious!r}")
         need(0 <= self.trim_fraction < 0.5, f"trim_fraction (β) must be in [0, 0.5), got {self.trim_fraction}")
-        need(self.clip_row >= 0 and self.clip_mlp >= 0, "clip_row and clip_mlp (τ) must be >= 0 (0: the rule's default)")
+        need(self.clip_row >= 0 and self.clip_mlp >= 0, "clip_row and clip_mlp (τ) must be >= 0 (0: a per-round quantile)")
+        need(0 < self.clip_quantile <= 1, f"clip_quantile must be in (0, 1], got {self.clip_quantile}")
         need(self.clip_iterations >= 1 and self.dp_noise_multiplier >= 0 and self.gate_threshold > 0,
              "clip_iterations must be >= 1, dp_noise_multiplier >= 0 and gate_threshold > 0")
         try:

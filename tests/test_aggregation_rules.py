@@ -213,10 +213,21 @@ def test_norm_bound_clips_each_row_each_neuron_and_each_bias() -> None:
     assert out.report["clipped_uploads"] == 3 and out.report["clipped_malicious_uploads"] == 3
 
 
-@pytest.mark.parametrize("name", ["norm-bound", "centered-clip", "dp-clip"])
-def test_clipping_rules_without_a_bound_say_which_option_is_missing(name: str) -> None:
-    with pytest.raises(ValueError, match="--clip-row"):
-        rule(name)
+def test_without_an_absolute_bound_tau_is_the_rounds_norm_quantile() -> None:
+    """τ_row = the 0.9 quantile of the round's uploaded row norms; τ_mlp that of its neuron and bias norms."""
+    rows, mask, mlp = random_uploads(12, seed=3)
+    uploads = make_uploads(rows, mask, mlp)
+    out = run(rule("norm-bound"), uploads)
+    expected_row = torch.quantile(uploads.row_values.double().norm(dim=1), 0.9)
+    neurons = torch.cat([v.double().norm(dim=-1).flatten() for v in uploads.dense.values()])
+    assert out.report["clip_row"] == pytest.approx(float(expected_row))
+    assert out.report["clip_mlp"] == pytest.approx(float(torch.quantile(neurons, 0.9)))
+    clipped = (uploads.row_values.double().norm(dim=1) > expected_row).sum() + (neurons > torch.quantile(neurons, 0.9)).sum()
+    assert out.report["clipped_uploads"] == int(clipped)
+    upload_norms = uploads.squared_norms().double().sqrt()
+    dp = run(rule("dp-clip", dp_noise_multiplier=0.0), uploads)
+    assert dp.report["clip_upload"] == pytest.approx(float(torch.quantile(upload_norms, 0.9)))
+    assert dp.report["clipped_uploads"] == int((upload_norms > torch.quantile(upload_norms, 0.9)).sum())
 
 
 # ---- (6) centered-clip -----------------------------------------------------------------------------------

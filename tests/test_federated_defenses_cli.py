@@ -12,7 +12,8 @@ def test_calibrate_then_matrix_on_synthetic(tmp_path, capsys):
     assert main(["calibrate", *common]) == 0
     bounds = json.loads((tmp_path / "calibration-synthetic.json").read_text())["bounds (q90)"]
     assert 0 < bounds["clip_row"] < bounds["clip_upload"]  # one item row is a part of a whole upload
-    args = ["matrix", *common, "--attacks", "none,a-ra", "--rho", "0.05", "--defenses", "sum,median,norm-bound"]
+    args = ["matrix", *common, "--attacks", "none,a-ra", "--rho", "0.05", "--defenses", "sum,median,norm-bound",
+            "--calibrated"]
     assert main(args) == 0
     table = (tmp_path / "matrix-lr0p05-r4.md").read_text()
     assert "popularity HR@20: synthetic" in table and (tmp_path / "matrix-lr0p05-r4.png").stat().st_size > 10_000
@@ -26,8 +27,9 @@ def test_calibrate_then_matrix_on_synthetic(tmp_path, capsys):
     assert "-> " in capsys.readouterr().out
 
 
-def test_matrix_without_calibration_says_how_to_get_the_bounds(tmp_path, capsys):
-    code = main(["matrix", "--datasets", "synthetic", "--defenses", "norm-bound", "--attacks", "none", "--out", str(tmp_path)])
+def test_calibrated_bounds_without_calibration_say_how_to_get_them(tmp_path, capsys):
+    code = main(["matrix", "--datasets", "synthetic", "--defenses", "norm-bound", "--attacks", "none", "--calibrated",
+                 "--out", str(tmp_path)])
     assert code == 2
     assert "run `python -m experiments.federated_defenses calibrate --datasets synthetic`" in capsys.readouterr().err
 

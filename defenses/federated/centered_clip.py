@@ -4,7 +4,7 @@ v ← v + (1/n_g) Σ_i clip(x_i − v, τ) for ``clip_iterations`` iterations, c
 Adapted to federated recommendation (research notes §(a)): each item row starts from that row's previous
 robust mean, each MLP tensor (whole vector) from its previous mean, zero before a group's first upload;
 these centers persist across rounds (``state_dict``). The step is n_g × v. τ = ``clip_row`` for item rows
-(and whole uploads in scope ``vector``), ``clip_mlp`` for MLP tensors, defaults as in ``norm_bound``.
+(and whole uploads in scope ``vector``), ``clip_mlp`` for MLP tensors, per-round quantiles as in ``norm_bound``.
 Cost: ``clip_iterations`` passes over the padded groups, no sort.
 """
 
@@ -17,7 +17,9 @@ import torch
 from defenses.federated.base import Combined, GroupedRule, Groups
 from defenses.federated.norm_bound import clip_bound, clip_bounds, clipped
 from federation.config import SimulationConfig
+from federation.uploads import ClientUploads
 from recsys.models.ncf import NCFSpec
+from server.aggregation import Aggregate, RoundInfo
 
 
 class CenteredClip(GroupedRule):
@@ -27,8 +29,11 @@ class CenteredClip(GroupedRule):
 
     def __init__(self, config: SimulationConfig, spec: NCFSpec) -> None:
         super().__init__(config, spec)
-        self.bounds = clip_bounds(config, self.name)
         self.centers: dict[str, torch.Tensor] = {}  # Groups.tensor → [groups of that tensor, D]
+
+    def aggregate(self, uploads: ClientUploads, info: RoundInfo) -> Aggregate:
+        self.bounds = clip_bounds(self.config, uploads)
+        return super().aggregate(uploads, info)
 
     def combine(self, groups: Groups, f: torch.Tensor) -> Combined:
         index = slice(None) if groups.rows is None else groups.rows

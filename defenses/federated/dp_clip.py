@@ -2,8 +2,9 @@
 
 Each client's whole upload (its item rows and MLP together, in either scope) is clipped to L2 ≤ τ, the
 clipped uploads are summed, and N(0, (z·τ)²) noise is added to every coordinate of every item row that
-received an upload and of every MLP tensor. τ = ``clip_row`` (it bounds a whole upload here, so it has no
-row default and must be given); z = ``dp_noise_multiplier``. The noise comes from a generator seeded by
+received an upload and of every MLP tensor. τ = ``clip_row`` (it bounds a whole upload here), or when 0 the
+``clip_quantile`` quantile of the round's upload norms (adaptive clipping, Andrew et al. 2021, without its
+private quantile estimate); z = ``dp_noise_multiplier``. The noise comes from a generator seeded by
 (``seed``, round), on the CPU, so a run reproduces on any device. No privacy accounting is done.
 """
 
@@ -12,9 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from federation.config import ConfigError, SimulationConfig
 from federation.uploads import ClientUploads
-from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec
+from recsys.models.ncf import ITEM_EMBEDDING
 from server.aggregation import Aggregate, AggregationRule, RoundInfo
 
 
@@ -23,15 +23,11 @@ class DPClip(AggregationRule):
 
     name = "dp-clip"
 
-    def __init__(self, config: SimulationConfig, spec: NCFSpec) -> None:
-        super().__init__(config, spec)
-        if config.clip_row <= 0:
-            raise ConfigError("dp-clip needs --clip-row (τ, the L2 bound on a client's whole upload)")
-        self.bound = config.clip_row
-
     def aggregate(self, uploads: ClientUploads, info: RoundInfo) -> Aggregate:
         norms = uploads.squared_norms().sqrt()
-        scale = self.bound / norms.clamp(min=self.bound)
+        self.bound = self.config.clip_row or (float(torch.quantile(norms.double(), self.config.clip_quantile))
+                                              if len(norms) else 0.0)
+        scale = self.bound / norms.clamp(min=max(self.bound, 1e-30))
         clipped = ClientUploads(uploads.client_ids,
                                 {k: v * scale.view(-1, *[1] * (v.dim() - 1)) for k, v in uploads.dense.items()},
                                 uploads.row_indptr, uploads.row_items,
@@ -51,4 +47,4 @@ class DPClip(AggregationRule):
         malicious = torch.as_tensor(info.malicious, dtype=torch.bool, device=norms.device)
         return Aggregate(step, {"clipped_uploads": int(clipped_mask.sum()),
                                 "clipped_malicious_uploads": int((clipped_mask & malicious).sum()),
-                                "noise_std": noise_std})
+                                "noise_std": noise_std, "clip_upload": self.bound})

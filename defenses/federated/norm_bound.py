@@ -3,8 +3,13 @@ applies it to federated recommendation: every uploaded item row is clipped to L2
 matrix per output neuron and every bias vector as a whole to L2 ≤ τ_mlp, then everything is summed. In
 scope ``vector`` each client's whole upload is clipped to τ_row.
 
-τ_row = ``clip_row`` and τ_mlp = ``clip_mlp``; 0 selects the defaults below, which are meant to be the 0.9
-quantile of benign norms measured on clean runs (research notes §3: τ is set from clean runs only).
+τ_row = ``clip_row`` and τ_mlp = ``clip_mlp`` when given (e.g. measured on clean runs with
+``experiments.federated_defenses calibrate``); 0 (the default) sets each round's τ to the ``clip_quantile``
+quantile (0.9) of the norms uploaded in that round (item rows for τ_row; MLP neurons and biases for τ_mlp),
+as adaptive clipping does (Andrew et al., NeurIPS 2021, track a quantile of update norms). Benign gradient
+norms shrink by orders of magnitude while training and differ between seeds, so one absolute τ either
+clips nearly every benign row early on or nothing late; a few attackers barely move a quantile over
+~10⁵ rows.
 """
 
 from __future__ import annotations
@@ -12,18 +17,24 @@ from __future__ import annotations
 import torch
 
 from defenses.federated.base import WHOLE_UPLOAD, Combined, GroupedRule, Groups
-from federation.config import ConfigError, SimulationConfig
-from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec
+from federation.config import SimulationConfig
+from federation.uploads import ClientUploads
+from server.aggregation import Aggregate, RoundInfo
+from recsys.models.ncf import ITEM_EMBEDDING
 
-DEFAULT_CLIP_ROW = 0.0  # τ_row when --clip-row is 0; 0.0: not measured yet, so the bound must be given
-DEFAULT_CLIP_MLP = 0.0  # τ_mlp when --clip-mlp is 0; 0.0: not measured yet, so the bound must be given
+
+def _quantile(values: torch.Tensor, q: float) -> float:
+    return float(torch.quantile(values.double(), q)) if len(values) else 0.0
 
 
-def clip_bounds(config: SimulationConfig, rule: str) -> tuple[float, float]:
-    """(τ_row, τ_mlp) from the config or the module defaults; ``ConfigError`` when neither gives one."""
-    row, mlp = config.clip_row or DEFAULT_CLIP_ROW, config.clip_mlp or DEFAULT_CLIP_MLP
-    if row <= 0 or mlp <= 0:
-        raise ConfigError(f"{rule} needs --clip-row/--clip-mlp (τ for item rows and MLP tensors; no default is set)")
+def clip_bounds(config: SimulationConfig, uploads: ClientUploads) -> tuple[float, float]:
+    """(τ_row, τ_mlp) for this round: the configured bounds, or the ``clip_quantile`` quantile of the round's
+    uploaded item-row norms and MLP neuron / bias norms."""
+    row, mlp = config.clip_row, config.clip_mlp
+    if row <= 0:
+        row = _quantile(uploads.row_values.norm(dim=1), config.clip_quantile)
+    if mlp <= 0:
+        mlp = _quantile(torch.cat([v.norm(dim=-1).flatten() for v in uploads.dense.values()]), config.clip_quantile)
     return row, mlp
 
 
@@ -44,9 +55,11 @@ class NormBound(GroupedRule):
     name = "norm-bound"
     mlp_grouping = "neuron"
 
-    def __init__(self, config: SimulationConfig, spec: NCFSpec) -> None:
-        super().__init__(config, spec)
-        self.bounds = clip_bounds(config, self.name)
+    def aggregate(self, uploads: ClientUploads, info: RoundInfo) -> Aggregate:
+        self.bounds = clip_bounds(self.config, uploads)
+        result = super().aggregate(uploads, info)
+        result.report.update(clip_row=self.bounds[0], clip_mlp=self.bounds[1])
+        return result
 
     def combine(self, groups: Groups, f: torch.Tensor) -> Combined:
         values, scaled = clipped(groups.values, clip_bound(groups, *self.bounds))
