@@ -77,8 +77,8 @@ def ncf_logits(user_emb: torch.Tensor, item_emb: torch.Tensor, theta: Theta, num
 
 
 class ScoreBuffers:
-    """Reusable activation buffers for ``score_all_items``: fresh multi-MB tensors page-fault on
-    every call, which costs ~20% of an evaluation on CPU."""
+    """Reusable buffers for ``score_all_items``: fresh multi-MB tensors page-fault on every call, which
+    costs ~20% of an evaluation on CPU."""
 
     def __init__(self) -> None:
         self._buffers: dict[int, torch.Tensor] = {}
@@ -91,32 +91,43 @@ class ScoreBuffers:
         return buffer[:size].view(shape)
 
 
+SCORE_TILE_CELLS = 32_768  # (user, item) pairs per tile: a tile's activations stay in the L2 cache
+
+
 @torch.no_grad()
 def score_all_items(user_emb: torch.Tensor, theta: Theta, num_linear: int, buffers: ScoreBuffers | None = None) -> torch.Tensor:
     """Pre-sigmoid scores of every item for every user in ``user_emb`` (shape ``[U, M]``).
 
-    The first layer is split as W [p; q] = W_p p + W_q q, so it costs O((U + M)·d·h)
-    instead of O(U·M·d·h); the remaining layers run in place on the ``[U, M, h]`` activations
-    (memory traffic, not arithmetic, bounds this: keep U small enough to stay in cache).
-    With ``buffers`` the result is a view into them, valid until the next call.
+    The first layer is split as W [p; q] = W_p p + W_q q, computed once per user and once per item, so it
+    costs O((U + M)·d·h) instead of O(U·M·d·h). The other layers run on tiles of about ``SCORE_TILE_CELLS``
+    (user, item) pairs, channel-major (``[h + 1, pairs]``, the last row ones so that one matmul with
+    ``[W_k | b_k]`` applies weight and bias): a tile's activations stay in cache. Scores equal the
+    untiled computation up to float rounding (the matmul kernels' summation order). With ``buffers`` the result is a view into them, valid until the next call.
     """
+    if num_linear < 2:
+        raise ValueError(f"NCF needs at least one hidden layer, got {num_linear} linear layer(s)")
     buffers = buffers or ScoreBuffers()
     weight, bias = theta["mlp.0.weight"], theta["mlp.0.bias"]
     num_users, dim = user_emb.shape
     num_items = theta[ITEM_EMBEDDING].shape[0]
-    user_part = torch.addmm(bias, user_emb, weight[:, :dim].T)
-    item_part = theta[ITEM_EMBEDDING] @ weight[:, dim:].T
-    hidden = buffers.get(0, (num_users, num_items, weight.shape[0]), user_emb)
-    torch.add(user_part[:, None, :], item_part[None, :, :], out=hidden).relu_()
-    for k in range(1, num_linear):
-        weight, bias = theta[f"mlp.{k}.weight"], theta[f"mlp.{k}.bias"]
-        flat = hidden.view(-1, hidden.shape[-1])
-        out = buffers.get(k, (flat.shape[0], weight.shape[0]), user_emb)
-        torch.matmul(flat, weight.T, out=out).add_(bias)
-        if k < num_linear - 1:
-            out.relu_()
-        hidden = out.view(num_users, num_items, -1)
-    return hidden.squeeze(-1)
+    user_part = (weight[:, :dim] @ user_emb.T).add_(bias[:, None])  # [h, U], contiguous (fast broadcasting)
+    item_part = (weight[:, dim:] @ theta[ITEM_EMBEDDING].T)[:, None, :]  # [h, 1, M]
+    affine = [torch.cat((theta[f"mlp.{k}.weight"], theta[f"mlp.{k}.bias"][:, None]), 1) for k in range(1, num_linear)]
+    scores = buffers.get(-1, (num_users, num_items), user_emb)
+    tile = max(1, SCORE_TILE_CELLS // max(1, num_items))
+    for start in range(0, num_users, tile):
+        users = min(tile, num_users - start)
+        x = buffers.get(0, (weight.shape[0] + 1, users * num_items), user_emb)
+        torch.add(user_part[:, start : start + users, None], item_part, out=x[:-1].view(-1, users, num_items)).relu_()
+        x[-1] = 1
+        for k, layer in enumerate(affine, 1):
+            if k == num_linear - 1:
+                torch.mm(layer, x, out=scores[start : start + users].view(1, -1))
+            else:
+                y = buffers.get(k, (layer.shape[0] + 1, x.shape[1]), user_emb)
+                torch.mm(layer, x, out=y[:-1]).relu_()
+                y[-1], x = 1, y
+    return scores
 
 
 def _layer_inputs(theta: Theta, user_emb: torch.Tensor, owner: torch.Tensor, items: torch.Tensor,
@@ -203,6 +214,35 @@ class PerClientGrads:
     row_grad: torch.Tensor  # ∂L/∂rows, [R, d]
 
 
+@dataclass
+class BlockLayout:
+    """Samples sorted by client, each client's run padded to a multiple of ``CHUNK`` (padding slots are
+    zero-weight samples): sample ``s`` sits at ``position[s]``, block ``b`` belongs to client ``block_client[b]``."""
+
+    position: torch.Tensor  # int64 [S]
+    block_client: torch.Tensor  # int64 [total // CHUNK]
+    total: int
+
+    @classmethod
+    def of_sorted(cls, client: torch.Tensor, num_clients: int) -> BlockLayout:
+        counts = torch.bincount(client, minlength=num_clients)
+        padded = (counts + CHUNK - 1) // CHUNK * CHUNK
+        shift = torch.cumsum(padded - counts, 0) - (padded - counts)  # padding slots before each client's run
+        position = torch.arange(len(client), device=client.device) + shift[client]
+        block_client = torch.repeat_interleave(torch.arange(num_clients, device=client.device), padded // CHUNK)
+        return cls(position, block_client, int(padded.sum()))
+
+    def spread(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` (one per sample) in the padded layout, zeros in the padding."""
+        out = values.new_zeros((self.total, *values.shape[1:]))
+        out[self.position] = values
+        return out
+
+    def per_client(self, per_block: torch.Tensor, num_clients: int) -> torch.Tensor:
+        """Sum of each client's blocks."""
+        return per_block.new_zeros((num_clients, *per_block.shape[1:])).index_add_(0, self.block_client, per_block)
+
+
 @torch.no_grad()
 def per_client_bce_grads(
     theta: Theta,
@@ -219,47 +259,55 @@ def per_client_bce_grads(
     """``weighted_bce_grads`` split by client: L_c sums the samples whose row belongs to client c
     (``client_of_row[owner[s]] = c``), and every client gets its own ∂L_c/∂Θ, in one batched pass.
 
-    Each client's samples are laid out in blocks of ``CHUNK`` (the last one padded with zero-weight
-    samples, which contribute exact zeros), so a per-client weight gradient Σ_s δ_s x_sᵀ is one batched
-    matmul over blocks plus a sum of each client's blocks: no per-sample outer products, no Python loop.
+    Each client's samples are laid out in blocks of ``CHUNK`` (``BlockLayout``; padding samples have zero
+    weight and contribute exact zeros), so a per-client weight gradient Σ_s δ_s x_sᵀ is one batched matmul
+    over blocks plus a sum of each client's blocks: no per-sample outer products, no Python loop.
+    The first layer is split as W₀[p; q] = W_p p + W_q q: W_p p is computed once per row and W_q q once per
+    item, and everything that is linear in the row's part is reduced per row before it is multiplied
+    (Σ_s δ_s p_{owner s}ᵀ = Σ_r (Σ_{s: owner s = r} δ_s) p_rᵀ; ∂L/∂p_r = (Σ_{s: owner s = r} δ_s) W_p), which holds
+    for clients with one row (honest) and with many (attackers' approximated rows) alike.
     ``touched`` (the samples' item rows per client) is computed when not given.
     """
-    dim, num_items, device = rows.shape[1], theta[ITEM_EMBEDDING].shape[0], rows.device
+    dim, item_emb = rows.shape[1], theta[ITEM_EMBEDDING]
     client = client_of_row[owner]
-    touched = touched or TouchedRows.of_samples(client, items, num_clients, num_items)
+    touched = touched or TouchedRows.of_samples(client, items, num_clients, item_emb.shape[0])
     sample_row = touched.sample_row
     if len(client) > 1 and bool((client[1:] < client[:-1]).any()):
         order = torch.argsort(client, stable=True)
         owner, items, labels, weights, client = owner[order], items[order], labels[order], weights[order], client[order]
         sample_row = sample_row[order]
-    counts = torch.bincount(client, minlength=num_clients)
-    padded = (counts + CHUNK - 1) // CHUNK * CHUNK
-    position = torch.arange(len(client), device=device) + (torch.cumsum(padded, 0) - padded - torch.cumsum(counts, 0)
-                                                            + counts)[client]
-    total = int(padded.sum())
+    layout = BlockLayout.of_sorted(client, num_clients)
+    owner, items, labels, weights, sample_row = (layout.spread(v) for v in (owner, items, labels, weights, sample_row))
+    blocks = lambda x: x.view(-1, CHUNK, x.shape[1])  # noqa: E731
+    per_client = lambda per_block: layout.per_client(per_block, num_clients)  # noqa: E731
 
-    def spread(values: torch.Tensor) -> torch.Tensor:
-        out = values.new_zeros((total,))
-        out[position] = values
-        return out
-
-    owner_p, items_p, labels_p, weights_p = spread(owner), spread(items), spread(labels), spread(weights)
-    inputs, logits = _layer_inputs(theta, rows, owner_p, items_p, num_linear)
-    chunks = total // CHUNK
-    chunk_client = torch.repeat_interleave(torch.arange(num_clients, device=device), padded // CHUNK)
-
-    def per_client(per_chunk: torch.Tensor) -> torch.Tensor:
-        out = per_chunk.new_zeros((num_clients, *per_chunk.shape[1:]))
-        return out.index_add_(0, chunk_client, per_chunk)
-
-    per_sample_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels_p, reduction="none") * weights_p
-    upstream = ((torch.sigmoid(logits) - labels_p) * weights_p)[:, None]
-    blocks = lambda x: x.view(chunks, CHUNK, x.shape[1])  # noqa: E731
-    dense, first = _backward(theta, inputs, upstream, num_linear,
-                             lambda up, x: per_client(torch.bmm(blocks(up).transpose(1, 2), blocks(x))),
-                             lambda up: per_client(blocks(up).sum(1)))
-    losses = per_client(per_sample_loss.view(chunks, CHUNK).sum(1))
-    input_grad = first[position] @ theta["mlp.0.weight"]  # real samples only: padding contributes nothing
-    row_grad = torch.zeros_like(rows).index_add_(0, owner, input_grad[:, :dim])
-    row_values = input_grad.new_zeros((len(touched.items), dim)).index_add_(0, sample_row, input_grad[:, dim:])
-    return PerClientGrads(losses, dense, touched.indptr, touched.items, row_values, row_grad)
+    weight0 = theta["mlp.0.weight"]
+    row_part = torch.addmm(theta["mlp.0.bias"], rows, weight0[:, :dim].T)  # [R, h]
+    item_part = item_emb @ weight0[:, dim:].T  # [M, h]
+    inputs = [torch.add(row_part[owner], item_part[items]).relu_()]
+    for k in range(1, num_linear):
+        out = torch.nn.functional.linear(inputs[-1], theta[f"mlp.{k}.weight"], theta[f"mlp.{k}.bias"])
+        inputs.append(out.relu_() if k < num_linear - 1 else out.squeeze(1))
+    logits = inputs.pop()
+    losses = per_client((torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+                         * weights).view(-1, CHUNK).sum(1))
+    upstream = ((torch.sigmoid(logits) - labels) * weights)[:, None]
+    dense: Theta = {}
+    for k in reversed(range(1, num_linear)):  # upstream: ∂L/∂(output of layer k), then of layer k - 1
+        x = inputs[k - 1]
+        dense[f"mlp.{k}.weight"] = per_client(torch.bmm(blocks(upstream).transpose(1, 2), blocks(x)))
+        dense[f"mlp.{k}.bias"] = per_client(blocks(upstream).sum(1))
+        upstream = torch.ops.aten.threshold_backward(upstream @ theta[f"mlp.{k}.weight"], x, 0)
+    dense["mlp.0.bias"] = per_client(blocks(upstream).sum(1))
+    if len(rows) == num_clients and torch.equal(client_of_row, torch.arange(num_clients, device=rows.device)):
+        per_row = dense["mlp.0.bias"]  # one row per client (honest clients): Σ δ per row is the bias gradient
+    else:
+        per_row = upstream.new_zeros((len(rows), upstream.shape[1])).index_add_(0, owner, upstream)
+    user_weight = upstream.new_zeros((num_clients, upstream.shape[1], dim)).index_add_(
+        0, client_of_row, per_row[:, :, None] * rows[:, None, :])
+    item_weight = per_client(torch.bmm(blocks(upstream).transpose(1, 2), blocks(item_emb[items])))
+    dense["mlp.0.weight"] = torch.cat((user_weight, item_weight), dim=2)
+    per_touched = upstream.new_zeros((len(touched.items), upstream.shape[1])).index_add_(0, sample_row, upstream)
+    dense = {name: dense[name] for name in theta if name != ITEM_EMBEDDING}
+    return PerClientGrads(losses, dense, touched.indptr, touched.items, per_touched @ weight0[:, dim:],
+                          per_row @ weight0[:, :dim])

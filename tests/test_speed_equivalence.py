@@ -1,0 +1,97 @@
+"""The fast paths equal the straightforward ones: the tiled scorer gives the previous scorer's metrics to the
+last digit, on real-size random data and on fed-ml (slow); on CUDA (``gpu`` marker) the shard
+math and the evaluation equal the CPU's."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import recsys.models.ncf as ncf
+from benchmarks.bench_eval import evaluate, reference_scores, spread_model
+from federation.config import SimulationConfig
+from recsys.data.dataset import Dataset, Interactions
+from recsys.metrics import RankingSums
+from recsys.models.ncf import ScoreBuffers, per_client_bce_grads, score_all_items
+from tests.helpers import random_samples, random_shard
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+FIELDS = ("test_users", "hr", "precision", "ndcg", "target_hits", "target_eligible")
+
+
+def assert_same_sums(got: RankingSums, expected: RankingSums) -> None:
+    for field in FIELDS:
+        np.testing.assert_array_equal(np.asarray(getattr(got, field)), np.asarray(getattr(expected, field)), err_msg=field)
+
+
+def random_dataset(num_users: int, num_items: int, seed: int) -> Dataset:
+    rng = np.random.default_rng(seed)
+    def rows(low, high):
+        return Interactions.from_lists([rng.choice(num_items, rng.integers(low, high), replace=False)
+                                        for _ in range(num_users)])
+    return Dataset("random", num_users, num_items, rows(5, 200), rows(0, 40))
+
+
+def popular_targets(user_emb, theta, count: int) -> torch.Tensor:
+    """Items that reach many users' top lists (so that ER@K is not trivially zero), plus an unpopular one."""
+    scores = reference_scores(user_emb, theta, 3, ScoreBuffers())
+    top = torch.bincount(scores.topk(30, dim=1).indices.reshape(-1), minlength=scores.shape[1])
+    return torch.cat((top.topk(count).indices, scores.mean(0).argmin()[None]))
+
+
+@pytest.mark.parametrize("cells", [1, 3706 * 7, 10**6])
+def test_tiled_scores_equal_the_reference_up_to_rounding(monkeypatch, cells):
+    monkeypatch.setattr(ncf, "SCORE_TILE_CELLS", cells)
+    user_emb, theta = spread_model(20, 3706, SimulationConfig(), seed=0)
+    expected = reference_scores(user_emb, theta, 3, ScoreBuffers())
+    torch.testing.assert_close(score_all_items(user_emb, theta, 3), expected, rtol=0, atol=4 * expected.abs().max() * 2**-23)
+
+
+def test_metrics_equal_the_reference_on_real_size_random_data():
+    dataset = random_dataset(300, 3706, seed=1)
+    user_emb, theta = spread_model(dataset.num_users, dataset.num_items, SimulationConfig(), seed=1)
+    targets = popular_targets(user_emb, theta, 4)
+    args = (dataset, user_emb, theta, 3, targets, 20, (5, 10, 20, 30))
+    expected = evaluate(*args, reference=True)
+    assert expected.target_hits[-1].sum() > 0 and expected.hr > 0  # the comparison covers hits
+    assert_same_sums(evaluate(*args), expected)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA_DIR / "fed-ml-split").is_dir(), reason="../shared/datasets absent")
+def test_metrics_equal_the_reference_on_fed_ml():
+    from federation.plan import dataset_for
+
+    config = SimulationConfig(dataset="fed-ml", data_dir=str(DATA_DIR))
+    dataset = dataset_for(config)
+    user_emb, theta = spread_model(dataset.num_users, dataset.num_items, config, seed=0)
+    targets = popular_targets(user_emb[:500], theta, 3)
+    args = (dataset, user_emb, theta, 3, targets, config.top_k, config.er_ks)
+    assert_same_sums(evaluate(*args), evaluate(*args, reference=True))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA absent")
+def test_shard_math_and_evaluation_on_cuda_equal_cpu():
+    cuda = torch.device("cuda")
+    shard, theta = random_shard(num_items=30)
+    owner, items, labels, weights = random_samples(700, 12, 30, seed=3)
+    client_of_row = torch.tensor([0, 0, 1, 2, 2, 2, 3, 4, 4, 5, 5, 1])
+    on = lambda tensors: [t.to(cuda) for t in tensors]  # noqa: E731
+    cpu = per_client_bce_grads(theta, shard.embeddings, owner, items, labels, weights, 3, client_of_row, 7)
+    gpu = per_client_bce_grads({k: v.to(cuda) for k, v in theta.items()}, *on((shard.embeddings, owner, items, labels,
+                                                                             weights)), 3, client_of_row.to(cuda), 7)
+    for field in ("losses", "row_indptr", "row_items", "row_values", "row_grad"):
+        torch.testing.assert_close(getattr(gpu, field).cpu(), getattr(cpu, field), msg=field)
+    for name, value in cpu.dense.items():
+        torch.testing.assert_close(gpu.dense[name].cpu(), value, msg=name)
+
+    dataset = random_dataset(300, 3706, seed=2)
+    user_emb, theta = spread_model(dataset.num_users, dataset.num_items, SimulationConfig(), seed=2)
+    theta64 = {k: v.double() for k, v in theta.items()}  # float64: no ulp-level differences between devices
+    targets = popular_targets(user_emb, theta, 3)
+    expected = evaluate(dataset, user_emb.double(), theta64, 3, targets, 20, (5, 10, 20, 30))
+    got = evaluate(dataset, user_emb.double().to(cuda), {k: v.to(cuda) for k, v in theta64.items()}, 3, targets.to(cuda),
+                   20, (5, 10, 20, 30))
+    assert_same_sums(got, expected)
