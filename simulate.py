@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=DEFAULTS.out, help="run folder for config.json, metrics.jsonl/csv, metrics.png")
     run.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every, help="epochs between checkpoints (0: none)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="replace the run already in --out (else refused)")
+    run.add_argument("--max-rejected", type=float, default=DEFAULTS.max_rejected, metavar="FRACTION",
+                     help="stop the run (exit 1) when a round rejects more than this share of its uploads; "
+                          "a round that rejects every upload always stops it")
     model = p.add_argument_group("model and training (paper defaults)")
     model.add_argument("--dim", type=int, default=DEFAULTS.dim, help="user/item embedding size")
     model.add_argument("--layers", type=_ints, default=DEFAULTS.layers, help="MLP hidden widths, e.g. 8,8")
@@ -115,6 +119,7 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         gate_threshold=args.gate_threshold,
         num_shards=args.shards, backend=args.backend, client_num_cpus=args.num_cpus, client_num_gpus=args.num_gpus,
         device=args.device, out=args.out, checkpoint_every=args.checkpoint_every, resume=args.resume, extra=extra,
+        overwrite=args.overwrite, max_rejected=args.max_rejected,
     )
 
 
@@ -123,12 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from harness.runner import run
     from recsys.data.errors import DatasetError
+    from server.loop import RunFailed
 
     try:
         run(config_from_args(args), echo=not args.quiet)
     except (ConfigError, DatasetError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RunFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130
     return 0
 
 
