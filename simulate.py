@@ -7,6 +7,7 @@ import logging
 import sys
 
 from federation.config import BACKENDS, DEVICES, MODES, ConfigError, SimulationConfig
+from harness.cli import CommandParser, guarded, parse
 
 DEFAULTS = SimulationConfig()
 
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     from federation.plugins import AGGREGATION_RULES
     from recsys.data import DATASET_NAMES
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = CommandParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default=DEFAULTS.dataset, choices=DATASET_NAMES, help="dataset name")
     data.add_argument("--data-dir", default="", help="folder laid out like shared/datasets (else $FEDREC_DATA_DIR, "
@@ -123,24 +124,13 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
     )
 
 
+@guarded(interrupted="interrupted; resume with --resume")
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from harness.runner import run
-    from recsys.data.errors import DatasetError
-    from server.loop import RunFailed
 
-    try:
-        run(config_from_args(args), echo=not args.quiet)
-    except (ConfigError, DatasetError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except RunFailed as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; resume with --resume", file=sys.stderr)
-        return 130
+    run(config_from_args(args), echo=not args.quiet)
     return 0
 
 
