@@ -76,3 +76,48 @@ def test_atomic_writes_are_all_or_nothing_and_safe_for_concurrent_writers(tmp_pa
         tmp.write_text("partial")
         raise KeyboardInterrupt
     assert path.read_text() in texts and [p.name for p in tmp_path.iterdir()] == ["cache.json"]
+
+
+SMALL = ["--synthetic-users", "120", "--synthetic-items", "60", "--clients-per-round", "40", "--shards", "1", "--quiet"]
+
+
+@pytest.mark.parametrize("strategy,message", [
+    ("tests.test_validation:Nope", "has no attribute 'Nope'"),
+    ("honest@0-5000", "are out of range: the population has clients"),
+])
+def test_bad_plugins_fail_before_the_run_in_one_line(tmp_path, capsys, strategy, message):
+    assert simulate.main([*SMALL, "--client-strategy", strategy, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and len(err) < 300
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_readme_strategy_example_runs(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b.split("```")[0] for b in readme.split("```python")[1:] if "class ScaledUpload" in b)
+    (tmp_path / "my_strategies.py").write_text(block)
+    argv = [*SMALL, "--epochs", "1", "--client-strategy", f"{tmp_path / 'my_strategies.py'}:ScaledUpload@0-9,42",
+            "--out", str(tmp_path / "run")]
+    assert simulate.main(argv) == 0
+
+
+def test_train_loss_counts_benign_clients_only_and_reads_n_a_without_uploads():
+    import numpy as np
+    import torch
+
+    from federation.uploads import ClientUploads
+    from harness.reporting import epoch_line
+    from recsys.models.ncf import NCFSpec
+    from server.loop import EpochStats
+
+    spec = NCFSpec(num_items=10)
+    dense = {name: torch.zeros((2, *shape)) for name, shape in spec.shapes().items() if name != "item_emb"}
+    uploads = ClientUploads(np.array([3, 4]), dense, torch.tensor([0, 1, 2]), torch.tensor([1, 2]),
+                            torch.zeros((2, 8)), torch.tensor([0.5, 100.0]))
+    stats = EpochStats()
+    stats.add_round(uploads, np.array([False, True]), torch.tensor([2]), {}, 0)
+    assert stats.summary(1)["train/loss"] == 0.5
+    empty = EpochStats().summary(1)
+    assert empty["train/loss"] is None
+    row = {"epoch": 1, **empty, "test/hr@20": 0.1, "test/ndcg@20": 0.1, "seconds": 0.0, "eval_seconds": 0.0}
+    assert "loss    n/a" in epoch_line(row, 20)
