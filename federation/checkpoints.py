@@ -88,3 +88,10 @@ def remove_other_epochs(out: str | Path, keep: int | None) -> None:
             shutil.rmtree(path, ignore_errors=True)
         elif path.is_file() and path.name.startswith("shard-"):
             path.unlink(missing_ok=True)
+
+
+def committed_embeddings(out: str | Path) -> torch.Tensor:
+    """Every client's user embeddings, in client-id order, from the run's committed checkpoint (for analysis)."""
+    saved = torch.load(Path(out) / CHECKPOINT, weights_only=False)
+    starts = list(saved["shard_starts"])
+    return torch.from_numpy(load_embeddings(out, int(saved["epoch"]), starts, 0, starts[-1]))
