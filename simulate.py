@@ -7,6 +7,7 @@ import logging
 import sys
 
 from federation.config import BACKENDS, DEVICES, MODES, ConfigError, SimulationConfig
+from harness.cli import CommandParser, guarded, parse
 
 DEFAULTS = SimulationConfig()
 
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     from federation.plugins import AGGREGATION_RULES
     from recsys.data import DATASET_NAMES
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = CommandParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default=DEFAULTS.dataset, choices=DATASET_NAMES, help="dataset name")
     data.add_argument("--data-dir", default="", help="folder laid out like shared/datasets (else $FEDREC_DATA_DIR, "
@@ -38,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=DEFAULTS.out, help="run folder for config.json, metrics.jsonl/csv, metrics.png")
     run.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every, help="epochs between checkpoints (0: none)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="replace the run already in --out (else refused)")
+    run.add_argument("--max-rejected", type=float, default=DEFAULTS.max_rejected, metavar="FRACTION",
+                     help="stop the run (exit 1) when a round rejects more than this share of its uploads; "
+                          "a round that rejects every upload always stops it")
     model = p.add_argument_group("model and training (paper defaults)")
     model.add_argument("--dim", type=int, default=DEFAULTS.dim, help="user/item embedding size")
     model.add_argument("--layers", type=_ints, default=DEFAULTS.layers, help="MLP hidden widths, e.g. 8,8")
@@ -115,20 +120,17 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         gate_threshold=args.gate_threshold,
         num_shards=args.shards, backend=args.backend, client_num_cpus=args.num_cpus, client_num_gpus=args.num_gpus,
         device=args.device, out=args.out, checkpoint_every=args.checkpoint_every, resume=args.resume, extra=extra,
+        overwrite=args.overwrite, max_rejected=args.max_rejected,
     )
 
 
+@guarded(interrupted="interrupted; resume with --resume")
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from harness.runner import run
-    from recsys.data.errors import DatasetError
 
-    try:
-        run(config_from_args(args), echo=not args.quiet)
-    except (ConfigError, DatasetError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    run(config_from_args(args), echo=not args.quiet)
     return 0
 
 

@@ -7,7 +7,6 @@ The shard's private data (interactions, negatives, user embeddings) lives in the
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +16,7 @@ from flwr.clientapp import ClientApp
 from clients.local_data import LocalData
 from clients.population import build_client_data
 from clients.shard import Shard
-from federation import protocol
+from federation import checkpoints, protocol
 from federation.assignments import assign_strategies, strategy_specs
 from federation.config import SimulationConfig
 from federation.plan import dataset_for, make_plan
@@ -74,10 +73,6 @@ def _save_embeddings(context: Context) -> None:
     _SHARDS[str(meta["token"])] = (int(meta["version"]), shard, config)
 
 
-def _checkpoint_path(config: SimulationConfig, shard_index: int) -> Path:
-    return Path(config.out) / "checkpoints" / f"shard-{shard_index}.pt"
-
-
 @app.query("setup")
 def setup(message: Message, context: Context) -> Message:
     """Build this node's shard: its clients' local data, negatives and initial embeddings."""
@@ -89,9 +84,10 @@ def setup(message: Message, context: Context) -> Message:
     users = np.arange(first, first + count, dtype=np.int64)
     data = build_client_data(config, plan, dataset, users)
     strategy_of = assign_strategies(plan.assignments, plan.num_clients)
-    if bool(spec["resume"]):
-        saved = torch.load(_checkpoint_path(config, shard_index), weights_only=True)
-        data = LocalData(data.users, data.train, data.test, data.negatives, saved["embeddings"].numpy())
+    epoch = int(spec["checkpoint-epoch"])
+    if epoch >= 0:  # resume: this shard's clients from the committed checkpoint, whatever its shard count
+        saved = checkpoints.load_embeddings(config.out, epoch, list(spec["checkpoint-starts"]), first, count)
+        data = LocalData(data.users, data.train, data.test, data.negatives, saved)
     context.state.array_records[_LOCAL] = _local_record(data, strategy_of[users])
     context.state.config_records[_META] = ConfigRecord({
         "config": config.to_json(), "token": uuid.uuid4().hex, "version": 0, "shard": shard_index,
@@ -116,15 +112,15 @@ def train(message: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    """Metric sums over this shard's benign clients; optionally checkpoint the shard."""
+    """Metric sums over this shard's benign clients; optionally write the shard's part of the epoch's checkpoint
+    (committed by the server afterwards)."""
     shard, config = _shard(context)
     meta = context.state.config_records[_META]
     theta = protocol.record_theta(message.content.array_records[protocol.THETA], shard.device)
     targets = torch.tensor(list(meta["targets"]), dtype=torch.int64)
     sums = shard.evaluate(theta, targets, config.top_k, config.er_ks)
-    if bool(message.content.config_records[protocol.ROUND]["checkpoint"]):
-        path = _checkpoint_path(config, int(meta["shard"]))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"embeddings": shard.embeddings.cpu()}, path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)
+    instruction = message.content.config_records[protocol.ROUND]
+    if bool(instruction["checkpoint"]):
+        checkpoints.save_shard(config.out, int(instruction["epoch"]), int(meta["shard"]), shard.first_client,
+                               shard.embeddings)
     return Message(protocol.evaluate_reply(sums), reply_to=message)

@@ -31,11 +31,14 @@ import numpy as np
 import torch
 
 from defenses.federated.sum_rule import SumRule
+from federation.checkpoints import CHECKPOINT
 from federation.config import ConfigError, SimulationConfig, usable_cores
 from federation.plan import dataset_for, make_plan
 from federation.uploads import ClientUploads
+from harness.cli import CommandParser, add_common, add_list, check_settings, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
+from recsys.atomic import atomic_write_text
 from recsys.metrics import rank_metrics
 from server.aggregation import Aggregate, RoundInfo
 
@@ -66,7 +69,7 @@ class NormQuantiles(SumRule):
 
 
 def base_settings(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
-    return {"dataset": dataset, "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else "",
+    return {"dataset": dataset, "data_dir": args.data_dir,
             "epochs": args.epochs, "lr": args.lr, "negatives": args.negatives}
 
 
@@ -74,7 +77,8 @@ def run_cell(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     """One federated run (1 shard); returns its metric history and per-round diagnostics."""
     from harness.runner import run
 
-    config = SimulationConfig(**params, num_shards=1, out=str(folder), resume=(folder / "checkpoint.pt").is_file())
+    resume = (folder / CHECKPOINT).is_file()
+    config = SimulationConfig(**params, num_shards=1, out=str(folder), resume=resume, overwrite=not resume)
     history = run(config, echo=False, cores=torch.get_num_threads())
     rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
     return {"history": history, "rounds": rounds}
@@ -85,7 +89,8 @@ def calibrate(args: argparse.Namespace, datasets: list[str]) -> int:
     out = Path(args.out)
     cells = [Cell(f"calibrate-{d}-lr{args.lr:g}-r{args.negatives}-seed{s}",
                   {**base_settings(args, d), "seed": s, "aggregation": f"{__name__}:NormQuantiles"})
-             for d in datasets for s in args.seed_list]
+             for d in datasets for s in args.seeds]
+    check_settings([cell.params for cell in cells])
     results = run_sweep(cells, run_cell, out, workers=args.workers)
     for dataset in datasets:
         rounds = [r for c in cells if c.params["dataset"] == dataset for r in results[c.key]["rounds"]]
@@ -93,10 +98,10 @@ def calibrate(args: argparse.Namespace, datasets: list[str]) -> int:
                           for q in QUANTILES} for name in ("row", "neuron", "bias", "upload")}
         bounds = {"clip_row": summary["row"]["q90"], "clip_mlp": max(summary["neuron"]["q90"], summary["bias"]["q90"]),
                   "clip_upload": summary["upload"]["q90"]}
-        record = {"settings": base_settings(args, dataset), "seeds": args.seed_list, "rounds": len(rounds),
+        record = {"settings": base_settings(args, dataset), "seeds": args.seeds, "rounds": len(rounds),
                   "median over rounds of per-round benign norm quantiles": summary, "bounds (q90)": bounds}
         path = out / f"calibration-{dataset}.json"
-        path.write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write_text(path, json.dumps(record, indent=2) + "\n")
         print(f"{dataset}: {json.dumps(bounds)} -> {path}")
     return 0
 
@@ -125,10 +130,10 @@ def matrix_cells(args: argparse.Namespace, datasets: list[str]) -> dict[tuple, C
     cells = {}
     for dataset in datasets:
         bounds = load_bounds(Path(args.out), dataset) if args.calibrated else {}
-        for seed in args.seed_list:
-            for attack in args.attack_list:
-                for rho in ([0.0] if attack == "none" else args.rho_list):
-                    for defense in args.defense_list:
+        for seed in args.seeds:
+            for attack in args.attacks:
+                for rho in ([0.0] if attack == "none" else args.rho):
+                    for defense in args.defenses:
                         params = {**base_settings(args, dataset), "seed": seed, "attack": attack, "malicious_frac": rho,
                                   **defense_settings(defense, bounds, args)}
                         tag = "" if attack == "none" else f"-rho{rho:g}"
@@ -212,8 +217,7 @@ def plot_matrix(rows: list[dict[str, Any]], path: Path, popularity: dict[str, fl
 
 def matrix(args: argparse.Namespace, datasets: list[str]) -> int:
     cells = matrix_cells(args, datasets)
-    for cell in cells.values():
-        SimulationConfig(**cell.params)  # fail fast on bad settings, before hours of runs
+    check_settings([cell.params for cell in cells.values()])
     results = run_sweep(list(cells.values()), run_cell, args.out, workers=args.workers)
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for (dataset, attack, rho, defense, _), cell in cells.items():
@@ -223,7 +227,7 @@ def matrix(args: argparse.Namespace, datasets: list[str]) -> int:
     out = Path(args.out)
     stem = out / f"matrix-lr{args.lr:g}-r{args.negatives}".replace(".", "p")  # no dot: with_suffix must not eat it
     baseline = {d: popularity_hr(SimulationConfig(**base_settings(args, d))) for d in datasets}
-    title = (f"Attack × defense, η = {args.lr:g}, r = {args.negatives}, {args.epochs} epochs, seeds {args.seed_list}; "
+    title = (f"Attack × defense, η = {args.lr:g}, r = {args.negatives}, {args.epochs} epochs, seeds {args.seeds}; "
              f"popularity HR@20: " + ", ".join(f"{d} {v:.4f}" for d, v in baseline.items()))
     write_table(rows, stem, title=title)
     plot_matrix(rows, stem.with_suffix(".png"), baseline)
@@ -235,16 +239,14 @@ def matrix(args: argparse.Namespace, datasets: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.federated_defenses", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(prog="python -m experiments.federated_defenses", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=("calibrate", "matrix"))
-    p.add_argument("--data-dir", default="", help="folder laid out like shared/datasets (else $FEDREC_DATA_DIR / cache)")
-    p.add_argument("--datasets", default="fed-ml", help="comma-separated datasets")
-    p.add_argument("--attacks", default="none,ra,eb,a-ra,a-hum", help="comma-separated attacks (none: clean runs)")
-    p.add_argument("--defenses", default="sum,norm-bound,median,trimmed-mean,krum,multi-krum,bulyan,centered-clip,"
-                                         "dp-clip,row-gate", help="comma-separated aggregation rules")
-    p.add_argument("--rho", default="0.001,0.005,0.01,0.05", help="comma-separated malicious proportions ρ")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    add_common(p, out="runs/federated-defenses", datasets=["fed-ml"])
+    add_list(p, "--attacks", str, "names", ["none", "ra", "eb", "a-ra", "a-hum"], "attacks (none: clean runs)")
+    add_list(p, "--defenses", str, "names", ["sum", "norm-bound", "median", "trimmed-mean", "krum", "multi-krum",
+                                              "bulyan", "centered-clip", "dp-clip", "row-gate"], "aggregation rules")
+    add_list(p, "--rho", float, "numbers", [0.001, 0.005, 0.01, 0.05], "malicious proportions ρ")
     p.add_argument("--epochs", type=int, default=30, help="epochs per run (paper: 30)")
     p.add_argument("--lr", type=float, default=0.001, help="η (paper: 0.001)")
     p.add_argument("--negatives", type=int, default=4, help="r (paper: 4)")
@@ -253,29 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-mlp", type=float, default=0.0, help="absolute τ for MLP neurons/biases (default: per-round quantile)")
     p.add_argument("--clip-quantile", type=float, default=0.9, help="τ = this quantile of each round's uploaded norms")
     p.add_argument("--calibrated", action="store_true", help="absolute τ from `calibrate` (same --out) instead")
-    p.add_argument("--workers", type=int, default=1, help="parallel runs on Ray workers, one core each")
-    p.add_argument("--out", default="runs/federated-defenses", help="output folder (cells cached under <out>/cells)")
     return p
 
 
+@guarded()
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
-        args.rho_list = [float(r) for r in args.rho.split(",") if r.strip()]
-    except ValueError:
-        print("error: --seeds expects comma-separated integers and --rho comma-separated numbers", file=sys.stderr)
-        return 2
-    args.attack_list = [a for a in args.attacks.split(",") if a]
-    args.defense_list = [d for d in args.defenses.split(",") if d]
-    datasets = [d for d in args.datasets.split(",") if d]
+    args = parse(build_parser(), argv)
     if args.workers == 1:
         torch.set_num_threads(usable_cores())
-    try:
-        return calibrate(args, datasets) if args.command == "calibrate" else matrix(args, datasets)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return calibrate(args, args.datasets) if args.command == "calibrate" else matrix(args, args.datasets)
 
 
 if __name__ == "__main__":

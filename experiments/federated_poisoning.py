@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from federation.config import ConfigError, SimulationConfig, usable_cores
+from federation.checkpoints import CHECKPOINT
+from federation.config import SimulationConfig, usable_cores
+from harness.cli import CommandParser, add_common, check_settings, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
 
@@ -89,7 +91,7 @@ def restrict(figure: Figure, datasets: set[str]) -> Figure:
 
 def cell_for(setting: Setting, seed: int, args: argparse.Namespace) -> Cell:
     params = {"dataset": setting.dataset, "attack": setting.attack, "malicious_frac": setting.rho, "seed": seed,
-              "epochs": args.epochs, "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else ""}
+              "epochs": args.epochs, "data_dir": args.data_dir}
     rho = "" if setting.attack == "none" else f"-rho{setting.rho:g}"
     return Cell(f"{setting.dataset}-{setting.attack}{rho}-seed{seed}", params)
 
@@ -100,7 +102,8 @@ def run_cell(params: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
 
     from harness.runner import run
 
-    config = SimulationConfig(**params, num_shards=1, out=str(folder), resume=(folder / "checkpoint.pt").is_file())
+    resume = (folder / CHECKPOINT).is_file()
+    config = SimulationConfig(**params, num_shards=1, out=str(folder), resume=resume, overwrite=not resume)
     return run(config, echo=False, cores=torch.get_num_threads())
 
 
@@ -179,42 +182,28 @@ def plot_figure(figure: Figure, runs: dict[tuple[Setting, int], list[dict[str, A
 
 # ---- command line -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.federated_poisoning", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(prog="python -m experiments.federated_poisoning", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("figures", nargs="+", choices=[*FIGURES, "all"], help="which figures to produce")
-    p.add_argument("--data-dir", default="", help="folder laid out like shared/datasets (else $FEDREC_DATA_DIR / cache)")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
     p.add_argument("--epochs", type=int, default=30, help="epochs per run (paper: 30)")
-    p.add_argument("--datasets", default="", help="comma-separated datasets to keep (default: every dataset of a figure)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="parallel runs on Ray workers, one core each (default 1: runs in this process on every core)")
-    p.add_argument("--out", default="runs/federated-poisoning", help="output folder (cells are cached under <out>/cells)")
+    add_common(p, out="runs/federated-poisoning", datasets=[])
     return p
 
 
+@guarded()
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        print(f"error: --seeds expects comma-separated integers, got {args.seeds!r}", file=sys.stderr)
-        return 2
+    args = parse(build_parser(), argv)
+    seeds = args.seeds
     names = list(FIGURES) if "all" in args.figures else list(dict.fromkeys(args.figures))
-    keep = {d.strip() for d in args.datasets.split(",") if d.strip()}
-    figures = {name: restrict(FIGURES[name], keep) for name in names}
+    figures = {name: restrict(FIGURES[name], set(args.datasets)) for name in names}
     if not all(figure.settings for figure in figures.values()):
-        print(f"error: --datasets {args.datasets!r} leaves a figure without settings", file=sys.stderr)
+        print(f"error: --datasets {' '.join(args.datasets)!r} leaves a figure without settings", file=sys.stderr)
         return 2
     # Seed-major order: a sweep stopped early has whole figures for its first seeds.
     wanted = {(setting, seed): cell_for(setting, seed, args)
               for seed in seeds for figure in figures.values() for setting in figure.settings}
     cells = list({cell.key: cell for cell in wanted.values()}.values())
-    try:
-        for cell in cells:  # fail fast on bad settings, before hours of runs
-            SimulationConfig(**cell.params)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    check_settings([cell.params for cell in cells])
     if args.workers == 1:
         import torch
 

@@ -75,6 +75,8 @@ class SimulationConfig:
     out: str = "runs/latest"
     checkpoint_every: int = 1  # epochs between checkpoints (0: never)
     resume: bool = False
+    overwrite: bool = False  # replace the run already in ``out`` (else a new run there is refused)
+    max_rejected: float = 1.0  # a round with more than this share of rejected uploads (or all of them) stops the run
     extra: dict[str, str] = field(default_factory=dict)  # free-form options for plug-in strategies
 
     def __post_init__(self) -> None:
@@ -97,6 +99,7 @@ class SimulationConfig:
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("approx_users", "mining_steps", "fake_profile_items"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        need(0 <= self.max_rejected <= 1, f"max_rejected must be a share in [0, 1], got {self.max_rejected}")
         need(0 <= self.malicious_frac < 1, f"malicious_frac (ρ) must be in [0, 1), got {self.malicious_frac}")
         need(self.attack != "none" or self.malicious_frac == 0,
              f"malicious_frac={self.malicious_frac} needs an attack: pass --attack (one of a-ra, a-hum, eb, ra or a plug-in)")
@@ -157,7 +160,7 @@ class SimulationConfig:
     def changed_settings(self, other: SimulationConfig) -> list[str]:
         """Settings that differ from ``other``, ignoring those a resumed run may change."""
         free = {"epochs", "resume", "out", "backend", "num_shards", "client_num_cpus", "client_num_gpus",
-                "device", "checkpoint_every"}
+                "device", "checkpoint_every", "overwrite", "max_rejected"}
         mine, theirs = self.to_dict(), other.to_dict()
         return sorted(k for k in mine if k not in free and mine[k] != theirs[k])
 

@@ -11,26 +11,20 @@ from pathlib import Path
 
 from federation.config import SimulationConfig
 from federation.plan import Plan, dataset_for
+from recsys.atomic import atomic_path, atomic_write_text
 
 SUMMARY_KEYS = ("test/hr@{k}", "test/ndcg@{k}", "target/er@5", "target/er@10", "target/er@20", "target/er@30")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+RUN_FILES = ("metrics.jsonl", "metrics.csv", "metrics.png", "rounds.jsonl", "rounds.csv", "rejections.jsonl")
 
 
 def write_rows(out: Path, name: str, rows: list[dict[str, float | None]]) -> None:
     """``<name>.jsonl`` (one object per row) and ``<name>.csv`` with the same columns."""
-    _atomic_write(out / f"{name}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    atomic_write_text(out / f"{name}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    tmp = out / f"{name}.csv.tmp"
-    with tmp.open("w", newline="") as handle:
+    with atomic_path(out / f"{name}.csv") as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(out / f"{name}.csv")
 
 
 def write_metrics(out: Path, history: list[dict[str, float]]) -> None:
@@ -112,6 +106,9 @@ class RunWriter:
 
     def on_start(self, config: SimulationConfig, plan: Plan, rounds_per_epoch: int, start_epoch: int) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
+        if not config.resume:  # a fresh run (or --overwrite): nothing of an earlier run may stay behind
+            for name in RUN_FILES:
+                (self.out / name).unlink(missing_ok=True)
         self.rounds = [row for row in read_rows(self.out / "rounds.jsonl") if row["epoch"] <= start_epoch]
         done = rounds_per_epoch * start_epoch
         self.rejections = [row for row in read_rows(self.out / "rejections.jsonl") if row["round"] < done]
@@ -119,7 +116,7 @@ class RunWriter:
             "targets": list(plan.targets), "num_clients": plan.num_clients, "num_items": plan.num_items,
             "benign_clients": plan.num_benign, "malicious_clients": list(plan.malicious_ids),
             "shards": plan.num_shards, "device": config.resolved_device(), "rounds_per_epoch": rounds_per_epoch}}
-        _atomic_write(self.out / "config.json", json.dumps(resolved, indent=2) + "\n")
+        atomic_write_text(self.out / "config.json", json.dumps(resolved, indent=2) + "\n")
         self._print(dataset_for(config).describe())
         self._print(f"{plan.num_clients:,} clients in {plan.num_shards} shard(s), {rounds_per_epoch} rounds/epoch, "
                     f"targets {list(plan.targets)}; writing to {self.out}")
@@ -135,13 +132,18 @@ class RunWriter:
             self.bar.set_description(f"epoch {epoch}")
 
     def on_rejections(self, round_index: int, rejections: list) -> None:
-        self.rejections += [{"round": round_index, "client": r.client, "reason": r.reason} for r in rejections]
+        if rejections:  # written at once: a run stopped by --max-rejected leaves its reasons behind
+            self.rejections += [{"round": round_index, "client": r.client, "reason": r.reason} for r in rejections]
+            self._write_rejections()
+
+    def _write_rejections(self) -> None:
+        atomic_write_text(self.out / "rejections.jsonl", "".join(json.dumps(r) + "\n" for r in self.rejections))
 
     def on_evaluation(self, row: dict[str, float], history: list[dict[str, float]]) -> None:
         self.history = list(history)
         write_metrics(self.out, history)
         write_rows(self.out, "rounds", self.rounds)
-        _atomic_write(self.out / "rejections.jsonl", "".join(json.dumps(r) + "\n" for r in self.rejections))
+        self._write_rejections()
         self._print(epoch_line(row, self.config.top_k))
 
     def on_finish(self, history: list[dict[str, float]]) -> None:

@@ -6,6 +6,7 @@ import torch
 
 from clients.app import app as client_app
 from clients.strategy import load_strategy_class
+from federation.assignments import assign_strategies
 from federation.config import ConfigError, SimulationConfig, usable_cores
 from federation.plan import dataset_for, make_plan
 from harness.reporting import RunWriter
@@ -19,11 +20,16 @@ def configure_threads(config: SimulationConfig, cores: int | None = None) -> Non
     torch.set_num_threads(max(1, cores // max(1, config.resolved_shards())) if config.backend == "inprocess" else 1)
 
 
-def check_plugins(config: SimulationConfig) -> None:
-    """Load every client strategy and the aggregation rule the run names, so a bad name, file or class fails
-    before the run starts, with one line saying what was wrong."""
+def check_run(config: SimulationConfig) -> None:
+    """Fail before the run starts, with one line saying what was wrong, on a bad plug-in name, file or class
+    (every client strategy and the aggregation rule are loaded, every client id is checked) and on an attack without attackers."""
     plan = make_plan(config, dataset_for(config))
+    if config.attack != "none" and not plan.malicious_ids:
+        raise ConfigError(f"--attack {config.attack} with --malicious-frac {config.malicious_frac:g} injects "
+                          f"floor({plan.num_benign} x {config.malicious_frac:g}) = 0 malicious clients; pass a larger "
+                          "--malicious-frac (paper: 0.005 on fed-ml, 0.001 on fed-az) or --attack none")
     try:
+        assign_strategies(plan.assignments, plan.num_clients)  # client ids in range
         for assignment in plan.assignments:
             load_strategy_class(assignment.spec)
         load_rule(config, config.model_spec(plan.num_items))
@@ -34,7 +40,7 @@ def check_plugins(config: SimulationConfig) -> None:
 def run(config: SimulationConfig, echo: bool = True, cores: int | None = None) -> list[dict[str, float]]:
     """Run ``config`` on ``cores`` CPU cores (default: all this process may use); return the metric
     history (also written to the run folder)."""
-    check_plugins(config)
+    check_run(config)
     writer = RunWriter(config, echo=echo)
     num_nodes = make_plan(config, dataset_for(config)).num_shards
     server_app = make_server_app(config, writer)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recsys.atomic import atomic_write_text
+
 CellFunction = Callable[[dict[str, Any], Path], Any]  # (params, cell folder) -> JSON-serialisable result
 
 
@@ -38,9 +40,7 @@ def _cached(path: Path, params: dict[str, Any]) -> tuple[bool, Any]:
 
 
 def _store(path: Path, params: dict[str, Any], result: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"params": params, "result": result}, indent=1) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps({"params": params, "result": result}, indent=1) + "\n")
 
 
 def run_sweep(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +14,12 @@ import numpy as np
 import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from federation import protocol
+from federation import checkpoints, protocol
+from federation.checkpoints import CHECKPOINT, CheckpointError
 from federation.config import ConfigError, SimulationConfig
 from federation.plan import Plan, dataset_for, make_plan
 from federation.uploads import ClientUploads
+from recsys.atomic import atomic_torch_save
 from recsys.metrics import RankingSums
 from recsys.models.ncf import NCFSpec, Theta, init_theta
 from server.aggregation import RoundInfo, apply_update, load_rule
@@ -26,7 +30,22 @@ log = logging.getLogger("fedrec.server")
 
 REPLY_TIMEOUT_S = 600.0
 NODE_TIMEOUT_S = 120.0
-CHECKPOINT = "checkpoint.pt"
+FAULT_ENV = "FEDREC_FAULT"
+
+
+class RunFailed(RuntimeError):
+    """The run cannot go on (e.g. too many uploads were rejected); the message says why and what to check."""
+
+
+def fault_point(point: str, number: int) -> None:
+    """Test hook: ``FEDREC_FAULT=SIGNAL:POINT:N`` (e.g. ``SIGKILL:round:5``) sends SIGNAL to this process when it
+    reaches POINT number N: ``round`` (global round index, after Θ's update), ``evaluated`` (an epoch's
+    evaluation, shard checkpoint files written), ``reported`` (run-folder files written) or ``committed``
+    (``checkpoint.pt`` replaced, older epoch folders not yet removed)."""
+    spec = os.environ.get(FAULT_ENV, "")
+    name, _, where = spec.partition(":")
+    if spec and where == f"{point}:{number}":
+        os.kill(os.getpid(), getattr(signal, name))
 
 
 class Observer(Protocol):
@@ -99,7 +118,8 @@ def epoch_rounds(num_clients: int, per_round: int, rng: np.random.Generator) -> 
 
 @dataclass
 class ServerState:
-    """Everything the server needs to resume: Θ, the epoch reached, its RNG and the metric history."""
+    """Everything the server needs to resume: Θ, the epoch reached, its RNG, the metric history, the aggregation
+    rule's state and the client ranges of the shards whose files (``checkpoints/epoch-N/``) belong to it."""
 
     theta: Theta
     epoch: int
@@ -107,19 +127,24 @@ class ServerState:
     config_json: str
     history: list[dict[str, float]] = field(default_factory=list)
     rule_state: dict = field(default_factory=dict)
+    shard_starts: list[int] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        torch.save({"theta": self.theta, "epoch": self.epoch, "rng": self.rng.bit_generator.state,
-                    "config": self.config_json, "history": self.history, "rule": self.rule_state}, tmp)
-        tmp.replace(path)
+        """Commit this epoch's checkpoint (the shards' files must be written already)."""
+        atomic_torch_save({"theta": self.theta, "epoch": self.epoch, "rng": self.rng.bit_generator.state,
+                           "config": self.config_json, "history": self.history, "rule": self.rule_state,
+                           "shard_starts": self.shard_starts}, path)
 
     @classmethod
     def load(cls, path: Path) -> ServerState:
         saved = torch.load(path, weights_only=False)
+        if "shard_starts" not in saved:
+            raise CheckpointError(f"{path} was written before checkpoints held their shards' epoch; "
+                                  "start the run over with --overwrite")
         rng = np.random.default_rng()
         rng.bit_generator.state = saved["rng"]
-        return cls(saved["theta"], saved["epoch"], rng, saved["config"], saved["history"], saved.get("rule", {}))
+        return cls(saved["theta"], saved["epoch"], rng, saved["config"], saved["history"], saved["rule"],
+                   list(saved["shard_starts"]))
 
 
 class FederatedServer:
@@ -141,19 +166,41 @@ class FederatedServer:
         self.rejected = int(self.state.history[-1]["rejected_uploads"]) if self.state.history else 0
 
     def _initial_state(self) -> ServerState:
-        path = Path(self.config.out) / CHECKPOINT
+        """The checkpointed state (``--resume``, checked before anything in the run folder changes) or a fresh
+        one (refused when ``--out`` already holds a run, unless ``--overwrite``)."""
+        out = Path(self.config.out)
+        path = out / CHECKPOINT
         if self.config.resume:
-            if not path.is_file():
-                raise FileNotFoundError(f"--resume: no checkpoint at {path}; run without --resume first")
-            state = ServerState.load(path)
-            changed = self.config.changed_settings(SimulationConfig.from_json(state.config_json))
-            if changed:
-                raise ConfigError(f"--resume: settings {changed} differ from the checkpointed run in {path}; "
-                                  "resume with the same settings (only --epochs and execution options may change)")
-            state.config_json = self.config.to_json()
+            state = self._checkpointed_state(path)
+            checkpoints.remove_other_epochs(out, keep=state.epoch)  # uncommitted leftovers of the interrupted run
             return state
+        if holds_run(out):
+            if not self.config.overwrite:
+                raise ConfigError(f"{out} already holds a run; pass --resume to continue it or --overwrite to "
+                                  "replace it (or choose another --out)")
+            path.unlink(missing_ok=True)
+            checkpoints.remove_other_epochs(out, keep=None)
         theta = init_theta(self.spec, torch.Generator().manual_seed(self.config.seed))
-        return ServerState(theta, 0, np.random.default_rng([self.config.seed, 0]), self.config.to_json())
+        return ServerState(theta, 0, np.random.default_rng([self.config.seed, 0]), self.config.to_json(),
+                           shard_starts=list(self.plan.shard_starts))
+
+    def _checkpointed_state(self, path: Path) -> ServerState:
+        if self.config.overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other: continue the run or replace it")
+        if not path.is_file():
+            raise CheckpointError(f"--resume: no checkpoint at {path}; start the run without --resume "
+                                  "(with --overwrite if the folder holds an unfinished run)")
+        state = ServerState.load(path)
+        changed = self.config.changed_settings(SimulationConfig.from_json(state.config_json))
+        if changed:
+            raise ConfigError(f"--resume: settings {changed} differ from the checkpointed run in {path}; resume "
+                              "with the same settings (only --epochs and execution options may change)")
+        if self.config.epochs < state.epoch:
+            raise ConfigError(f"--resume: --epochs {self.config.epochs} is below the checkpointed epoch "
+                              f"{state.epoch} of {path}")
+        checkpoints.check_shards(self.config.out, state.epoch, state.shard_starts)
+        state.config_json = self.config.to_json()
+        return state
 
     # ---- protocol steps ---------------------------------------------------------------
     def _send(self, contents: dict[int, RecordDict], message_type: str) -> dict[int, Message]:
@@ -167,7 +214,9 @@ class FederatedServer:
             users = self.plan.shard_range(shard)
             contents[node] = RecordDict({protocol.SPEC: ConfigRecord({
                 "config": self.config.to_json(), "shard": shard, "first-client": int(users[0]) if len(users) else 0,
-                "num-clients": len(users), "targets": list(self.plan.targets), "resume": self.config.resume,
+                "num-clients": len(users), "targets": list(self.plan.targets),
+                "checkpoint-epoch": self.state.epoch if self.config.resume else -1,
+                "checkpoint-starts": list(self.state.shard_starts),
             })})
         replies = self._send(contents, protocol.SETUP)
         failed = {node: reply.error.reason for node, reply in replies.items() if reply.has_error()}
@@ -203,6 +252,7 @@ class FederatedServer:
         for rejection in rejections:
             log.warning("round %d: rejected the upload of client %d: %s", round_index, rejection.client, rejection.reason)
         self.rejected += len(rejections)
+        self._check_rejections(round_index, len(clients), rejections)
         uploads = ClientUploads.concat(parts).sorted_by_client() if parts else ClientUploads.empty(self.spec)
         malicious = self.malicious[uploads.client_ids]
         result = self.rule.aggregate(uploads, RoundInfo(round_index, self.targets, malicious))
@@ -212,9 +262,19 @@ class FederatedServer:
         self.observer.on_rejections(round_index, rejections)
         return row
 
-    def evaluate(self, checkpoint: bool) -> dict[str, float]:
+    def _check_rejections(self, round_index: int, selected: int, rejections: list[Rejection]) -> None:
+        """Stop the run when every upload of the round, or more than ``max_rejected`` of them, was rejected."""
+        limit = self.config.max_rejected
+        if rejections and (len(rejections) == selected or len(rejections) > limit * selected):
+            self.observer.on_rejections(round_index, rejections)
+            first = rejections[0]
+            raise RunFailed(f"round {round_index}: {len(rejections)} of {selected} uploads were rejected (limit: "
+                            f"every upload, or more than --max-rejected {limit:g} of them); first: client "
+                            f"{first.client}: {first.reason} (all reasons: rejections.jsonl)")
+
+    def evaluate(self, checkpoint: bool, epoch: int) -> dict[str, float]:
         content = RecordDict({protocol.THETA: protocol.theta_record(self.state.theta),
-                              protocol.ROUND: ConfigRecord({"checkpoint": checkpoint})})
+                              protocol.ROUND: ConfigRecord({"checkpoint": checkpoint, "epoch": epoch})})
         replies = self._send({node: content for node in self.nodes}, protocol.EVALUATE)
         total = RankingSums.zeros(len(self.config.er_ks), len(self.plan.targets))
         for node in self.nodes:
@@ -231,7 +291,7 @@ class FederatedServer:
         self.observer.on_start(config, self.plan, rounds, state.epoch)
         self.setup()
         if not state.history:
-            self._record(0, 0.0, checkpoint=False, diagnostics={})
+            self._record(0, 0.0, checkpoint=config.checkpoint_every > 0, diagnostics={})
         round_index = state.epoch * rounds
         for epoch in range(state.epoch + 1, config.epochs + 1):
             start, stats = time.perf_counter(), EpochStats()
@@ -239,6 +299,7 @@ class FederatedServer:
                 row = self.train_round(clients, round_index, stats)
                 round_index += 1
                 self.observer.on_round(epoch, r + 1, {"epoch": epoch, "round": round_index, **row})
+                fault_point("round", round_index - 1)
             state.epoch = epoch
             checkpoint = config.checkpoint_every > 0 and epoch % config.checkpoint_every == 0
             self._record(epoch, time.perf_counter() - start, checkpoint, stats.summary(rounds))
@@ -248,10 +309,20 @@ class FederatedServer:
     def _record(self, epoch: int, train_seconds: float, checkpoint: bool, diagnostics: dict[str, float | None]) -> None:
         start = time.perf_counter()
         diagnostics = diagnostics or EpochStats().summary(0)
-        row = {"epoch": epoch, **self.evaluate(checkpoint), **diagnostics, "rejected_uploads": self.rejected,
+        row = {"epoch": epoch, **self.evaluate(checkpoint, epoch), **diagnostics, "rejected_uploads": self.rejected,
                "seconds": train_seconds}
+        fault_point("evaluated", epoch)
         row["eval_seconds"] = time.perf_counter() - start
         self.state.history.append(row)
-        if checkpoint:
-            self.state.save(Path(self.config.out) / CHECKPOINT)
         self.observer.on_evaluation(row, self.state.history)
+        fault_point("reported", epoch)
+        if checkpoint:  # the shards wrote checkpoints/epoch-N/ while evaluating; this commits it
+            self.state.shard_starts = list(self.plan.shard_starts)
+            self.state.save(Path(self.config.out) / CHECKPOINT)
+            fault_point("committed", epoch)
+            checkpoints.remove_other_epochs(self.config.out, keep=epoch)
+
+
+def holds_run(out: Path) -> bool:
+    """Whether ``out`` holds (part of) an earlier run."""
+    return (out / "config.json").is_file() or (out / CHECKPOINT).is_file() or (out / checkpoints.FOLDER).is_dir()

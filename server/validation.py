@@ -73,7 +73,8 @@ def validate_uploads(record: ArrayRecord, spec: NCFSpec, selected: np.ndarray,
     _, first, counts = np.unique(clients, return_index=True, return_counts=True)
     reject(np.isin(clients, clients[first[counts > 1]]), "client id appears more than once")
     for name, value in dense.items():
-        reject(~np.isfinite(value.reshape(count, -1)).all(axis=1), f"{name}: contains NaN or Inf")
+        finite = np.isfinite(value.reshape(count, int(np.prod(value.shape[1:]))))  # count may be 0
+        reject(~finite.all(axis=1), f"{name}: contains NaN or Inf")
     reject(~np.isfinite(losses), "loss is not finite")
     out_of_range = (items < 0) | (items >= spec.num_items)
     reject(np.bincount(owner[out_of_range], minlength=count) > 0, f"{ITEM_EMBEDDING} row ids outside [0, {spec.num_items})")

@@ -14,6 +14,7 @@ import torch
 from attacks.federated.a_hum import mine_hard_users
 from clients.population import build_client_data
 from clients.strategy import StrategyContext, load_strategy_class
+from federation.checkpoints import committed_embeddings
 from federation.config import ConfigError, SimulationConfig
 from federation.plan import dataset_for, make_plan
 from harness.runner import run
@@ -182,8 +183,7 @@ def test_malicious_uploads_pass_the_servers_validation(strategy):
 def mean_target_score(out: Path, config: SimulationConfig) -> float:
     """Mean Υ(p_u, q_target) over benign users, from the run's checkpoints."""
     theta = torch.load(out / "checkpoint.pt", weights_only=False)["theta"]
-    shards = sorted((out / "checkpoints").glob("shard-*.pt"))
-    embeddings = torch.cat([torch.load(p, weights_only=True)["embeddings"] for p in shards])[:config.synthetic_users]
+    embeddings = committed_embeddings(out)[:config.synthetic_users]
     target = json.loads((out / "config.json").read_text())["resolved"]["targets"][0]
     items = torch.full((len(embeddings),), target)
     return float(torch.sigmoid(ncf_logits(embeddings, theta[ITEM_EMBEDDING][items], theta, 3)).mean())
