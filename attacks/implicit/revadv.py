@@ -65,7 +65,7 @@ def initial_fake(setting: PoisonSetting, rng: np.random.Generator) -> torch.Tens
         raise ValueError(f"no real user has between 1 and {setting.budget} items to copy")
     chosen = rng.choice(pool, setting.num_fake, replace=len(pool) < setting.num_fake)
     fake = torch.zeros(setting.num_fake, setting.num_items)
-    sub = setting.train.subset(chosen)
+    sub = setting.train.subset(chosen)  # a copied row keeps its distinct items
     fake[torch.from_numpy(sub.row_ids()), torch.from_numpy(sub.items)] = 1.0
     return fake
 

@@ -78,10 +78,11 @@ def adam_step(theta: Theta, grads: Theta, state: tuple[Theta, Theta], step: int,
 class WMFSurrogate:
     """A WMF surrogate over the real rows of ``setting`` plus a fake matrix (see the module doc)."""
 
-    def __init__(self, setting: PoisonSetting, settings: WMFSettings, seed: int) -> None:
-        self.setting, self.settings, self.seed = setting, settings, seed
+    def __init__(self, setting: PoisonSetting, settings: WMFSettings, seed: int,
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.setting, self.settings, self.seed, self.dtype = setting, settings, seed, dtype
         train = setting.train
-        self.real = torch.zeros(train.num_users, setting.num_items)
+        self.real = torch.zeros(train.num_users, setting.num_items, dtype=dtype)
         self.real[torch.from_numpy(train.row_ids()), torch.from_numpy(train.items)] = 1.0
         self.targets = torch.as_tensor(setting.targets, dtype=torch.long)
         self.previous: Theta | None = None
@@ -89,7 +90,7 @@ class WMFSurrogate:
     def initial_theta(self) -> Theta:
         g = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}/wmf-init".encode()))
         n, f, m, d = self.setting.train.num_users, self.setting.num_fake, self.setting.num_items, self.settings.dim
-        return {name: INIT_STD * torch.randn(rows, d, generator=g)
+        return {name: INIT_STD * torch.randn(rows, d, generator=g, dtype=self.dtype)
                 for name, rows in (("user_real", n), ("user_fake", f), ("item", m))}
 
     def batch_loss(self, theta: Theta, rows: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
@@ -125,7 +126,7 @@ class WMFSurrogate:
         total_rows = self.real.shape[0] + fake.shape[0]
         orders = [torch.randperm(total_rows, generator=g) for _ in range(plain + unroll)]
         state = ({k: torch.zeros_like(v) for k, v in theta.items()}, {k: torch.zeros_like(v) for k, v in theta.items()})
-        fake = fake.detach()
+        fake = fake.detach().to(self.dtype)
         theta, state, step = self._epochs(theta, state, 0, fake, orders[:plain])
 
         def unrolled(x: torch.Tensor) -> Theta:
