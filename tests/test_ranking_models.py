@@ -166,3 +166,25 @@ def test_promotion_and_utility_equal_per_user_loops(synthetic):
     assert utility(model, synthetic.train, synthetic.test)["test/recall@20"] == pytest.approx(np.mean(recall))
     popular = utility(PopularityScorer(synthetic.train, synthetic.num_items), synthetic.train, synthetic.test)
     assert popular["test/recall@20"] > 0.1
+
+
+def test_wrmf_sweeps_equal_implicit_als():
+    implicit_als = pytest.importorskip("implicit.cpu.als")
+    from scipy.sparse import csr_matrix
+
+    train = random_lists(30, 25, 4, high=9)
+    model = make_model("wrmf", 30, 25, 6, torch.Generator().manual_seed(4)).double()
+    model.bind(train)
+    reference = implicit_als.AlternatingLeastSquares(factors=6, regularization=model.reg, alpha=1.0,
+                                                     dtype=np.float64, use_cg=False, iterations=3)
+    reference.user_factors = model.user_emb.detach().numpy().copy()
+    reference.item_factors = model.item_emb.detach().numpy().copy()
+    confidence = csr_matrix((np.full(train.nnz, 1.0 + model.alpha), train.items, train.indptr), shape=(30, 25))
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):  # implicit warns against a threaded BLAS
+        reference.fit(confidence, show_progress=False)  # c_ui = 1 + α on observed pairs, 1 elsewhere
+    for _ in range(3):
+        model.als_sweep()
+    np.testing.assert_allclose(model.user_emb.detach().numpy(), reference.user_factors, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(model.item_emb.detach().numpy(), reference.item_factors, rtol=1e-6, atol=1e-8)
