@@ -175,14 +175,15 @@ def test_wrmf_sweeps_equal_implicit_als():
     train = random_lists(30, 25, 4, high=9)
     model = make_model("wrmf", 30, 25, 6, torch.Generator().manual_seed(4)).double()
     model.bind(train)
-    reference = implicit_als.AlternatingLeastSquares(factors=6, regularization=model.reg, alpha=1.0,
-                                                     dtype=np.float64, use_cg=False, iterations=3)
-    reference.user_factors = model.user_emb.detach().numpy().copy()
-    reference.item_factors = model.item_emb.detach().numpy().copy()
-    confidence = csr_matrix((np.full(train.nnz, 1.0 + model.alpha), train.items, train.indptr), shape=(30, 25))
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, "blas"):  # implicit warns against a threaded BLAS
+        reference = implicit_als.AlternatingLeastSquares(factors=6, regularization=model.reg, alpha=1.0,
+                                                         dtype=np.float64, use_cg=False, iterations=3)
+    reference.user_factors = model.user_emb.detach().numpy().copy()
+    reference.item_factors = model.item_emb.detach().numpy().copy()
+    confidence = csr_matrix((np.full(train.nnz, 1.0 + model.alpha), train.items, train.indptr), shape=(30, 25))
+    with threadpool_limits(1, "blas"):
         reference.fit(confidence, show_progress=False)  # c_ui = 1 + α on observed pairs, 1 elsewhere
     for _ in range(3):
         model.als_sweep()
