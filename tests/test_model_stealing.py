@@ -19,7 +19,7 @@ from defenses.mixing import MixingDefense
 from recsys.data import load_dataset
 from recsys.data.dataset import Interactions
 from recsys.list_metrics import agreement, recall
-from recsys.models.ranking import MODELS, make_model, recommend, shared_parameter_names
+from recsys.models.ranking import make_model, recommend, shared_parameter_names
 
 
 def test_agreement_on_hand_built_lists():
@@ -189,17 +189,6 @@ def test_mixing_defense_replaces_exactly_n_items_with_unseen_popular_ones(synthe
     scarce = MixingDefense(oracle, popularity, n_mix=8, seed=0, top=8).query(users, 10)
     assert bool(((scarce != clean).sum(1) <= 8).all()) and all(len(set(row)) == 10 for row in scarce.tolist())
     assert not bool(oracle.interacted.gather(1, scarce).any())
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_score_all_matches_pairwise_scores(name):
-    model = make_model(name, 5, 7, 8, torch.Generator().manual_seed(2))
-    users = torch.tensor([4, 0])
-    pairs = model.score(users[:, None].expand(-1, 7), torch.arange(7)[None, :].expand(2, -1))
-    all_scores = model.score_all(users)
-    if name == "lmf":  # score_all leaves out the user bias, which does not change a ranking
-        all_scores = all_scores + model.user_bias[users, None]
-    torch.testing.assert_close(all_scores, pairs.detach())
 
 
 def test_recommend_excludes_interacted_items():

@@ -96,10 +96,12 @@ def test_edge_dropout_and_info_nce():
     assert float(info_nce(z1, z2, 0.2)) == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.parametrize("bound", [False, True])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_bound_models_score_all_matches_pairwise_scores(name):
+def test_score_all_matches_pairwise_scores(name, bound):
     model = make_model(name, 8, 9, 4, torch.Generator().manual_seed(2))
-    model.bind(random_lists(8, 9, 2))
+    if bound:  # graph models score over their training graph (an empty one before bind)
+        model.bind(random_lists(8, 9, 2))
     users = torch.tensor([7, 0, 3])
     pairs = model.score(users[:, None].expand(-1, 9), torch.arange(9)[None, :].expand(3, -1))
     all_scores = model.score_all(users)
