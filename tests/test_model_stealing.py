@@ -206,6 +206,20 @@ def test_the_target_learns_its_users_test_items(synthetic_split, trained_target)
     assert recall(lists, interaction_mask(s.target_test, s.num_items)) > 2 * chance
 
 
+@pytest.mark.parametrize("name", ["wrmf", "lightgcn"])
+def test_implicit_victims_are_stealing_targets_and_reload_from_their_cache(synthetic_split, tmp_path, name):
+    from experiments.stealing_cell import target_model
+
+    s = synthetic_split
+    model = target_model(s, name, 16, 3, 0, tmp_path / "target.pt")
+    oracle = QueryOracle(model, s.target_train, s.num_items)
+    lists = oracle.query(torch.arange(s.target_train.num_users), 10)
+    assert not bool(oracle.interacted.gather(1, lists).any())
+    assert recall(lists, interaction_mask(s.target_test, s.num_items)) > 2 * 10 / s.num_items
+    reloaded = target_model(s, name, 16, 3, 0, tmp_path / "target.pt")  # graph rebuilt from the same data
+    assert torch.equal(QueryOracle(reloaded, s.target_train, s.num_items).query(torch.arange(5), 10), lists[:5])
+
+
 def test_logistic_objective_matches_a_hand_computation():
     objective = InteractionObjective(Interactions.from_lists([[1], [0]]), 4, "logistic", negatives=2)
     model = make_model("lmf", 2, 4, 3, torch.Generator().manual_seed(0))
