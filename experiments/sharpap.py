@@ -25,6 +25,7 @@ from attacks.implicit import ATTACKS
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import MODES, SharpSettings
 from attacks.implicit.wmf_surrogate import WMFSettings
+from experiments.sharpap_cell import FAKE_SHARE, popularity, run_attack, run_victim
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
 
@@ -86,25 +87,27 @@ class Experiment:
         self.options = {"surrogate": asdict(surrogate), "revadv": asdict(revadv),
                         "sharp": asdict(SharpSettings(kappa=args.kappa, mode=args.sharp_mode))}
         self.victim_settings = preset["victims"]
+        default = args.fake_share == FAKE_SHARE  # cells of the default share keep their keys and parameters
+        self.share = {} if default else {"fake_share": args.fake_share}
+        self.share_tag = "" if default else f"-n{args.fake_share}"
         self.dim = VICTIM_DIM[args.preset]
 
     def attack_cell(self, dataset: str, attack: str, run: int) -> Cell:
         params = {"dataset": dataset, "data_dir": self.args.data_dir, "attack": attack, "run": run,
-                  "threads": self.args.threads, **self.options}
+                  "threads": self.args.threads, **self.options, **self.share}
         sharp = f"-k{self.args.kappa}-{self.args.sharp_mode}" if attack.endswith("sharpap") else ""
         gradient = f"-{self.args.preset}-i{self.options['revadv']['iterations']}" if attack.startswith("revadv") else ""
-        return Cell(f"attack-{dataset}-{attack}{gradient}{sharp}-r{run}", params)
+        return Cell(f"attack-{dataset}-{attack}{gradient}{sharp}{self.share_tag}-r{run}", params)
 
     def victim_cell(self, dataset: str, victim: str, attack: Cell | None, run: int, profiles: str | None) -> Cell:
         epochs, lr, batch = self.victim_settings[victim]
         params = {"dataset": dataset, "data_dir": self.args.data_dir, "victim": victim, "run": run,
                   "threads": self.args.threads, "dim": self.dim, "profiles": profiles,
-                  "train": {"epochs": epochs, "lr": lr, "batch_size": batch}}
-        source = attack.key[len("attack-"):] if attack is not None else f"{dataset}-none-r{run}"
+                  "train": {"epochs": epochs, "lr": lr, "batch_size": batch}, **self.share}
+        source = attack.key[len("attack-"):] if attack is not None else f"{dataset}-none{self.share_tag}-r{run}"
         return Cell(f"victim-{victim}-e{epochs}-{source}", params)
 
     def run(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-        from experiments.sharpap_cell import popularity, run_attack, run_victim
 
         a = self.args
         attacks = {(d, at, r): self.attack_cell(d, at, r) for d in a.datasets for at in a.attacks if at != "none"
@@ -218,6 +221,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5, help="runs (each its own targets and seeds)")
     parser.add_argument("--preset", choices=PRESETS, default="lean", help="hyper-parameter preset (default lean)")
     parser.add_argument("--iterations", type=int, default=None, help="override RevAdv's outer iterations")
+    parser.add_argument("--fake-share", type=float, default=FAKE_SHARE,
+                        help="fake users as a share of the real users (default 0.01, the paper's 1%%)")
     parser.add_argument("--kappa", type=float, default=SharpSettings.kappa, help="SharpAP radius κ (relative)")
     parser.add_argument("--sharp-mode", choices=MODES, default=SharpSettings.mode, help="SharpAP perturbation")
     parser.add_argument("--workers", type=int, default=1, help="parallel Ray workers (1: sequential)")
@@ -225,8 +230,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None, help="root folder of the datasets (default: $FEDREC_DATA_DIR)")
     parser.add_argument("--out", default="runs/sharpap", help="output folder (cells are cached there)")
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.workers < 1 or args.threads < 1 or args.kappa < 0:
-        parser.error("--runs, --workers and --threads must be >= 1 and --kappa >= 0")
+    if args.runs < 1 or args.workers < 1 or args.threads < 1 or args.kappa < 0 or not 0 < args.fake_share <= 1:
+        parser.error("--runs, --workers and --threads must be >= 1, --kappa >= 0 and --fake-share in (0, 1]")
     if args.iterations is not None and args.iterations < 0:
         parser.error("--iterations must be >= 0")
     return args

@@ -60,13 +60,14 @@ def load(name: str, data_dir: str | None) -> Dataset:
     return load_dataset(name, data_dir)
 
 
-def setting(dataset: Dataset, run: int) -> PoisonSetting:
+def setting(dataset: Dataset, run: int, fake_share: float = FAKE_SHARE) -> PoisonSetting:
     """Run ``run``'s targets (5 items drawn uniformly among items with a training interaction),
-    n_f = 1% of users and the budget = the mean real-user training degree (targets included)."""
+    n_f = ``fake_share`` of the users (1%) and the budget = the mean real-user training degree
+    (targets included)."""
     rng = np.random.default_rng(zlib.crc32(f"targets/{dataset.name}/{run}".encode()))
     present = np.flatnonzero(np.bincount(dataset.train.items, minlength=dataset.num_items) > 0)
     targets = np.sort(rng.choice(present, NUM_TARGETS, replace=False))
-    num_fake = max(1, round(FAKE_SHARE * dataset.num_users))
+    num_fake = max(1, round(fake_share * dataset.num_users))
     budget = max(NUM_TARGETS + 1, round(dataset.train.nnz / dataset.num_users))
     return PoisonSetting(dataset.train, dataset.num_items, targets, num_fake, budget)
 
@@ -85,7 +86,7 @@ def run_attack(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     torch.set_num_threads(params.get("threads", 1))
     start = time.perf_counter()
     dataset = load(params["dataset"], params["data_dir"])
-    poison = setting(dataset, params["run"])
+    poison = setting(dataset, params["run"], params.get("fake_share", FAKE_SHARE))
     profiles, history = generate(params["attack"], poison, attack_options(params), params["run"])
     path = folder / "profiles.npz"
     profiles.save(path)
@@ -101,7 +102,7 @@ def run_victim(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     torch.set_num_threads(params.get("threads", 1))
     start = time.perf_counter()
     dataset = load(params["dataset"], params["data_dir"])
-    poison = setting(dataset, params["run"])
+    poison = setting(dataset, params["run"], params.get("fake_share", FAKE_SHARE))
     train = dataset.train
     if params["profiles"]:
         train = FakeProfiles.load(Path(params["profiles"])).inject(train)

@@ -141,6 +141,9 @@ def test_sharpap_table_command_on_synthetic_data(tmp_path, capsys):
     main(["table", "--datasets", "synthetic", "--runs", "2", "--preset", "ci", "--kappa", "0.5",
           "--victims", "wrmf", "--attacks", "none", "revadv", "--out", str(tmp_path)])  # all cells cached
     assert "| synthetic | wrmf | revadv |" in capsys.readouterr().out
+    main(["table", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--fake-share", "0.1",
+          "--victims", "wrmf", "--attacks", "none", "random", "--out", str(tmp_path)])
+    assert "| synthetic | random | 0 | 8 30 48 159 182 | 30 |" in capsys.readouterr().out  # 10% of 300 users
 
 
 def test_command_line_rejects_bad_settings():
