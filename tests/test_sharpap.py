@@ -155,3 +155,21 @@ def test_command_line_rejects_bad_settings():
         parse_args(["table", "--victims", "ncf"])
     with pytest.raises(ValueError, match="SharpAP mode"):
         SharpSettings(mode="sam")
+
+
+def test_injected_profiles_promote_the_targets_on_a_retrained_victim(setting):
+    from attacks.implicit.heuristic import bandwagon_attack
+    from central.ranking_learner import TrainSettings, train_native
+    from recsys.models.ranking import make_model
+    from recsys.promotion_metrics import promotion
+
+    many = PoisonSetting(setting.train, setting.num_items, setting.targets, 30, setting.budget)  # 20% fake users
+
+    def target_hr(train: Interactions) -> float:
+        model = make_model("bpr", train.num_users, setting.num_items, 16, torch.Generator().manual_seed(0))
+        train_native(model, train, TrainSettings(15, lr=1e-2, batch_size=256), seed=0)
+        return float(promotion(model, setting.train, setting.targets, (20,))["hr@20"])
+
+    clean = target_hr(setting.train)
+    poisoned = target_hr(bandwagon_attack(many, np.random.default_rng(0)).inject(setting.train))
+    assert poisoned > 3 * clean and poisoned > clean + 0.05  # measured: 0.023 -> 0.089
