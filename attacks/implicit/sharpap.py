@@ -13,6 +13,9 @@ G_sharp = (∂θ_E/∂X)ᵀ ∇θ L_adv(θ)|_{θ = θ_E + v̂}, one VJP through 
   loss-threshold victim space).
 
 κ = 0 gives v̂ = 0, so the cotangent, and the attack, equal RevAdv's bit for bit.
+
+Besides RevAdv's surrogate interface, SharpAP reads ``target_norm(θ)`` (the radius scale) and, for
+``ksteps``, ``recommendation_loss(θ, X)``.
 """
 
 from __future__ import annotations
