@@ -23,11 +23,12 @@ from typing import Any
 from attacks.stealing import ATTACKS, StealingSettings
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
+from attacks.stealing.base import CLONE_MODELS
 from recsys.models.ranking import MODELS
 
 ALL_ATTACKS = list(ATTACKS)  # qsd, ptd, ptq, pta, ptaq: Table 4's rows
 LOSS_PAIRS = (("hinge", "hinge"), ("hinge", "bpr"), ("bpr", "hinge"), ("bpr", "bpr"))  # Table 7: L_r + L_p
-TARGET_EPOCHS = {"bpr": 60, "ncf": 20, "lmf": 40}
+TARGET_EPOCHS = {"bpr": 60, "ncf": 20, "lmf": 40, "wrmf": 15, "lightgcn": 60, "sgl": 30, "simgcl": 30}
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -55,7 +56,8 @@ class Experiment:
              n_mix: int = 0, **attacker: Any) -> Cell:
         """One target × seed × setting; its key names every setting, so commands share cells."""
         a = self.args
-        settings = self.attacker(**{"clone": target if a.clone == "same" else a.clone, **attacker})
+        same = target if target in CLONE_MODELS else "bpr"
+        settings = self.attacker(**{"clone": same if a.clone == "same" else a.clone, **attacker})
         params = {
             "dataset": dataset or a.datasets[0], "data_dir": a.data_dir, "target": target,
             "target_epochs": a.target_epochs or TARGET_EPOCHS[target], "seed": seed,
@@ -234,11 +236,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None, help="root folder of the datasets (default: $FEDREC_DATA_DIR)")
     parser.add_argument("--datasets", nargs="+", default=["fed-ml"],
                         help="datasets (recsys.data names); Table 4 uses all, the others the first (default fed-ml)")
-    parser.add_argument("--targets", nargs="+", choices=list(MODELS), default=list(MODELS),
-                        help="target model architectures (default: bpr ncf lmf)")
-    parser.add_argument("--clone", choices=["same", *MODELS], default="same",
-                        help="clone architecture; 'same' copies the target's (Fig. 6 sweeps all)")
-    parser.add_argument("--clones", nargs="+", choices=list(MODELS), default=list(MODELS),
+    parser.add_argument("--targets", nargs="+", choices=list(MODELS), default=list(CLONE_MODELS),
+                        help="target model architectures (default: bpr ncf lmf; also wrmf lightgcn sgl simgcl)")
+    parser.add_argument("--clone", choices=["same", *CLONE_MODELS], default="same",
+                        help="clone architecture; 'same' copies the target's (BPR-MF for wrmf and the graph "
+                             "targets; Fig. 6 sweeps all)")
+    parser.add_argument("--clones", nargs="+", choices=list(CLONE_MODELS), default=list(CLONE_MODELS),
                         help="Fig. 6: clone architectures (columns of the heatmap)")
     parser.add_argument("--attacks", nargs="+", choices=ALL_ATTACKS, default=ALL_ATTACKS,
                         help="attacks shown by the figures (every cell runs all five; the tables show theirs)")

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from attacks.stealing import ATTACKS, StealingRun, StealingSettings
-from central.objectives import InteractionObjective, interaction_mask
-from central.ranking_learner import fit
+from central.objectives import interaction_mask
+from central.ranking_learner import TrainSettings, train_native
 from central.stealing_data import AttackerView, QueryOracle, StealingSplit
 from defenses.mixing import MixingDefense
 from recsys.data import load_dataset
@@ -35,10 +35,11 @@ def target_model(split: StealingSplit, name: str, dim: int, epochs: int, seed: i
     generator = torch.Generator().manual_seed(zlib.crc32(f"{seed}/target/{name}".encode()))
     model = make_model(name, split.target_train.num_users, split.num_items, dim, generator)
     if cache is not None and cache.is_file():
+        model.bind(split.target_train)
         model.load_state_dict(torch.load(cache, weights_only=True))
         return model
-    negatives = 1 if model.native_loss == "bpr" else LOGISTIC_NEGATIVES
-    fit(model, InteractionObjective(split.target_train, split.num_items, model.native_loss, negatives), epochs, seed)
+    negatives = LOGISTIC_NEGATIVES if model.native_loss == "logistic" else 1
+    train_native(model, split.target_train, TrainSettings(epochs, negatives=negatives), seed)
     if cache is not None:
         save_atomically(model, cache)
     return model

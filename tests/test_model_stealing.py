@@ -19,7 +19,7 @@ from defenses.mixing import MixingDefense
 from recsys.data import load_dataset
 from recsys.data.dataset import Interactions
 from recsys.list_metrics import agreement, recall
-from recsys.models.ranking import MODELS, make_model, recommend, shared_parameter_names
+from recsys.models.ranking import make_model, recommend, shared_parameter_names
 
 
 def test_agreement_on_hand_built_lists():
@@ -191,17 +191,6 @@ def test_mixing_defense_replaces_exactly_n_items_with_unseen_popular_ones(synthe
     assert not bool(oracle.interacted.gather(1, scarce).any())
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_score_all_matches_pairwise_scores(name):
-    model = make_model(name, 5, 7, 8, torch.Generator().manual_seed(2))
-    users = torch.tensor([4, 0])
-    pairs = model.score(users[:, None].expand(-1, 7), torch.arange(7)[None, :].expand(2, -1))
-    all_scores = model.score_all(users)
-    if name == "lmf":  # score_all leaves out the user bias, which does not change a ranking
-        all_scores = all_scores + model.user_bias[users, None]
-    torch.testing.assert_close(all_scores, pairs.detach())
-
-
 def test_recommend_excludes_interacted_items():
     model = make_model("bpr", 3, 6, 4, torch.Generator().manual_seed(0))
     exclude = interaction_mask(Interactions.from_lists([[0, 1], [2], []]), 6)
@@ -215,6 +204,20 @@ def test_the_target_learns_its_users_test_items(synthetic_split, trained_target)
     lists = oracle.query(torch.arange(s.target_train.num_users), 10)
     chance = 10 / s.num_items
     assert recall(lists, interaction_mask(s.target_test, s.num_items)) > 2 * chance
+
+
+@pytest.mark.parametrize("name", ["wrmf", "lightgcn"])
+def test_implicit_victims_are_stealing_targets_and_reload_from_their_cache(synthetic_split, tmp_path, name):
+    from experiments.stealing_cell import target_model
+
+    s = synthetic_split
+    model = target_model(s, name, 16, 3, 0, tmp_path / "target.pt")
+    oracle = QueryOracle(model, s.target_train, s.num_items)
+    lists = oracle.query(torch.arange(s.target_train.num_users), 10)
+    assert not bool(oracle.interacted.gather(1, lists).any())
+    assert recall(lists, interaction_mask(s.target_test, s.num_items)) > 2 * 10 / s.num_items
+    reloaded = target_model(s, name, 16, 3, 0, tmp_path / "target.pt")  # graph rebuilt from the same data
+    assert torch.equal(QueryOracle(reloaded, s.target_train, s.num_items).query(torch.arange(5), 10), lists[:5])
 
 
 def test_logistic_objective_matches_a_hand_computation():

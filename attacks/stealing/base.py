@@ -21,14 +21,16 @@ from attacks.stealing.loss import MARGIN, PAIR_LOSSES, StealingObjective
 from central.objectives import InteractionObjective, interaction_mask
 from central.ranking_learner import fit
 from central.stealing_data import AttackerView
-from recsys.models.ranking import MODELS, make_model, save_atomically
+from recsys.models.ranking import make_model, save_atomically
+
+CLONE_MODELS = ("bpr", "ncf", "lmf")  # clone architectures: trained with BPR on score(), no graph to bind
 
 
 @dataclass(frozen=True)
 class StealingSettings:
     """The attacker's choices (the paper's values as defaults where it gives them)."""
 
-    clone: str = "bpr"  # clone architecture (a name in recsys.models.ranking.MODELS)
+    clone: str = "bpr"  # clone architecture (one of CLONE_MODELS)
     dim: int = 64
     k: int = 50  # length of the queried lists
     epochs: int = 200  # BPR epochs of the clone on the available target data
@@ -43,8 +45,8 @@ class StealingSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.clone not in MODELS:
-            raise ValueError(f"unknown clone architecture {self.clone!r}; choose one of {', '.join(MODELS)}")
+        if self.clone not in CLONE_MODELS:
+            raise ValueError(f"unknown clone architecture {self.clone!r}; choose one of {', '.join(CLONE_MODELS)}")
         losses = (self.ranking_loss, self.positive_loss, self.qsd_ranking_loss, self.qsd_positive_loss)
         if any(loss not in PAIR_LOSSES for loss in losses):
             raise ValueError(f"stealing losses must be among {', '.join(PAIR_LOSSES)}, got {losses}")

@@ -1,4 +1,5 @@
-"""Top-K recommenders for the model-stealing experiments: BPR-MF, LMF and NCF, by name.
+"""The registry of implicit-feedback top-K recommenders (``MODELS``): BPR-MF, LMF and NCF here,
+WRMF, LightGCN, SGL and SimGCL in their own modules, all on the ``RankingModel`` interface.
 
 Every model scores (user, item) pairs from their embedding rows with ``pair_scores`` so that an
 attacker can substitute other item embeddings (the attention fusion of PTA, eqs. 5–8), and
@@ -13,42 +14,15 @@ from pathlib import Path
 
 import torch
 
-from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec, init_theta, init_user_embeddings, ncf_logits, score_all_items
-
-USER_SIDE = ("user_emb", "user_bias")  # parameters that stay with the client in central mode
-
-
-class RankingModel(torch.nn.Module):
-    """User and item embeddings p, q (N(0, 0.01²), as the NCF code initialises them) and a scorer."""
-
-    native_loss = "bpr"  # the objective the model is trained with as a target model
-
-    def __init__(self, num_users: int, num_items: int, dim: int, generator: torch.Generator) -> None:
-        super().__init__()
-        self.num_users, self.num_items, self.dim = num_users, num_items, dim
-        self.user_emb = torch.nn.Parameter(init_user_embeddings(num_users, dim, generator))
-        self.item_emb = torch.nn.Parameter(init_user_embeddings(num_items, dim, generator))
-
-    def pair_scores(self, users: torch.Tensor, items: torch.Tensor, user_vecs: torch.Tensor,
-                    item_vecs: torch.Tensor) -> torch.Tensor:
-        """r for aligned ids ``users``, ``items`` [...] scored with the given embedding rows [..., d]."""
-        raise NotImplementedError
-
-    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """r_ij for aligned ``users`` and ``items``."""
-        return self.pair_scores(users, items, self.user_emb[users], self.item_emb[items])
-
-    @torch.no_grad()
-    def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        """r_ij of every item j for each of ``users`` ([B, M])."""
-        return self.user_emb[users] @ self.item_emb.T
-
+from recsys.models.base import RankingModel, shared_parameter_names
+from recsys.models.lightgcn import LightGCN
+from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec, init_theta, ncf_logits, score_all_items
+from recsys.models.sgl import SGL
+from recsys.models.simgcl import SimGCL
+from recsys.models.wrmf import WRMF
 
 class BPRMF(RankingModel):
     """Matrix factorisation r_ij = p_i · q_j (eq. 1) trained with the BPR loss (eq. 4)."""
-
-    def pair_scores(self, users, items, user_vecs, item_vecs):
-        return (user_vecs * item_vecs).sum(-1)
 
 
 class LMF(RankingModel):
@@ -102,11 +76,6 @@ class NCF(RankingModel):
         return score_all_items(self.user_emb[users].detach(), theta, self.spec.num_linear).clone()
 
 
-def shared_parameter_names(module: torch.nn.Module) -> list[str]:
-    """Names of ``module``'s item-side parameters: all but the user embeddings and biases."""
-    return [name for name, _ in module.named_parameters() if name.rsplit(".", 1)[-1] not in USER_SIDE]
-
-
 @torch.no_grad()
 def recommend(scorer: torch.nn.Module, users: torch.Tensor, exclude: torch.Tensor, k: int, chunk: int = 128) -> torch.Tensor:
     """Top-``k`` item ids of ``scorer.score_all`` for ``users`` ([U, k], best first), never an item
@@ -127,11 +96,21 @@ def save_atomically(module: torch.nn.Module, path: Path) -> None:
     tmp.replace(path)
 
 
-MODELS: dict[str, type[RankingModel]] = {"bpr": BPRMF, "ncf": NCF, "lmf": LMF}
+MODELS: dict[str, type[RankingModel]] = {"bpr": BPRMF, "ncf": NCF, "lmf": LMF, "wrmf": WRMF,
+                                         "lightgcn": LightGCN, "sgl": SGL, "simgcl": SimGCL}
+
+__all__ = ["MODELS", "RankingModel", "make_model", "recommend", "save_atomically", "shared_parameter_names"]
 
 
-def make_model(name: str, num_users: int, num_items: int, dim: int, generator: torch.Generator) -> RankingModel:
-    """A fresh model ``name`` (one of ``MODELS``) for ``num_users`` × ``num_items``."""
+def make_model(name: str, num_users: int, num_items: int, dim: int, generator: torch.Generator,
+               **options: float) -> RankingModel:
+    """A fresh model ``name`` (one of ``MODELS``) for ``num_users`` × ``num_items``; ``options``
+    override its hyper-parameters (class attributes such as ``reg``, ``layers``, ``alpha``)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[name](num_users, num_items, dim, generator)
+    model = MODELS[name](num_users, num_items, dim, generator)
+    for key, value in options.items():
+        if key.startswith("_") or not hasattr(type(model), key) or callable(getattr(type(model), key)):
+            raise ValueError(f"model {name!r} has no hyper-parameter {key!r}")
+        setattr(model, key, type(getattr(type(model), key))(value))
+    return model

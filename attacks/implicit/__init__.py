@@ -1,0 +1,68 @@
+"""Implicit-feedback fake-profile attacks, by name; each returns ``FakeProfiles`` within the
+setting's per-fake budget: ``random``, ``bandwagon`` (heuristics), ``revadv`` (hypergradient
+through a WMF surrogate) and ``revadv+sharpap`` (RevAdv with SharpAP's sharpness-aware cotangent).
+
+A new attack is a function ``(setting, options, seed) -> (profiles, history)`` plus an entry in ``ATTACKS``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from attacks.implicit import heuristic, revadv
+from attacks.implicit.profiles import FakeProfiles, PoisonSetting
+from attacks.implicit.sharpap import SharpAP, SharpSettings
+from attacks.implicit.wmf_surrogate import WMFSettings, WMFSurrogate
+
+History = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class AttackOptions:
+    """Settings of the gradient attacks (the heuristics need none)."""
+
+    surrogate: WMFSettings = field(default_factory=WMFSettings)
+    revadv: revadv.RevAdvSettings = field(default_factory=revadv.RevAdvSettings)
+    sharp: SharpSettings = field(default_factory=SharpSettings)
+
+
+def _rng(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(f"{seed}/{name}".encode()))
+
+
+def _heuristic(function: Callable[[PoisonSetting, np.random.Generator], FakeProfiles], name: str):
+    def generate(setting: PoisonSetting, options: AttackOptions, seed: int) -> tuple[FakeProfiles, History]:
+        return function(setting, _rng(seed, name)), []
+    return generate
+
+
+def _gradient(sharp: bool):
+    def generate(setting: PoisonSetting, options: AttackOptions, seed: int) -> tuple[FakeProfiles, History]:
+        # RevAdv and RevAdv+SharpAP share X₀, the surrogate's seed and the targets
+        surrogate = WMFSurrogate(setting, options.surrogate, seed)
+        rule = SharpAP(options.sharp) if sharp else revadv.plain_cotangent
+        return revadv.run(surrogate, setting, options.revadv, _rng(seed, "revadv"), rule)
+    return generate
+
+
+ATTACKS: dict[str, Callable[[PoisonSetting, AttackOptions, int], tuple[FakeProfiles, History]]] = {
+    "random": _heuristic(heuristic.random_attack, "random"),
+    "bandwagon": _heuristic(heuristic.bandwagon_attack, "bandwagon"),
+    "revadv": _gradient(sharp=False),
+    "revadv+sharpap": _gradient(sharp=True),
+}
+
+
+def generate(name: str, setting: PoisonSetting, options: AttackOptions, seed: int) -> tuple[FakeProfiles, History]:
+    """Fake profiles of attack ``name`` (one of ``ATTACKS``) and its per-iteration history."""
+    if name not in ATTACKS:
+        raise ValueError(f"unknown implicit attack {name!r}; choose one of {', '.join(ATTACKS)}")
+    return ATTACKS[name](setting, options, seed)
+
+
+__all__ = ["ATTACKS", "AttackOptions", "FakeProfiles", "PoisonSetting", "generate"]

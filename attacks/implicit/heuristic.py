@@ -1,0 +1,38 @@
+"""Heuristic implicit attacks: every fake user clicks all targets plus budget − |T| fillers.
+
+* Random (Lam & Riedl 2004): fillers uniformly among the non-target items.
+* Bandwagon (Burke et al. 2005): a tenth of the fillers (at least one) from the 50 most popular
+  items, the rest uniform (the shares of ``attacks.data_poisoning.bandwagon``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from attacks.data_poisoning.bandwagon import POPULAR_POOL, SELECTED_SHARE
+from attacks.data_poisoning.profiles import draw_fillers
+from attacks.implicit.profiles import FakeProfiles, PoisonSetting
+
+
+def _with_targets(setting: PoisonSetting, fillers: np.ndarray) -> FakeProfiles:
+    targets = np.broadcast_to(setting.targets, (setting.num_fake, len(setting.targets)))
+    return FakeProfiles.from_rows(np.concatenate((targets, fillers), axis=1), setting.budget)
+
+
+def random_attack(setting: PoisonSetting, rng: np.random.Generator) -> FakeProfiles:
+    fillers = draw_fillers(rng, setting.num_fake, setting.num_items, setting.budget - len(setting.targets),
+                           setting.targets)
+    return _with_targets(setting, fillers)
+
+
+def bandwagon_attack(setting: PoisonSetting, rng: np.random.Generator) -> FakeProfiles:
+    count = setting.budget - len(setting.targets)
+    selected_count = min(count, max(1, int(round(SELECTED_SHARE * count))))
+    ranked = np.argsort(-setting.item_counts(), kind="stable")
+    ranked = ranked[~np.isin(ranked, setting.targets)]
+    popular = np.zeros(setting.num_items)
+    popular[ranked[: max(POPULAR_POOL, selected_count)]] = 1.0
+    selected = draw_fillers(rng, setting.num_fake, setting.num_items, selected_count, setting.targets, weights=popular)
+    others = draw_fillers(rng, setting.num_fake, setting.num_items, count - selected_count, setting.targets,
+                          taken=selected)
+    return _with_targets(setting, np.concatenate((selected, others), axis=1))

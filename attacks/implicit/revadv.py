@@ -1,0 +1,112 @@
+"""RevAdv (Tang, Wen & Wang RecSys'20): fake users as a continuous matrix X optimised by a
+hypergradient through the surrogate's training, generic over the surrogate.
+
+Per outer iteration t: fit the surrogate on [R; X_t] (θ_E(X_t), differentiable), record its
+TargetHR@K for X_t (the best iterate is kept), take the hypergradient G = (∂θ_E/∂X)ᵀ c with the
+cotangent c = ∇θ L_adv(θ_E) (``plain_cotangent``; SharpAP substitutes its own), normalise G per
+fake row, take a momentum-SGD descent step (lr 1, momentum 0.95) and project every row to its
+``budget`` largest entries (binary; the top-k projection of RAPU / GradientPassing, so every
+attack has the same budget). X₀ = rows of random real users with at most ``budget`` items.
+
+A surrogate is any object with ``fit(X, differentiable) -> SurrogateFit`` (θ, VJP through θ(X)),
+``adversarial_loss(θ)`` and ``target_hit_ratio(θ)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from attacks.implicit.profiles import FakeProfiles, PoisonSetting
+from attacks.implicit.wmf_surrogate import SurrogateFit, Theta
+
+Cotangent = Callable[["Surrogate", SurrogateFit], tuple[Theta, dict[str, Any]]]
+
+
+class Surrogate(Protocol):
+    def fit(self, fake: torch.Tensor, differentiable: bool = True) -> SurrogateFit: ...
+    def adversarial_loss(self, theta: Theta) -> torch.Tensor: ...
+    def target_hit_ratio(self, theta: Theta) -> float: ...
+
+
+@dataclass(frozen=True)
+class RevAdvSettings:
+    iterations: int = 30
+    lr: float = 1.0
+    momentum: float = 0.95
+    cos_every: int = 5  # with SharpAP: cos(G, G_sharp) every this many iterations (an extra VJP); 0 = never
+
+    def __post_init__(self) -> None:
+        if self.iterations < 0 or self.lr <= 0 or not 0 <= self.momentum < 1 or self.cos_every < 0:
+            raise ValueError(f"invalid RevAdv settings {self}")
+
+
+def adversarial_gradient(surrogate: Surrogate, theta: Theta) -> Theta:
+    """∇θ L_adv at ``theta``."""
+    return torch.func.grad(surrogate.adversarial_loss)(theta)
+
+
+def plain_cotangent(surrogate: Surrogate, fit: SurrogateFit) -> tuple[Theta, dict[str, Any]]:
+    """RevAdv's cotangent: the adversarial gradient at θ_E."""
+    return adversarial_gradient(surrogate, fit.theta), {}
+
+
+def initial_fake(setting: PoisonSetting, rng: np.random.Generator) -> torch.Tensor:
+    """X₀: the rows of ``num_fake`` random real users with at most ``budget`` items (drawn with
+    replacement only when there are too few such users)."""
+    lengths = setting.train.lengths()
+    pool = np.flatnonzero((lengths <= setting.budget) & (lengths > 0))
+    if len(pool) == 0:
+        raise ValueError(f"no real user has between 1 and {setting.budget} items to copy")
+    chosen = rng.choice(pool, setting.num_fake, replace=len(pool) < setting.num_fake)
+    fake = torch.zeros(setting.num_fake, setting.num_items)
+    sub = setting.train.subset(chosen)  # a copied row keeps its distinct items
+    fake[torch.from_numpy(sub.row_ids()), torch.from_numpy(sub.items)] = 1.0
+    return fake
+
+
+def project_topk(x: torch.Tensor, budget: int) -> torch.Tensor:
+    """1 on the ``budget`` largest entries of every row, 0 elsewhere."""
+    out = torch.zeros_like(x)
+    return out.scatter_(1, x.topk(budget, dim=1).indices, 1.0)
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.reshape(1, -1), b.reshape(1, -1)).item())
+
+
+def run(surrogate: Surrogate, setting: PoisonSetting, settings: RevAdvSettings, rng: np.random.Generator,
+        cotangent: Cotangent = plain_cotangent,
+        on_iteration: Callable[[dict[str, Any]], None] | None = None) -> tuple[FakeProfiles, list[dict[str, Any]]]:
+    """The RevAdv loop with the given cotangent rule; returns the best iterate and one row per iteration."""
+    fake = initial_fake(setting, rng)
+    velocity = torch.zeros_like(fake)
+    best_hr, best = -1.0, fake
+    history: list[dict[str, Any]] = []
+    for t in range(settings.iterations + 1):
+        start = time.perf_counter()
+        last = t == settings.iterations
+        fit = surrogate.fit(fake, differentiable=not last)
+        row: dict[str, Any] = {"iteration": t, "surrogate_hr": surrogate.target_hit_ratio(fit.theta)}
+        if row["surrogate_hr"] > best_hr:
+            best_hr, best = row["surrogate_hr"], fake
+        if not last:
+            cot, diagnostics = cotangent(surrogate, fit)
+            plain = diagnostics.pop("plain", None)
+            grad = fit.vjp(cot)
+            if plain is not None and settings.cos_every and t % settings.cos_every == 0:
+                diagnostics["cos_G"] = _cosine(fit.vjp(plain), grad)
+            row.update(diagnostics)
+            grad = grad / grad.norm(dim=1, keepdim=True).clamp(min=torch.finfo(grad.dtype).tiny)
+            velocity = settings.momentum * velocity + grad
+            fake = project_topk(fake - settings.lr * velocity, setting.budget)
+        row["seconds"] = time.perf_counter() - start
+        history.append(row)
+        if on_iteration is not None:
+            on_iteration(row)
+    return FakeProfiles.from_matrix(best, setting.budget), history

@@ -1,0 +1,254 @@
+"""SharpAP (sharpness-aware poisoning) on RevAdv against implicit-feedback victims, central mode.
+
+    python -m experiments.sharpap table --datasets fed-ml gowalla --victims wrmf bpr lightgcn sgl simgcl \
+        --attacks none random bandwagon revadv revadv+sharpap --runs 5 --workers 2 --data-dir ../shared/datasets
+
+Two sweeps of cached cells (``harness.sweep``): fake profiles are generated once per dataset ×
+attack × run (``experiments.sharpap_cell.run_attack``), then every victim retrains from scratch
+on them (``run_victim``); commands with the same ``--out`` reuse every finished cell. Writes
+``table.csv``/``.md`` (mean ± std over runs, paired t-test p-values), ``attacks.csv``/``.md``
+(surrogate diagnostics and cost), ``utility.csv``/``.md`` (clean Recall@20 / NDCG@20 beside the
+popularity baseline) and ``table.png`` into ``--out``, and prints them with the paper's numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from attacks.implicit import ATTACKS
+from attacks.implicit.revadv import RevAdvSettings
+from attacks.implicit.sharpap import MODES, SharpSettings
+from attacks.implicit.wmf_surrogate import WMFSettings
+from experiments.sharpap_cell import FAKE_SHARE, popularity, run_attack, run_victim
+from harness.sweep import Cell, run_sweep
+from harness.tables import markdown_table, write_table
+
+VICTIMS = ("wrmf", "bpr", "lightgcn", "sgl", "simgcl")
+CONDITIONS = ("none", *ATTACKS)
+KS = (10, 20, 50)
+
+# Victim training per preset: (epochs, Adam lr, batch size); ALS victims count sweeps.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {  # the spec's hyper-parameters (CPU-days on ML-1M)
+        "surrogate": WMFSettings(), "revadv": RevAdvSettings(),
+        "victims": {"wrmf": (15, 1e-3, 2048), "bpr": (200, 1e-3, 2048), "lightgcn": (200, 1e-3, 2048),
+                    "sgl": (100, 1e-3, 2048), "simgcl": (100, 1e-3, 2048)}},
+    "lean": {  # one ML-1M condition (attack + five victims) within an hour on 2 cores
+        "surrogate": WMFSettings(dim=64, epochs=13, unroll=3, warm_epochs=10), "revadv": RevAdvSettings(),
+        "victims": {"wrmf": (10, 1e-3, 2048), "bpr": (30, 5e-3, 8192), "lightgcn": (20, 5e-3, 32768),
+                    "sgl": (10, 5e-3, 32768), "simgcl": (10, 5e-3, 32768)}},
+    "ci": {  # the synthetic end-to-end check (seconds)
+        "surrogate": WMFSettings(dim=16, epochs=8, unroll=2, batch_rows=128, warm_epochs=4),
+        "revadv": RevAdvSettings(iterations=6, cos_every=3),
+        "victims": {"wrmf": (4, 1e-3, 2048), "bpr": (10, 1e-2, 1024), "lightgcn": (6, 1e-2, 1024),
+                    "sgl": (4, 1e-2, 1024), "simgcl": (4, 1e-2, 1024)}},
+}
+VICTIM_DIM = {"paper": 64, "lean": 64, "ci": 16}
+
+# The paper's headline numbers (summary of arXiv 2604.22170); the unit of the transfer gains is not stated.
+PAPER = {
+    ("fed-ml", "wrmf", "revadv"): "H@10 0.32",
+    ("fed-ml", "wrmf", "revadv+sharpap"): "H@10 0.64",
+    ("fed-ml", "bpr", "revadv+sharpap"): "+16 over RevAdv",
+    ("fed-ml", "lightgcn", "revadv+sharpap"): "+22 over RevAdv",
+    ("fed-ml", "sgl", "revadv+sharpap"): "+18 over RevAdv",
+    ("gowalla", "simgcl", "revadv+sharpap"): "H@20 ≈ +30% over RevAdv",
+}
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.4f} ± {spread:.4f}"
+
+
+def paired_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided paired t-test p-value (NaN with fewer than two pairs or no variation)."""
+    if len(a) < 2:
+        return math.nan
+    from scipy.stats import ttest_rel
+
+    return float(ttest_rel(a, b).pvalue)
+
+
+class Experiment:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.out = args, Path(args.out)
+        preset = PRESETS[args.preset]
+        surrogate = preset["surrogate"]
+        revadv = preset["revadv"]
+        if args.iterations is not None:
+            revadv = RevAdvSettings(**{**asdict(revadv), "iterations": args.iterations})
+        self.options = {"surrogate": asdict(surrogate), "revadv": asdict(revadv),
+                        "sharp": asdict(SharpSettings(kappa=args.kappa, mode=args.sharp_mode))}
+        self.victim_settings = preset["victims"]
+        default = args.fake_share == FAKE_SHARE  # cells of the default share keep their keys and parameters
+        self.share = {} if default else {"fake_share": args.fake_share}
+        self.share_tag = "" if default else f"-n{args.fake_share}"
+        self.dim = VICTIM_DIM[args.preset]
+
+    def attack_cell(self, dataset: str, attack: str, run: int) -> Cell:
+        params = {"dataset": dataset, "data_dir": self.args.data_dir, "attack": attack, "run": run,
+                  "threads": self.args.threads, **self.options, **self.share}
+        sharp = f"-k{self.args.kappa}-{self.args.sharp_mode}" if attack.endswith("sharpap") else ""
+        gradient = f"-{self.args.preset}-i{self.options['revadv']['iterations']}" if attack.startswith("revadv") else ""
+        return Cell(f"attack-{dataset}-{attack}{gradient}{sharp}{self.share_tag}-r{run}", params)
+
+    def victim_cell(self, dataset: str, victim: str, attack: Cell | None, run: int, profiles: str | None) -> Cell:
+        epochs, lr, batch = self.victim_settings[victim]
+        params = {"dataset": dataset, "data_dir": self.args.data_dir, "victim": victim, "run": run,
+                  "threads": self.args.threads, "dim": self.dim, "profiles": profiles,
+                  "train": {"epochs": epochs, "lr": lr, "batch_size": batch}, **self.share}
+        source = attack.key[len("attack-"):] if attack is not None else f"{dataset}-none{self.share_tag}-r{run}"
+        return Cell(f"victim-{victim}-e{epochs}-{source}", params)
+
+    def run(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+
+        a = self.args
+        attacks = {(d, at, r): self.attack_cell(d, at, r) for d in a.datasets for at in a.attacks if at != "none"
+                   for r in range(a.runs)}
+        made = run_sweep(list(attacks.values()), run_attack, self.out, workers=a.workers)
+        victims = {}
+        for d in a.datasets:
+            for at in a.attacks:
+                for r in range(a.runs):
+                    cell = attacks.get((d, at, r))
+                    for v in a.victims:
+                        victims[(d, at, v, r)] = self.victim_cell(d, v, cell, r,
+                                                                  made[cell.key]["profiles"] if cell else None)
+        measured = run_sweep(list(victims.values()), run_victim, self.out, workers=a.workers)
+        popular = run_sweep([Cell(f"popularity-{d}-r{r}", {"dataset": d, "data_dir": a.data_dir, "run": r})
+                             for d in a.datasets for r in range(a.runs)], popularity, self.out, progress=False)
+        results = {key: measured[cell.key] for key, cell in victims.items()}
+        return (self.table(results), self.attack_table(attacks, made),
+                self.utility_table(results, popular))
+
+    def table(self, results: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
+        a, rows = self.args, []
+        for d in a.datasets:
+            for v in a.victims:
+                for at in a.attacks:
+                    runs = [results[(d, at, v, r)] for r in range(a.runs)]
+                    row: dict[str, Any] = {"dataset": d, "victim": v, "attack": at}
+                    for metric in ("hr", "ndcg"):
+                        for k in KS:
+                            row[f"{'H' if metric == 'hr' else 'N'}@{k}"] = _mean_std([x[f"{metric}@{k}"] for x in runs])
+                    h10 = [x["hr@10"] for x in runs]
+                    baseline = "revadv" if at == "revadv+sharpap" else "none"
+                    if at != "none" and baseline in a.attacks:
+                        other = [results[(d, baseline, v, r)]["hr@10"] for r in range(a.runs)]
+                        row["ΔH@10"] = f"{statistics.fmean(h10) - statistics.fmean(other):+.4f} vs {baseline}"
+                        row["p (paired t)"] = paired_p(h10, other)
+                    row["paper"] = PAPER.get((d, v, at), "")
+                    rows.append(row)
+        return rows
+
+    def attack_table(self, cells: dict[tuple, Cell], made: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = []
+        for (d, at, r), cell in cells.items():
+            result = made[cell.key]
+            history = result["history"]
+            row: dict[str, Any] = {"dataset": d, "attack": at, "run": r, "targets": " ".join(map(str, result["targets"])),
+                                   "fake users": result["num_fake"], "budget": result["budget"],
+                                   "s/iteration": result["seconds_per_iteration"], "seconds": result["seconds"],
+                                   "peak MiB": result["peak_mib"]}
+            if history:
+                row["surrogate H@50 best"] = max(h["surrogate_hr"] for h in history)
+                cos = [h["cos_G"] for h in history if "cos_G" in h]
+                if cos:
+                    row["cos(G, G_sharp) mean"] = statistics.fmean(cos)
+                    row["surrogate H@50 at θ+v (mean)"] = statistics.fmean(
+                        h["surrogate_hr_perturbed"] for h in history if "surrogate_hr_perturbed" in h)
+            rows.append(row)
+        return rows
+
+    def utility_table(self, results: dict[tuple, dict[str, Any]], popular: dict[str, Any]) -> list[dict[str, Any]]:
+        a, rows = self.args, []
+        for d in a.datasets:
+            runs = [popular[f"popularity-{d}-r{r}"] for r in range(a.runs)]
+            rows.append({"dataset": d, "model": "popularity", "Recall@20": _mean_std([x["test/recall@20"] for x in runs]),
+                         "NDCG@20": _mean_std([x["test/ndcg@20"] for x in runs]), "s/epoch": 0.0})
+            if "none" not in a.attacks:
+                continue
+            for v in a.victims:
+                runs = [results[(d, "none", v, r)] for r in range(a.runs)]
+                rows.append({"dataset": d, "model": v, "Recall@20": _mean_std([x["test/recall@20"] for x in runs]),
+                             "NDCG@20": _mean_std([x["test/ndcg@20"] for x in runs]),
+                             "s/epoch": statistics.fmean(x["seconds_per_epoch"] for x in runs),
+                             "peak MiB": max(x["peak_mib"] for x in runs)})
+        return rows
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """H@10 (mean over runs) per victim and attack, one panel per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 4), squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        block = [r for r in rows if r["dataset"] == d]
+        victims = list(dict.fromkeys(r["victim"] for r in block))
+        attacks = list(dict.fromkeys(r["attack"] for r in block))
+        width = 0.8 / len(attacks)
+        for j, at in enumerate(attacks):
+            values = [float(next(r for r in block if r["victim"] == v and r["attack"] == at)["H@10"].split(" ± ")[0])
+                      for v in victims]
+            ax.bar([i + j * width for i in range(len(victims))], values, width, label=at)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(victims))], victims)
+        ax.set(title=d, ylabel="target H@10")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m experiments.sharpap", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["table"], help="what to produce")
+    parser.add_argument("--datasets", nargs="+", choices=["fed-ml", "gowalla", "synthetic"], default=["fed-ml"],
+                        help="fed-ml = ML-1M implicit; gowalla = a seeded CPU subsample; synthetic = CI size")
+    parser.add_argument("--victims", nargs="+", choices=VICTIMS, default=list(VICTIMS))
+    parser.add_argument("--attacks", nargs="+", choices=CONDITIONS, default=list(CONDITIONS))
+    parser.add_argument("--runs", type=int, default=5, help="runs (each its own targets and seeds)")
+    parser.add_argument("--preset", choices=PRESETS, default="lean", help="hyper-parameter preset (default lean)")
+    parser.add_argument("--iterations", type=int, default=None, help="override RevAdv's outer iterations")
+    parser.add_argument("--fake-share", type=float, default=FAKE_SHARE,
+                        help="fake users as a share of the real users (default 0.01, the paper's 1%%)")
+    parser.add_argument("--kappa", type=float, default=SharpSettings.kappa, help="SharpAP radius κ (relative)")
+    parser.add_argument("--sharp-mode", choices=MODES, default=SharpSettings.mode, help="SharpAP perturbation")
+    parser.add_argument("--workers", type=int, default=1, help="parallel Ray workers (1: sequential)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
+    parser.add_argument("--data-dir", default=None, help="root folder of the datasets (default: $FEDREC_DATA_DIR)")
+    parser.add_argument("--out", default="runs/sharpap", help="output folder (cells are cached there)")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.workers < 1 or args.threads < 1 or args.kappa < 0 or not 0 < args.fake_share <= 1:
+        parser.error("--runs, --workers and --threads must be >= 1, --kappa >= 0 and --fake-share in (0, 1]")
+    if args.iterations is not None and args.iterations < 0:
+        parser.error("--iterations must be >= 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    table, attacks, utility = Experiment(args).run()
+    out = Path(args.out)
+    write_table(table, out / "table", title=f"Target promotion (mean ± std over {args.runs} runs, {args.preset} preset)")
+    write_table(attacks, out / "attacks", title="Attacks: surrogate diagnostics and cost")
+    write_table(utility, out / "utility", title="Clean utility on the test split")
+    plot(table, out / "table.png")
+    for rows in (table, attacks, utility):
+        print(markdown_table(rows))
+    print(f"wrote {out}/table.csv, .md, .png, attacks.csv, .md, utility.csv, .md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Cells of the SharpAP experiment: the data of a run (dataset, targets, fake-user budget), the
+attack cell (fake profiles generated once per dataset × attack × run) and the victim cell (a
+victim retrained from scratch on real + fake users, then measured)."""
+
+from __future__ import annotations
+
+import resource
+import time
+import zlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from attacks.implicit import AttackOptions, FakeProfiles, PoisonSetting, generate
+from attacks.implicit.revadv import RevAdvSettings
+from attacks.implicit.sharpap import SharpSettings
+from attacks.implicit.wmf_surrogate import WMFSettings
+from central.ranking_learner import TrainSettings, train_native
+from recsys.data import Dataset, Interactions, load_dataset
+from recsys.models.ranking import make_model
+from recsys.promotion_metrics import PopularityScorer, promotion, utility
+
+NUM_TARGETS = 5
+FAKE_SHARE = 0.01  # n_f = 1% of the real users
+SYNTHETIC = {"num_users": 300, "num_items": 200, "mean_items_per_user": 20, "seed": 0}
+GOWALLA_CPU = {"users": 6000, "items": 5000}  # seeded CPU-feasible subsample (see docs/sharpap.md)
+
+
+def cpu_gowalla(dataset: Dataset, users: int, items: int, seed: int = 0) -> Dataset:
+    """``users`` random users (seeded) restricted to their ``items`` most popular items; users left
+    with fewer than 5 train or no test items are dropped; ids renumbered densely."""
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(dataset.num_users, min(users, dataset.num_users), replace=False))
+    train, test = dataset.train.subset(chosen), dataset.test.subset(chosen)
+    counts = np.bincount(train.items, minlength=dataset.num_items)
+    kept = np.sort(np.argsort(-counts, kind="stable")[:items])
+    new_id = np.full(dataset.num_items, -1)
+    new_id[kept] = np.arange(len(kept))
+
+    def restrict(part: Interactions) -> Interactions:
+        ids = new_id[part.items]
+        return Interactions.from_pairs(part.row_ids()[ids >= 0], ids[ids >= 0], part.num_users)
+
+    train, test = restrict(train), restrict(test)
+    good = np.flatnonzero((train.lengths() >= 5) & (test.lengths() > 0))
+    note = f"CPU subsample of gowalla: {len(chosen)} random users (seed {seed}), top {items} items"
+    return Dataset("gowalla-cpu", len(good), len(kept), train.subset(good), test.subset(good), notes=(note,))
+
+
+@lru_cache(maxsize=4)
+def load(name: str, data_dir: str | None) -> Dataset:
+    """The dataset of a run: ``fed-ml`` (ML-1M implicit), ``gowalla`` (CPU subsample) or ``synthetic``."""
+    if name == "synthetic":
+        return load_dataset("synthetic", **SYNTHETIC)
+    if name == "gowalla":
+        return cpu_gowalla(load_dataset("gowalla", data_dir), **GOWALLA_CPU)
+    return load_dataset(name, data_dir)
+
+
+def setting(dataset: Dataset, run: int, fake_share: float = FAKE_SHARE) -> PoisonSetting:
+    """Run ``run``'s targets (5 items drawn uniformly among items with a training interaction),
+    n_f = ``fake_share`` of the users (1%) and the budget = the mean real-user training degree
+    (targets included)."""
+    rng = np.random.default_rng(zlib.crc32(f"targets/{dataset.name}/{run}".encode()))
+    present = np.flatnonzero(np.bincount(dataset.train.items, minlength=dataset.num_items) > 0)
+    targets = np.sort(rng.choice(present, NUM_TARGETS, replace=False))
+    num_fake = max(1, round(fake_share * dataset.num_users))
+    budget = max(NUM_TARGETS + 1, round(dataset.train.nnz / dataset.num_users))
+    return PoisonSetting(dataset.train, dataset.num_items, targets, num_fake, budget)
+
+
+def attack_options(params: dict[str, Any]) -> AttackOptions:
+    return AttackOptions(WMFSettings(**params["surrogate"]), RevAdvSettings(**params["revadv"]),
+                         SharpSettings(**params["sharp"]))
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_attack(params: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Attack cell: generate the fake profiles of ``params["attack"]`` and save them in ``folder``."""
+    torch.set_num_threads(params.get("threads", 1))
+    start = time.perf_counter()
+    dataset = load(params["dataset"], params["data_dir"])
+    poison = setting(dataset, params["run"], params.get("fake_share", FAKE_SHARE))
+    profiles, history = generate(params["attack"], poison, attack_options(params), params["run"])
+    path = folder / "profiles.npz"
+    profiles.save(path)
+    iterations = [row["seconds"] for row in history[1:-1]]
+    return {"profiles": str(path), "targets": poison.targets.tolist(), "num_fake": poison.num_fake,
+            "budget": poison.budget, "history": history, "seconds": time.perf_counter() - start,
+            "seconds_per_iteration": float(np.mean(iterations)) if iterations else 0.0, "peak_mib": _peak_mib()}
+
+
+def run_victim(params: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Victim cell: train ``params["victim"]`` from scratch on the real users plus the profiles
+    file ``params["profiles"]`` (none: clean), measure the targets' promotion and the utility."""
+    torch.set_num_threads(params.get("threads", 1))
+    start = time.perf_counter()
+    dataset = load(params["dataset"], params["data_dir"])
+    poison = setting(dataset, params["run"], params.get("fake_share", FAKE_SHARE))
+    train = dataset.train
+    if params["profiles"]:
+        train = FakeProfiles.load(Path(params["profiles"])).inject(train)
+    seed = zlib.crc32(f"victim/{params['victim']}/{params['run']}".encode())
+    model = make_model(params["victim"], train.num_users, dataset.num_items, params["dim"],
+                       torch.Generator().manual_seed(seed), **params.get("options", {}))
+    history = train_native(model, train, TrainSettings(**params["train"]), seed)
+    model.eval()
+    scores = {**promotion(model, dataset.train, poison.targets), **utility(model, dataset.train, dataset.test)}
+    epochs = [row["seconds"] for row in history if row["epoch"] > 0]
+    return {**scores, "seconds": time.perf_counter() - start,
+            "seconds_per_epoch": float(np.mean(epochs)) if epochs else 0.0, "peak_mib": _peak_mib()}
+
+
+def popularity(params: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The popularity baseline's utility and target promotion on clean data."""
+    dataset = load(params["dataset"], params["data_dir"])
+    scorer = PopularityScorer(dataset.train, dataset.num_items)
+    return {**promotion(scorer, dataset.train, setting(dataset, params["run"]).targets),
+            **utility(scorer, dataset.train, dataset.test)}

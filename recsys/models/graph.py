@@ -1,0 +1,58 @@
+"""Graph pieces shared by LightGCN, SGL and SimGCL: the normalised bipartite adjacency, edge
+dropout, layer propagation and the InfoNCE loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from recsys.data.dataset import Interactions
+
+
+def bipartite_edges(train: Interactions, num_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct (user, item) pairs of ``train`` as two aligned id tensors."""
+    pairs = torch.unique(torch.from_numpy(train.row_ids()) * num_items + torch.from_numpy(train.items))
+    return pairs // num_items, pairs % num_items
+
+
+def normalised_adjacency(users: torch.Tensor, items: torch.Tensor, num_users: int, num_items: int,
+                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Â = D^-1/2 A D^-1/2 of the bipartite graph A = [[0, R], [Rᵀ, 0]] (sparse COO, N × N,
+    N = users + items; users first). Isolated nodes get zero rows."""
+    size = num_users + num_items
+    rows = torch.cat((users, items + num_users))
+    cols = torch.cat((items + num_users, users))
+    degree = torch.bincount(rows, minlength=size).to(dtype)
+    scale = degree.clamp(min=1).rsqrt()
+    values = scale[rows] * scale[cols]
+    return torch.sparse_coo_tensor(torch.stack((rows, cols)), values, (size, size), check_invariants=False).coalesce()
+
+
+def drop_edges(users: torch.Tensor, items: torch.Tensor, ratio: float,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep each (user, item) edge with probability 1 − ``ratio`` (SGL's edge dropout)."""
+    keep = torch.rand(len(users), generator=generator) >= ratio
+    return users[keep], items[keep]
+
+
+def propagate(adjacency: torch.Tensor, ego: torch.Tensor, layers: int, include_ego: bool = True,
+              noise: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mean of E^(k), k = 0..L (or 1..L without the ego layer), E^(k+1) = Â E^(k).
+
+    ``noise`` > 0 adds SimGCL's perturbation e ← e + ε·sign(e)⊙Δ/‖Δ‖, Δ ~ U(0, 1), after each layer."""
+    layer, total = ego, ego if include_ego else torch.zeros_like(ego)
+    for _ in range(layers):
+        layer = torch.sparse.mm(adjacency, layer)
+        if noise > 0:
+            delta = torch.rand(layer.shape, generator=generator, dtype=layer.dtype)
+            layer = layer + noise * torch.sign(layer) * F.normalize(delta, dim=-1)
+        total = total + layer
+    return total / (layers + 1 if include_ego else layers)
+
+
+def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE of two views of the same rows: row i of ``view1`` against all rows of ``view2``
+    (cosine similarity / τ), mean over rows."""
+    z1, z2 = F.normalize(view1, dim=-1), F.normalize(view2, dim=-1)
+    logits = z1 @ z2.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(z1)))

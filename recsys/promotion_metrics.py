@@ -1,0 +1,92 @@
+"""Metrics of implicit-feedback poisoning (batched over users; rankings over all items with each
+user's training items masked).
+
+* Promotion of a target item t: U_t = the real users without t in their training lists;
+  rank_u(t) = 1 + the number of unmasked items scored strictly above t;
+  H@K_t = |{u ∈ U_t : rank_u(t) ≤ K}| / |U_t|; N@K_t = mean over U_t of 1/log₂(1 + rank_u(t)) when
+  rank_u(t) ≤ K, else 0. Reported per target and averaged over the targets.
+* Utility: Recall@K = |top-K ∩ test_u| / |test_u| and NDCG@K (IDCG over min(|test_u|, K)
+  positions), averaged over users with a non-empty test list.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from recsys.data.dataset import Interactions
+
+USER_CHUNK = 1024  # users scored at once
+
+
+class AllItemScorer(Protocol):
+    def score_all(self, users: torch.Tensor) -> torch.Tensor: ...
+
+
+class PopularityScorer:
+    """Every user gets the items' training counts as scores (the popularity baseline)."""
+
+    def __init__(self, train: Interactions, num_items: int) -> None:
+        self.counts = torch.from_numpy(np.bincount(train.items, minlength=num_items)).to(torch.float32)
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        return self.counts.expand(len(users), -1).clone()
+
+
+def _masked_scores(scorer: AllItemScorer, train: Interactions, start: int, stop: int) -> torch.Tensor:
+    scores = scorer.score_all(torch.arange(start, stop)).to(torch.float64)
+    lo, hi = train.indptr[start], train.indptr[stop]
+    rows = torch.from_numpy(train.row_ids()[lo:hi] - start)
+    scores[rows, torch.from_numpy(train.items[lo:hi])] = -torch.inf
+    return scores
+
+
+def promotion(scorer: AllItemScorer, train: Interactions, targets: np.ndarray,
+              ks: tuple[int, ...] = (10, 20, 50)) -> dict[str, float | list[float]]:
+    """H@K and N@K of each target over its U_t (users = the rows of ``train``, the real users);
+    keys ``hr@K`` / ``ndcg@K`` (mean over targets) and ``per_target/hr@K`` / ``per_target/ndcg@K``."""
+    targets_t = torch.as_tensor(np.asarray(targets), dtype=torch.long)
+    hits = torch.zeros(len(ks), len(targets_t), dtype=torch.float64)
+    gains = torch.zeros_like(hits)
+    eligible = torch.zeros(len(targets_t), dtype=torch.float64)
+    kk = torch.tensor(ks, dtype=torch.float64)[:, None, None]
+    for start in range(0, train.num_users, USER_CHUNK):
+        stop = min(start + USER_CHUNK, train.num_users)
+        scores = _masked_scores(scorer, train, start, stop)
+        target_scores = scores[:, targets_t]  # [B, T]; -inf where the user has the target in train
+        open_pairs = torch.isfinite(target_scores)
+        rank = 1.0 + (scores[:, None, :] > target_scores[:, :, None]).sum(-1).to(torch.float64)
+        within = (rank[None] <= kk) & open_pairs[None]
+        hits += within.sum(1)
+        gains += torch.where(within, 1.0 / torch.log2(1.0 + rank[None]), 0.0).sum(1)
+        eligible += open_pairs.sum(0)
+    hr, ndcg = hits / eligible.clamp(min=1), gains / eligible.clamp(min=1)
+    out: dict[str, float | list[float]] = {}
+    for row, k in enumerate(ks):
+        out[f"hr@{k}"], out[f"ndcg@{k}"] = float(hr[row].mean()), float(ndcg[row].mean())
+        out[f"per_target/hr@{k}"], out[f"per_target/ndcg@{k}"] = hr[row].tolist(), ndcg[row].tolist()
+    return out
+
+
+def utility(scorer: AllItemScorer, train: Interactions, test: Interactions, k: int = 20) -> dict[str, float]:
+    """``test/recall@K`` and ``test/ndcg@K`` of the real users (rows of ``train`` and ``test``) on their test items."""
+    discounts = 1.0 / torch.log2(torch.arange(k, dtype=torch.float64) + 2.0)
+    ideal = torch.cumsum(discounts, 0)
+    recall = ndcg = 0.0
+    users = 0
+    for start in range(0, train.num_users, USER_CHUNK):
+        stop = min(start + USER_CHUNK, train.num_users)
+        scores = _masked_scores(scorer, train, start, stop)
+        top = scores.topk(k, dim=1).indices
+        lo, hi = test.indptr[start], test.indptr[stop]
+        truth = torch.zeros(scores.shape, dtype=torch.bool)
+        truth[torch.from_numpy(test.row_ids()[lo:hi] - start), torch.from_numpy(test.items[lo:hi])] = True
+        found = truth.gather(1, top).to(torch.float64)
+        n_test = torch.from_numpy(test.lengths()[start:stop])
+        has = n_test > 0
+        recall += float((found.sum(1)[has] / n_test[has]).sum())
+        ndcg += float(((found * discounts).sum(1)[has] / ideal[n_test[has].clamp(max=k) - 1]).sum())
+        users += int(has.sum())
+    return {f"test/recall@{k}": recall / max(users, 1), f"test/ndcg@{k}": ndcg / max(users, 1)}

@@ -1,0 +1,193 @@
+"""The implicit-feedback models on one interface: WRMF's ALS against its normal equations,
+LightGCN's propagation against a dense reference, SGL/SimGCL views, batched metrics against
+per-user loops, and native training through central mode."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from central.ranking_learner import TrainSettings, train_native
+from recsys.data import make_synthetic
+from recsys.data.dataset import Interactions
+from recsys.models.graph import drop_edges, info_nce, normalised_adjacency, propagate
+from recsys.models.ranking import MODELS, make_model
+from recsys.promotion_metrics import PopularityScorer, promotion, utility
+
+
+def random_lists(num_users: int, num_items: int, seed: int, low: int = 2, high: int = 7) -> Interactions:
+    rng = np.random.default_rng(seed)
+    return Interactions.from_lists([rng.choice(num_items, rng.integers(low, high), replace=False)
+                                    for _ in range(num_users)])
+
+
+def test_wrmf_sweep_equals_the_per_user_and_per_item_normal_equations():
+    train = random_lists(9, 11, 0)
+    model = make_model("wrmf", 9, 11, 4, torch.Generator().manual_seed(0)).double()
+    model.bind(train)
+    y0 = model.item_emb.detach().clone()
+    model.als_sweep()
+    dense = torch.zeros(9, 11, dtype=torch.float64)
+    dense[torch.from_numpy(train.row_ids()), torch.from_numpy(train.items)] = 1.0
+    alpha, reg = model.alpha, model.reg
+
+    def solve(rows: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:  # x = (FᵀC F + λI)⁻¹ Fᵀ C p, row by row
+        out = []
+        for p in rows:
+            c = torch.diag(1.0 + alpha * p)
+            out.append(torch.linalg.solve(fixed.T @ c @ fixed + reg * torch.eye(4, dtype=torch.float64),
+                                          fixed.T @ c @ p))
+        return torch.stack(out)
+
+    x = solve(dense, y0)
+    torch.testing.assert_close(model.user_emb.detach(), x)
+    torch.testing.assert_close(model.item_emb.detach(), solve(dense.T, x))
+    # the loss without the dense matrix equals the dense one, and ALS never raises it
+    s = x @ model.item_emb.detach().T
+    dense_loss = ((1 + alpha * dense) * (dense - s) ** 2).sum() + reg * (x.pow(2).sum() + model.item_emb.pow(2).sum())
+    torch.testing.assert_close(model.objective(), dense_loss.detach())
+    losses = [model.als_sweep()["train/loss"] for _ in range(4)]
+    assert all(b <= a + 1e-9 for a, b in zip(losses, losses[1:]))
+
+
+def test_lightgcn_propagation_equals_a_dense_reference():
+    train = random_lists(6, 5, 1, high=5)
+    model = make_model("lightgcn", 6, 5, 3, torch.Generator().manual_seed(1)).double()
+    model.bind(train)
+    a = torch.zeros(11, 11, dtype=torch.float64)
+    a[torch.from_numpy(train.row_ids()), torch.from_numpy(train.items) + 6] = 1.0
+    a = a + a.T
+    d = a.sum(1).clamp(min=1).rsqrt()
+    norm = d[:, None] * a * d[None, :]
+    e = torch.cat((model.user_emb, model.item_emb)).detach()
+    layers = [e]
+    for _ in range(model.layers):
+        layers.append(norm @ layers[-1])
+    expected = torch.stack(layers).mean(0)
+    users, items = model.representations()
+    torch.testing.assert_close(torch.cat((users, items)).detach(), expected)
+    torch.testing.assert_close(model.score_all(torch.arange(6)), expected[:6] @ expected[6:].T)
+    # SimGCL's mean leaves out the ego layer
+    without_ego = propagate(normalised_adjacency(*model.edges, 6, 5, torch.float64), e, 2, include_ego=False)
+    torch.testing.assert_close(without_ego, (layers[1] + layers[2]) / 2)
+
+
+def test_simgcl_noise_has_norm_epsilon_and_the_sign_of_the_layer():
+    adjacency = normalised_adjacency(torch.tensor([0, 1]), torch.tensor([1, 0]), 2, 2)
+    ego = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))
+    clean = propagate(adjacency, ego, 1, include_ego=False)
+    noisy = propagate(adjacency, ego, 1, include_ego=False, noise=0.1, generator=torch.Generator().manual_seed(1))
+    delta = noisy - clean
+    torch.testing.assert_close(delta.norm(dim=1), torch.full((4,), 0.1))
+    assert bool((torch.sign(delta) == torch.sign(clean))[clean != 0].all())
+
+
+def test_edge_dropout_and_info_nce():
+    users, items = torch.arange(10_000) % 50, torch.arange(10_000) % 70
+    kept_users, _ = drop_edges(users, items, 0.1, torch.Generator().manual_seed(0))
+    assert abs(len(kept_users) / 10_000 - 0.9) < 0.02
+    z1, z2 = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    s = 1 / math.sqrt(2)
+    expected = (-math.log(math.exp(1 / 0.2) / (math.exp(1 / 0.2) + math.exp(s / 0.2)))
+                - math.log(math.exp(s / 0.2) / (math.exp(0.0) + math.exp(s / 0.2)))) / 2
+    assert float(info_nce(z1, z2, 0.2)) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("bound", [False, True])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_score_all_matches_pairwise_scores(name, bound):
+    model = make_model(name, 8, 9, 4, torch.Generator().manual_seed(2))
+    if bound:  # graph models score over their training graph (an empty one before bind)
+        model.bind(random_lists(8, 9, 2))
+    users = torch.tensor([7, 0, 3])
+    pairs = model.score(users[:, None].expand(-1, 9), torch.arange(9)[None, :].expand(3, -1))
+    all_scores = model.score_all(users)
+    if name == "lmf":  # score_all leaves out the user bias, which does not change a ranking
+        all_scores = all_scores + model.user_bias[users, None]
+    torch.testing.assert_close(all_scores, pairs.detach())
+
+
+def test_make_model_rejects_unknown_hyper_parameters():
+    with pytest.raises(ValueError, match="no hyper-parameter"):
+        make_model("lightgcn", 2, 2, 2, torch.Generator(), dropout=0.5)
+    assert make_model("sgl", 2, 2, 2, torch.Generator(), layers=4).layers == 4
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    # no popularity bias, strong affinities: a ranking must come from collaborative signal
+    return make_synthetic(num_users=200, num_items=120, mean_items_per_user=15, seed=3, popularity_exponent=0.0,
+                          temperature=0.3)
+
+
+@pytest.mark.parametrize("name", ["wrmf", "bpr", "lightgcn", "sgl", "simgcl"])
+def test_victims_train_natively_in_central_mode_and_beat_chance(synthetic, name):
+    torch.set_num_threads(1)
+    model = make_model(name, synthetic.num_users, synthetic.num_items, 16, torch.Generator().manual_seed(0))
+    epochs = 4 if name == "wrmf" else 10
+    history = train_native(model, synthetic.train, TrainSettings(epochs, lr=1e-2, batch_size=512), seed=0)
+    losses = [row["train/loss"] for row in history if row["epoch"] > 0]
+    assert losses[-1] < losses[0]
+    recall = utility(model, synthetic.train, synthetic.test)["test/recall@20"]
+    chance = 20 / synthetic.num_items  # SGL (with the ego layer, as SELFRec) is the weakest here: 0.23
+    assert recall > 1.3 * chance
+
+
+def test_promotion_and_utility_equal_per_user_loops(synthetic):
+    model = make_model("bpr", synthetic.num_users, synthetic.num_items, 8, torch.Generator().manual_seed(5))
+    targets = np.array([3, 50, 99])
+    got = promotion(model, synthetic.train, targets, (10, 20))
+    scores = model.score_all(torch.arange(synthetic.num_users)).double()
+    hits = {10: np.zeros(3), 20: np.zeros(3)}
+    gains = {10: np.zeros(3), 20: np.zeros(3)}
+    eligible = np.zeros(3)
+    recall = []
+    for u in range(synthetic.num_users):
+        row = scores[u].clone()
+        seen = synthetic.train.user(u)
+        row[torch.from_numpy(seen)] = -torch.inf
+        order = torch.argsort(row, descending=True, stable=True).tolist()
+        for j, t in enumerate(targets):
+            if t in seen:
+                continue
+            eligible[j] += 1
+            rank = 1 + int((row > row[t]).sum())
+            for k in (10, 20):
+                if rank <= k:
+                    hits[k][j] += 1
+                    gains[k][j] += 1 / math.log2(1 + rank)
+        test = set(synthetic.test.user(u).tolist())
+        if test:
+            recall.append(len(test & set(order[:20])) / len(test))
+    for k in (10, 20):
+        assert got[f"hr@{k}"] == pytest.approx(float(np.mean(hits[k] / eligible)))
+        assert got[f"ndcg@{k}"] == pytest.approx(float(np.mean(gains[k] / eligible)))
+    assert utility(model, synthetic.train, synthetic.test)["test/recall@20"] == pytest.approx(np.mean(recall))
+    popular = utility(PopularityScorer(synthetic.train, synthetic.num_items), synthetic.train, synthetic.test)
+    assert popular["test/recall@20"] > 0.1
+
+
+def test_wrmf_sweeps_equal_implicit_als():
+    implicit_als = pytest.importorskip("implicit.cpu.als")
+    from scipy.sparse import csr_matrix
+
+    train = random_lists(30, 25, 4, high=9)
+    model = make_model("wrmf", 30, 25, 6, torch.Generator().manual_seed(4)).double()
+    model.bind(train)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):  # implicit warns against a threaded BLAS
+        reference = implicit_als.AlternatingLeastSquares(factors=6, regularization=model.reg, alpha=1.0,
+                                                         dtype=np.float64, use_cg=False, iterations=3)
+    reference.user_factors = model.user_emb.detach().numpy().copy()
+    reference.item_factors = model.item_emb.detach().numpy().copy()
+    confidence = csr_matrix((np.full(train.nnz, 1.0 + model.alpha), train.items, train.indptr), shape=(30, 25))
+    with threadpool_limits(1, "blas"):
+        reference.fit(confidence, show_progress=False)  # c_ui = 1 + α on observed pairs, 1 elsewhere
+    for _ in range(3):
+        model.als_sweep()
+    np.testing.assert_allclose(model.user_emb.detach().numpy(), reference.user_factors, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(model.item_emb.detach().numpy(), reference.item_factors, rtol=1e-6, atol=1e-8)
