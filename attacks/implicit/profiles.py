@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recsys.atomic import atomic_path
 from recsys.data.dataset import Interactions
 
 
@@ -70,9 +71,8 @@ class FakeProfiles:
                             np.concatenate((real.items, self.lists.items)))
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, indptr=self.lists.indptr, items=self.lists.items, budget=self.budget)
-        tmp.replace(path)
+        with atomic_path(path) as tmp, tmp.open("wb") as handle:  # a handle: np.savez would append ".npz" to a name
+            np.savez(handle, indptr=self.lists.indptr, items=self.lists.items, budget=self.budget)
 
     @classmethod
     def load(cls, path: Path) -> FakeProfiles:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from recsys.atomic import atomic_torch_save
 from recsys.models.base import RankingModel, shared_parameter_names
 from recsys.models.lightgcn import LightGCN
 from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec, init_theta, ncf_logits, score_all_items
@@ -89,11 +90,8 @@ def recommend(scorer: torch.nn.Module, users: torch.Tensor, exclude: torch.Tenso
 
 
 def save_atomically(module: torch.nn.Module, path: Path) -> None:
-    """Write ``module``'s state dict to ``path`` (via a temporary file, so readers never see half)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(module.state_dict(), tmp)
-    tmp.replace(path)
+    """Write ``module``'s state dict to ``path`` (readers never see half of it; concurrent writers are safe)."""
+    atomic_torch_save(module.state_dict(), path)
 
 
 MODELS: dict[str, type[RankingModel]] = {"bpr": BPRMF, "ncf": NCF, "lmf": LMF, "wrmf": WRMF,
