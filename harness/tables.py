@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from recsys.atomic import atomic_path, atomic_write_text
+
 
 def _cell(value: Any, digits: int) -> str:
     if isinstance(value, float):
@@ -29,10 +31,10 @@ def write_table(rows: Sequence[dict[str, Any]], stem: str | Path, columns: Seque
     stem.parent.mkdir(parents=True, exist_ok=True)
     columns = list(columns or dict.fromkeys(key for row in rows for key in row))
     csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
-    with csv_path.open("w", newline="") as handle:
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     heading = f"## {title}\n\n" if title else ""
-    md_path.write_text(heading + markdown_table(rows, columns, digits))
+    atomic_write_text(md_path, heading + markdown_table(rows, columns, digits))
     return csv_path, md_path
