@@ -186,7 +186,8 @@ def test_tcd_reports_the_best_validation_or_the_last_epoch_model():
             assert finals[reported] == pytest.approx(learner.best.mse)
     assert finals["best"] <= finals["final"]
     assert tcd_settings("filmtrust") == TCDSettings(pretrain_epochs=6, projection="authors", reported="final")
-    assert tcd_settings("ml-100k", projection="clamped", reported=None).projection == "clamped"
+    assert tcd_settings("ml-100k") == TCDSettings(pretrain_epochs=4, projection="clamped", reported="best")
+    assert tcd_settings("ml-100k", projection="authors", reported=None).projection == "authors"
 
 
 def test_target_and_test_hit_ratio_on_a_hand_built_model():
