@@ -46,3 +46,14 @@ def test_tcd_undoes_the_average_attack_without_hurting_test_hr_on_ml100k(shared_
     defended = _cell(shared_datasets, tmp_path, "ml-100k", "average", "tcd")
     assert robustness_improvement(defended["target_hr"], origin["target_hr"], attacked["target_hr"]) >= 0.8
     assert defended["test_hr"] >= origin["test_hr"] - 0.005
+
+
+@pytest.mark.slow
+def test_tcd_does_not_raise_the_random_attack_targets_on_filmtrust(shared_datasets, tmp_path):
+    """With the authors' FilmTrust settings (Π ``authors``, T_pre 6, last epoch) TCD no longer promotes
+    the targets there (with Π clamped it raised them about tenfold)."""
+    origin = _cell(shared_datasets, tmp_path, "filmtrust", None)
+    attacked = _cell(shared_datasets, tmp_path, "filmtrust", "random")
+    defended = _cell(shared_datasets, tmp_path, "filmtrust", "random", "tcd")
+    assert defended["target_hr"] <= attacked["target_hr"]
+    assert defended["test_hr"] >= origin["test_hr"] - 0.005

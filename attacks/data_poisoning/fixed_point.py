@@ -38,8 +38,8 @@ class FixedPointMF:
                count: int) -> torch.Tensor:
         """For each row: argmin_x Σ (x·other_c − v)² + λ‖x‖² over its (col, value) pairs."""
         dim = other.shape[1]
-        pattern = torch.sparse_coo_tensor(torch.stack((rows, cols)), torch.ones(len(rows)),
-                                          (count, len(other))).coalesce()
+        pattern = torch.sparse_coo_tensor(torch.stack((rows, cols)), torch.ones(len(rows)), (count, len(other)),
+                                          check_invariants=False).coalesce()
         outer = (other.unsqueeze(2) * other.unsqueeze(1)).reshape(len(other), dim * dim)
         gram = torch.sparse.mm(pattern, outer).view(count, dim, dim)  # Σ_c o_c o_cᵀ per row
         gram.diagonal(dim1=1, dim2=2).add_(self.l2)
