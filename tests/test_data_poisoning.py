@@ -42,7 +42,8 @@ def knowledge():
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_profiles_respect_size_fillers_scale_and_target_rating(attack, knowledge, monkeypatch):
-    monkeypatch.setattr(aush, "STEPS", 20)  # a short GAN run keeps the test fast
+    monkeypatch.setattr(aush, "STEPS", 20)  # a short GAN run and a short ascent keep the test fast
+    monkeypatch.setattr(surrogate_ascent, "ITERATIONS", 3)
     split, known = knowledge
     targets = np.array([0, 1, 7])
     profiles = generate_profiles(attack, known, targets, num_fake=6, num_fillers=10, rng=np.random.default_rng(1))
@@ -93,7 +94,7 @@ def test_pga_ascent_raises_the_poisoned_surrogate_target_rating_over_its_start(k
         model.solve(torch.cat((values, torch.as_tensor(profiles.ratings / 5.0))), 30)
         return float((model.user_factors[real] @ model.item_factors[targets].T).mean())
 
-    assert objective_of(40) > objective_of(0) + 0.01
+    assert objective_of(15) > objective_of(0) + 0.01
 
 
 def test_gradient_through_the_als_optimum_matches_finite_differences_of_the_re_solved_model():
@@ -104,7 +105,7 @@ def test_gradient_through_the_als_optimum_matches_finite_differences_of_the_re_s
         values = torch.rand(len(users), generator=generator)
         start = (torch.rand(12, 3, generator=generator), torch.rand(9, 3, generator=generator))
         model = FixedPointMF(*start, users, items, l2=0.5)
-        model.solve(values, 500)
+        model.solve(values, 300)
 
         def objective(user_factors, item_factors):  # mean rating of item 0 over users 0..7
             return (user_factors[:8] @ item_factors[0]).mean()
@@ -117,7 +118,7 @@ def test_gradient_through_the_als_optimum_matches_finite_differences_of_the_re_s
                 other = FixedPointMF(model.user_factors, model.item_factors, users, items, l2=0.5)
                 shifted = values.clone()
                 shifted[index] += sign * 1e-4
-                other.solve(shifted, 500)
+                other.solve(shifted, 100)
                 moved.append(float(objective(other.user_factors, other.item_factors)))
             assert float(gradient[index]) == pytest.approx((moved[0] - moved[1]) / 2e-4, rel=0.02, abs=1e-6)
     finally:
