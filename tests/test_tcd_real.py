@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from central.rating_mf import MFConfig
 from central.target_metrics import robustness_improvement
+from defenses.tcd import TCDSettings, TripleCooperativeLearner, agreed_pseudo_labels
 from experiments.tcd import _split, run_cell
 
 
@@ -29,6 +31,20 @@ def test_average_attack_raises_unpopular_target_hr_on_ml100k(shared_datasets, tm
     attacked = _cell(shared_datasets, tmp_path, "ml-100k", "average")
     assert origin["target_hr"] < 0.01 < 0.1 < attacked["target_hr"]
     assert 0.15 < origin["test_hr"] < 0.3
+
+
+@pytest.mark.slow
+def test_after_one_pretraining_epoch_on_filmtrust_every_unlabelled_pair_falls_in_the_floor_bin(shared_datasets):
+    """Π clamped labels all of them 0.5 stars; Π ``authors`` labels them 0 (docs: why Π matters on FilmTrust)."""
+    split = _split("filmtrust", str(shared_datasets), 0)
+    learner = TripleCooperativeLearner(split, MFConfig(), 0, TCDSettings(pretrain_epochs=1))
+    learner.train_epoch(1)
+    first, second = learner.models[1].scores(), learner.models[2].scores()
+    unlabelled = int((~learner.labelled).sum())
+    clamped = agreed_pseudo_labels(first, second, learner.labelled, split.grid, "clamped")
+    assert len(clamped) == unlabelled and bool((clamped.values == 0.125).all())
+    authors = agreed_pseudo_labels(first, second, learner.labelled, split.grid, "authors")
+    assert len(authors) > 0.99 * unlabelled and bool((authors.values == 0.0).all())
 
 
 @pytest.mark.slow
