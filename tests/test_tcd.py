@@ -255,3 +255,15 @@ def test_table2_and_fig4_commands_write_their_outputs(tmp_path, monkeypatch):
     # rate 0 is the undefended cell of table2 (kc 0.4); rate 1.0 is ML-100K's default, i.e. Table 3's TCD cell
     assert {path.stem for path in (tmp_path / "cells").glob("*tcd*.json")} == {
         "ml-100k-random-s0-average-kc0.4-as0.03-tcd", "ml-100k-random-s0-average-kc0.4-as0.03-tcd-rate0.5"}
+
+
+def test_tcd_options_replace_the_dataset_defaults_in_their_own_cells():
+    from experiments import tcd
+
+    args = tcd.build_parser().parse_args(["table3", "--tcd-projection", "clamped", "--tcd-pretrain", "1"])
+    cell = tcd._params(args, "filmtrust", "unpopular", 0, "random", "tcd")
+    assert cell.key == "filmtrust-unpopular-s0-random-kc0.4-as0.03-tcd-pi-clamped-pre1"
+    assert cell.params["tcd"] == {"projection": "clamped", "pretrain_epochs": 1}
+    assert "tcd" not in tcd._params(args, "filmtrust", "unpopular", 0, "random", "none").params
+    defaults = tcd.build_parser().parse_args(["table3"])
+    assert tcd._params(defaults, "filmtrust", "unpopular", 0, "random", "tcd").key.endswith("-tcd")
