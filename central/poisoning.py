@@ -63,11 +63,12 @@ def inject(split: RatingSplit, profiles: FakeProfiles) -> RatingSplit:
 
 
 def train_and_evaluate(split: RatingSplit, defense: str, targets: np.ndarray, seed: int, dataset: str,
-                       config: MFConfig, pseudo_label_rate: float | None = None, k: int = 50) -> TargetReport:
-    """Train the ``defense``'s model on ``split`` in central mode; report target and test HR@k."""
+                       config: MFConfig, tcd_overrides: dict | None = None, k: int = 50) -> TargetReport:
+    """Train the ``defense``'s model on ``split`` in central mode; report target and test HR@k.
+    ``tcd_overrides``: TCD settings replacing the dataset's defaults (``defenses.tcd.TCDSettings``)."""
     if defense not in DEFENSES:
         raise ValueError(f"unknown defense {defense!r}; choose one of {', '.join(DEFENSES)}")
-    learner = DEFENSES[defense](split, config, seed, dataset, pseudo_label_rate)
+    learner = DEFENSES[defense](split, config, seed, dataset, tcd_overrides or {})
     logging.getLogger("fedrec.central").setLevel(logging.ERROR)
     train_central(learner, config.epochs)
     return evaluate_targets(learner.final_model(), split, targets, k)

@@ -54,14 +54,22 @@ class RatingGrid:
     def denormalise(self, values: np.ndarray | torch.Tensor):
         return values * self.high
 
+    def raw_level(self, values: torch.Tensor) -> torch.Tensor:
+        """The nearest rating level of normalised ``values`` on the grid extended past the scale
+        (negative below the lowest rating, ``>= levels`` above the highest)."""
+        return torch.round((values * self.high - self.low) / self.step).to(torch.int64)
+
     def level(self, values: torch.Tensor) -> torch.Tensor:
         """Π as a grid index: the nearest rating level of normalised ``values`` (clipped to the scale)."""
-        raw = (values * self.high - self.low) / self.step
-        return torch.round(raw).clamp_(0, self.levels - 1).to(torch.int64)
+        return self.raw_level(values).clamp_(0, self.levels - 1)
+
+    def level_value(self, levels: torch.Tensor) -> torch.Tensor:
+        """The normalised rating of (possibly out-of-scale) grid ``levels``."""
+        return (self.low + levels.to(torch.float32) * self.step) / self.high
 
     def project(self, values: torch.Tensor) -> torch.Tensor:
         """Π: normalised values mapped to the nearest normalised rating of the grid."""
-        return (self.low + self.level(values).to(values.dtype) * self.step) / self.high
+        return self.level_value(self.level(values)).to(values.dtype)
 
     def snap(self, ratings: np.ndarray) -> np.ndarray:
         """Raw ratings rounded to the grid and clipped to the scale."""

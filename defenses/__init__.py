@@ -5,8 +5,9 @@ Model stealing is defended at the query interface instead: ``defenses.mixing.Mix
 the target's top-K oracle and mixes popular items into every returned list.
 
 A training defense builds the central-mode learner that trains the defended model:
-``DEFENSES[name](split, config, seed, dataset_name, pseudo_label_rate)``; ``"none"`` is the
-undefended MF. Every learner exposes ``final_model()`` after ``central.app.train_central``.
+``DEFENSES[name](split, config, seed, dataset_name, tcd_overrides)``; ``"none"`` is the
+undefended MF; ``tcd_overrides`` (fields of ``defenses.tcd.TCDSettings``, None = the dataset's
+default) only concern TCD. Every learner exposes ``final_model()`` after ``central.app.train_central``.
 """
 
 from __future__ import annotations
@@ -17,20 +18,14 @@ from central.learner import CentralLearner
 from central.rating_mf import MFConfig, RatingMFLearner
 from central.rating_split import RatingSplit
 from defenses.adversarial_training import AdversarialPerturbation, RandomPerturbation
-from defenses.tcd import PRETRAIN_EPOCHS, PSEUDO_LABEL_RATE, TripleCooperativeLearner
+from defenses.tcd import TripleCooperativeLearner, tcd_settings
 
-DefenseFactory = Callable[[RatingSplit, MFConfig, int, str, "float | None"], CentralLearner]
-
-
-def _tcd(split: RatingSplit, config: MFConfig, seed: int, dataset: str, rate: float | None) -> CentralLearner:
-    pretrain = PRETRAIN_EPOCHS.get(dataset, 1)
-    return TripleCooperativeLearner(split, config, seed, pretrain, PSEUDO_LABEL_RATE.get(dataset, 1.0)
-                                    if rate is None else rate)
-
+DefenseFactory = Callable[[RatingSplit, MFConfig, int, str, dict], CentralLearner]
 
 DEFENSES: dict[str, DefenseFactory] = {
-    "none": lambda split, config, seed, dataset, rate: RatingMFLearner(split, config, seed),
-    "at": lambda split, config, seed, dataset, rate: RatingMFLearner(split, config, seed, AdversarialPerturbation()),
-    "rat": lambda split, config, seed, dataset, rate: RatingMFLearner(split, config, seed, RandomPerturbation()),
-    "tcd": _tcd,
+    "none": lambda split, config, seed, dataset, tcd: RatingMFLearner(split, config, seed),
+    "at": lambda split, config, seed, dataset, tcd: RatingMFLearner(split, config, seed, AdversarialPerturbation()),
+    "rat": lambda split, config, seed, dataset, tcd: RatingMFLearner(split, config, seed, RandomPerturbation()),
+    "tcd": lambda split, config, seed, dataset, tcd: TripleCooperativeLearner(split, config, seed,
+                                                                             tcd_settings(dataset, **tcd)),
 }

@@ -27,7 +27,7 @@ from central.poisoning import TARGET_KINDS, attack_profiles, choose_targets, inj
 from central.rating_mf import MFConfig
 from central.rating_split import RatingSplit, split_ratings
 from central.target_metrics import robustness_improvement
-from defenses.tcd import PSEUDO_LABEL_RATE
+from defenses.tcd import PROJECTIONS, REPORTED, tcd_settings
 from experiments import tcd_paper
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
@@ -39,6 +39,7 @@ DEFENSE_OF = {"attack": "none", "at": "at", "rat": "rat", "tcd": "tcd"}
 LABEL = {"origin": "Origin", "attack": "Attack", "at": "AT", "rat": "RAT", "tcd": "TCD"}
 NUM_TARGETS = 5
 TOP_K = 50
+TCD_KEY = {"pseudo_label_rate": "rate", "projection": "pi-", "pretrain_epochs": "pre", "reported": "model-"}
 
 
 @functools.lru_cache(maxsize=4)
@@ -66,7 +67,7 @@ def run_cell(params: dict[str, Any], folder: Path) -> dict[str, float]:
                                    params["seed"], config, cache=folder.parent / "profiles" / f"{profile_key}.npz")
         split = inject(split, profiles)
     report = train_and_evaluate(split, params["defense"], targets, params["seed"], params["dataset"], config,
-                                params.get("pseudo_label_rate"), TOP_K)
+                                params.get("tcd"), TOP_K)
     return {**report.as_dict(), "seconds": time.perf_counter() - start, "targets": targets.tolist()}
 
 
@@ -78,9 +79,14 @@ def _params(args: argparse.Namespace, dataset: str, kind: str, seed: int, attack
               "attack_size": None if attack is None else args.attack_size}
     key = f"{dataset}-{kind}-s{seed}-" + ("origin" if attack is None else
                                           f"{attack}-kc{params['knowledge_cost']:g}-as{args.attack_size:g}-{defense}")
-    if rate is not None:
-        params["pseudo_label_rate"] = rate
-        key += f"-rate{rate:g}"
+    if defense == "tcd":
+        tcd = {"pseudo_label_rate": rate, "projection": args.tcd_projection, "pretrain_epochs": args.tcd_pretrain,
+               "reported": args.tcd_reported}
+        tcd = {name: value for name, value in tcd.items() if value is not None}
+        if tcd:  # a non-default TCD gets its own cell
+            params["tcd"] = tcd
+            key += "".join(f"-{TCD_KEY[name]}{value:g}" if isinstance(value, float) else f"-{TCD_KEY[name]}{value}"
+                           for name, value in tcd.items())
     return Cell(key, params)
 
 
@@ -198,7 +204,7 @@ def fig4(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
                 for attack in args.attacks:
                     for rate in args.rates:
                         defense = "none" if rate == 0 else "tcd"
-                        default = rate == 0 or rate == PSEUDO_LABEL_RATE.get(dataset, 1.0)  # Table 3's cell
+                        default = rate == 0 or rate == tcd_settings(dataset).pseudo_label_rate  # Table 3's cell
                         cells[dataset, kind, seed, attack, rate] = _params(
                             args, dataset, kind, seed, attack, defense, rate=None if default else rate)
     results = _sweep(args, list(cells.values()))
@@ -264,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--knowledge-costs", type=_fraction, nargs="+", default=[0.2, 0.4, 0.6, 0.8, 1.0],
                    help="knowledge costs of table2")
     p.add_argument("--attack-size", type=_fraction, default=0.03, help="fake users as a share of the users")
+    p.add_argument("--tcd-projection", choices=PROJECTIONS, default=None,
+                   help="TCD's Π (default: the dataset's, see defenses.tcd.DEFAULT_SETTINGS)")
+    p.add_argument("--tcd-pretrain", type=int, default=None, help="TCD's T_pre (default: the dataset's)")
+    p.add_argument("--tcd-reported", choices=REPORTED, default=None,
+                   help="TCD's reported h_0: smallest validation MSE or last epoch (default: the dataset's)")
     p.add_argument("--rates", type=_fraction, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
                    help="pseudo-label rates of fig4 (0 = no defense)")
     return p
@@ -273,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.seeds < 1 or args.workers < 1 or args.epochs < 1:
         raise SystemExit("--seeds, --workers and --epochs must be >= 1")
+    if args.tcd_pretrain is not None and not 0 <= args.tcd_pretrain < args.epochs:
+        raise SystemExit("--tcd-pretrain must be in [0, --epochs)")
     if args.knowledge_cost == 0 or 0.0 in args.knowledge_costs or args.attack_size == 0:
         raise SystemExit("knowledge costs and the attack size must be > 0")
     for rows in COMMANDS[args.command](args):

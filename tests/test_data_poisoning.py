@@ -9,7 +9,8 @@ import torch
 from attacks.data_poisoning import ATTACKS, aush, generate_profiles
 from attacks.data_poisoning.knowledge import AttackerKnowledge
 from attacks.data_poisoning import surrogate_ascent
-from attacks.data_poisoning.surrogate_ascent import UnrolledSurrogate
+from attacks.data_poisoning.fixed_point import FixedPointMF
+from attacks.data_poisoning.surrogate_ascent import poisoned_surrogate
 from central.poisoning import attack_profiles, choose_targets, filler_count, inject
 from central.rating_mf import MFConfig
 from central.rating_split import RatingGrid, split_ratings
@@ -41,7 +42,8 @@ def knowledge():
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_profiles_respect_size_fillers_scale_and_target_rating(attack, knowledge, monkeypatch):
-    monkeypatch.setattr(aush, "STEPS", 20)  # a short GAN run keeps the test fast
+    monkeypatch.setattr(aush, "STEPS", 20)  # a short GAN run and a short ascent keep the test fast
+    monkeypatch.setattr(surrogate_ascent, "ITERATIONS", 3)
     split, known = knowledge
     targets = np.array([0, 1, 7])
     profiles = generate_profiles(attack, known, targets, num_fake=6, num_fillers=10, rng=np.random.default_rng(1))
@@ -82,16 +84,45 @@ def test_knowledge_is_the_requested_share_of_train_and_item_statistics_match():
 def test_pga_ascent_raises_the_poisoned_surrogate_target_rating_over_its_start(knowledge, monkeypatch):
     _, known = knowledge
     targets = np.array([0, 1])
+    real = torch.as_tensor(np.unique(known.users))
 
     def objective_of(iterations: int) -> float:
-        """J = mean predicted target rating of the surrogate trained on the profiles PGA returns."""
+        """J = mean predicted target rating of the ALS surrogate at its optimum on the profiles PGA returns."""
         monkeypatch.setattr(surrogate_ascent, "ITERATIONS", iterations)
         profiles = generate_profiles("pga", known, targets, 5, 10, np.random.default_rng(0))
-        surrogate = UnrolledSurrogate(known, 5, torch.as_tensor(profiles.users), torch.as_tensor(profiles.items))
-        users, items = surrogate.train(torch.as_tensor(profiles.ratings / 5.0))
-        return float((users[np.unique(known.users)] @ items[targets].T).mean())
+        model, values = poisoned_surrogate(known, 5, torch.as_tensor(profiles.users), torch.as_tensor(profiles.items))
+        model.solve(torch.cat((values, torch.as_tensor(profiles.ratings / 5.0))), 30)
+        return float((model.user_factors[real] @ model.item_factors[targets].T).mean())
 
-    assert objective_of(40) > objective_of(0) + 0.01
+    assert objective_of(15) > objective_of(0) + 0.01
+
+
+def test_gradient_through_the_als_optimum_matches_finite_differences_of_the_re_solved_model():
+    torch.set_default_dtype(torch.float64)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        users, items = torch.nonzero(torch.rand(12, 9, generator=generator) < 0.5, as_tuple=True)
+        values = torch.rand(len(users), generator=generator)
+        start = (torch.rand(12, 3, generator=generator), torch.rand(9, 3, generator=generator))
+        model = FixedPointMF(*start, users, items, l2=0.5)
+        model.solve(values, 300)
+
+        def objective(user_factors, item_factors):  # mean rating of item 0 over users 0..7
+            return (user_factors[:8] @ item_factors[0]).mean()
+
+        weights = model.objective_weights(objective, 8, values)
+        gradient = model.rating_gradient(weights, users, items)
+        for index in (0, 5, int(torch.nonzero(items == 0)[0])):
+            moved = []
+            for sign in (1.0, -1.0):
+                other = FixedPointMF(model.user_factors, model.item_factors, users, items, l2=0.5)
+                shifted = values.clone()
+                shifted[index] += sign * 1e-4
+                other.solve(shifted, 100)
+                moved.append(float(objective(other.user_factors, other.item_factors)))
+            assert float(gradient[index]) == pytest.approx((moved[0] - moved[1]) / 2e-4, rel=0.02, abs=1e-6)
+    finally:
+        torch.set_default_dtype(torch.float32)
 
 
 def test_poisoned_split_appends_fake_users_to_train_only(knowledge, tmp_path):

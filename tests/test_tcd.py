@@ -14,7 +14,7 @@ from central.rating_split import RatingGrid, split_ratings
 from central.target_metrics import evaluate_targets, robustness_improvement
 from defenses import DEFENSES
 from defenses.adversarial_training import EPSILON, AdversarialPerturbation, RandomPerturbation
-from defenses.tcd import TripleCooperativeLearner, agreed_pseudo_labels
+from defenses.tcd import TCDSettings, TripleCooperativeLearner, agreed_pseudo_labels, tcd_settings
 from recsys.data.dataset import Ratings
 from tests.test_data_poisoning import make_ratings
 
@@ -35,11 +35,49 @@ def test_pseudo_labels_are_exactly_the_unlabelled_pairs_where_the_other_two_agre
     second = torch.tensor([[0.19, 0.62, 0.65], [0.39, 0.81, 0.25]])
     labelled = torch.tensor([[False, True, False], [False, False, False]])
     # levels first: [[0, 2, 4], [1, 3, 0]]; second: [[0, 2, 2], [1, 3, 0]]
-    labels = agreed_pseudo_labels(first, second, labelled, STARS)
-    pairs = {(int(u), int(i)): round(float(v), 4) for u, i, v in zip(labels.users, labels.items, labels.values)}
-    assert pairs == {(0, 0): 0.2, (1, 0): 0.4, (1, 1): 0.8, (1, 2): 0.2}
-    half = agreed_pseudo_labels(first, second, labelled, STARS, rate=0.5, generator=torch.Generator().manual_seed(0))
-    assert {(int(u), int(i)) for u, i in zip(half.users, half.items)} <= set(pairs)
+    labels = agreed_pseudo_labels(first, second, labelled, STARS, "clamped")
+    assert _pairs(labels) == {(0, 0): 0.2, (1, 0): 0.4, (1, 1): 0.8, (1, 2): 0.2}
+    half = agreed_pseudo_labels(first, second, labelled, STARS, "clamped", rate=0.5,
+                                generator=torch.Generator().manual_seed(0))
+    assert set(_pairs(half)) <= set(_pairs(labels))
+
+
+def _pairs(labels) -> dict[tuple[int, int], float]:
+    return {(int(u), int(i)): round(float(v), 4) for u, i, v in zip(labels.users, labels.items, labels.values)}
+
+
+# Hand-built predictions of two models on a 1 x 8 row (1-5 stars, normalised by 5; nothing labelled).
+# Stars: -2.0, -0.2, 0.4, 1.2, 3.1, 4.9, 5.2, 7.0 against -0.6, 0.2, 1.4, 0.8, 2.9, 5.1, 4.6, 6.8.
+FIRST = torch.tensor([[-0.40, -0.04, 0.08, 0.24, 0.62, 0.98, 1.04, 1.40]])
+SECOND = torch.tensor([[-0.12, 0.04, 0.28, 0.16, 0.58, 1.02, 0.92, 1.36]])
+
+
+@pytest.mark.parametrize("projection, expected", [
+    # clipped levels: 1, 1, 1, 1, 3, 5, 5, 5 against 1, 1, 1, 1, 3, 5, 5, 5: every pair agrees
+    ("clamped", {0: 0.2, 1: 0.2, 2: 0.2, 3: 0.2, 4: 0.6, 5: 1.0, 6: 1.0, 7: 1.0}),
+    # unclipped stars: -2, 0, 0, 1, 3, 5, 5, 7 against -1, 0, 1, 1, 3, 5, 5, 7; below 1 star -> 0
+    ("zero-below", {1: 0.0, 3: 0.2, 4: 0.6, 5: 1.0, 6: 1.0, 7: 1.4}),
+    # and at or above 5 stars -> 0
+    ("authors", {1: 0.0, 3: 0.2, 4: 0.6, 5: 0.0, 6: 0.0, 7: 0.0}),
+])
+def test_each_projection_labels_hand_built_predictions_off_the_scale_as_specified(projection, expected):
+    labels = agreed_pseudo_labels(FIRST, SECOND, torch.zeros(1, 8, dtype=torch.bool), STARS, projection)
+    assert _pairs(labels) == {(0, item): value for item, value in expected.items()}
+
+
+def test_half_star_projection_zeroes_the_bin_below_the_lowest_rating():
+    half_stars = RatingGrid(0.5, 4.0, 0.5)  # FilmTrust: 0.125, 0.25, ..., 1.0
+    first = torch.tensor([[0.0, 0.02, 0.05, 0.126, 0.99]])  # 0, 0.08, 0.2, 0.504, 3.96 stars
+    second = torch.tensor([[0.01, -0.02, 0.07, 0.12, 1.01]])  # 0.04, -0.08, 0.28, 0.48, 4.04 stars
+    labelled = torch.zeros(1, 5, dtype=torch.bool)
+    assert _pairs(agreed_pseudo_labels(first, second, labelled, half_stars, "clamped")) == {
+        (0, 0): 0.125, (0, 1): 0.125, (0, 2): 0.125, (0, 3): 0.125, (0, 4): 1.0}
+    assert _pairs(agreed_pseudo_labels(first, second, labelled, half_stars, "zero-below")) == {
+        (0, 0): 0.0, (0, 1): 0.0, (0, 3): 0.125, (0, 4): 1.0}
+    assert _pairs(agreed_pseudo_labels(first, second, labelled, half_stars, "authors")) == {
+        (0, 0): 0.0, (0, 1): 0.0, (0, 3): 0.125, (0, 4): 0.0}
+    with pytest.raises(ValueError, match="projection"):
+        agreed_pseudo_labels(first, second, labelled, half_stars, "round")
 
 
 def test_robustness_improvement_on_a_hand_case():
@@ -123,15 +161,33 @@ def test_mf_learner_lowers_validation_mse_and_keeps_the_best_epoch():
 def test_tcd_pretrains_then_adds_pseudo_labels_and_shares_three_item_tables():
     ratings, users, items = make_ratings()
     split = split_ratings(ratings, users, items, seed=0)
-    learner = TripleCooperativeLearner(split, SMALL_MF, seed=0, pretrain_epochs=2)
+    learner = TripleCooperativeLearner(split, SMALL_MF, seed=0, settings=TCDSettings(pretrain_epochs=2))
     history = train_central(learner, 4)
     assert [row.get("pseudo_labels") for row in history[1:3]] == [0.0, 0.0]
     unlabelled = users * items - len(split.train)
     assert all(0 < row["pseudo_labels"] <= unlabelled for row in history[3:5])
     assert sorted(learner.shared_parameters()) == ["item_factors_0", "item_factors_1", "item_factors_2"]
-    with pytest.raises(ValueError, match="pseudo_label_rate"):
-        TripleCooperativeLearner(split, SMALL_MF, 0, 1, pseudo_label_rate=1.5)
+    for bad, reason in (({"pseudo_label_rate": 1.5}, "pseudo_label_rate"), ({"projection": "x"}, "projection"),
+                        ({"reported": "x"}, "reported")):
+        with pytest.raises(ValueError, match=reason):
+            TCDSettings(pretrain_epochs=1, **bad)
     assert set(DEFENSES) == {"none", "at", "rat", "tcd"}
+
+
+def test_tcd_reports_the_best_validation_or_the_last_epoch_model():
+    ratings, users, items = make_ratings()
+    split = split_ratings(ratings, users, items, seed=0)
+    finals = {}
+    for reported in ("best", "final"):
+        learner = TripleCooperativeLearner(split, SMALL_MF, 0, TCDSettings(pretrain_epochs=1, reported=reported))
+        train_central(learner, 5)
+        finals[reported] = learner.final_model().mse(split.valid)
+        if reported == "best":
+            assert finals[reported] == pytest.approx(learner.best.mse)
+    assert finals["best"] <= finals["final"]
+    assert tcd_settings("filmtrust") == TCDSettings(pretrain_epochs=6, projection="authors", reported="final")
+    assert tcd_settings("ml-100k") == TCDSettings(pretrain_epochs=4, projection="clamped", reported="best")
+    assert tcd_settings("ml-100k", projection="authors", reported=None).projection == "authors"
 
 
 def test_target_and_test_hit_ratio_on_a_hand_built_model():
@@ -199,3 +255,15 @@ def test_table2_and_fig4_commands_write_their_outputs(tmp_path, monkeypatch):
     # rate 0 is the undefended cell of table2 (kc 0.4); rate 1.0 is ML-100K's default, i.e. Table 3's TCD cell
     assert {path.stem for path in (tmp_path / "cells").glob("*tcd*.json")} == {
         "ml-100k-random-s0-average-kc0.4-as0.03-tcd", "ml-100k-random-s0-average-kc0.4-as0.03-tcd-rate0.5"}
+
+
+def test_tcd_options_replace_the_dataset_defaults_in_their_own_cells():
+    from experiments import tcd
+
+    args = tcd.build_parser().parse_args(["table3", "--tcd-projection", "clamped", "--tcd-pretrain", "1"])
+    cell = tcd._params(args, "filmtrust", "unpopular", 0, "random", "tcd")
+    assert cell.key == "filmtrust-unpopular-s0-random-kc0.4-as0.03-tcd-pi-clamped-pre1"
+    assert cell.params["tcd"] == {"projection": "clamped", "pretrain_epochs": 1}
+    assert "tcd" not in tcd._params(args, "filmtrust", "unpopular", 0, "random", "none").params
+    defaults = tcd.build_parser().parse_args(["table3"])
+    assert tcd._params(defaults, "filmtrust", "unpopular", 0, "random", "tcd").key.endswith("-tcd")
