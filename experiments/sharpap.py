@@ -25,10 +25,12 @@ from attacks.implicit import ATTACKS
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import MODES, SharpSettings
 from attacks.implicit.wmf_surrogate import WMFSettings
-from experiments.sharpap_cell import FAKE_SHARE, popularity, run_attack, run_victim
+from experiments.sharpap_cell import FAKE_SHARE, load, popularity, run_attack, run_victim
+from harness.cli import CommandParser, UsageError, add_common, add_list, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
 
+DATASETS = ("fed-ml", "gowalla", "synthetic")  # fed-ml = ML-1M implicit; gowalla = a seeded CPU subsample; synthetic = CI size
 VICTIMS = ("wrmf", "bpr", "lightgcn", "sgl", "simgcl")
 CONDITIONS = ("none", *ATTACKS)
 KS = (10, 20, 50)
@@ -210,35 +212,41 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m experiments.sharpap", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> CommandParser:
+    parser = CommandParser(prog="python -m experiments.sharpap", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["table"], help="what to produce")
-    parser.add_argument("--datasets", nargs="+", choices=["fed-ml", "gowalla", "synthetic"], default=["fed-ml"],
-                        help="fed-ml = ML-1M implicit; gowalla = a seeded CPU subsample; synthetic = CI size")
-    parser.add_argument("--victims", nargs="+", choices=VICTIMS, default=list(VICTIMS))
-    parser.add_argument("--attacks", nargs="+", choices=CONDITIONS, default=list(CONDITIONS))
-    parser.add_argument("--runs", type=int, default=5, help="runs (each its own targets and seeds)")
+    add_common(parser, out="runs/sharpap", seeds=None, datasets=["fed-ml"])
+    add_list(parser, "--victims", str, "names", list(VICTIMS), f"victims ({', '.join(VICTIMS)})")
+    add_list(parser, "--attacks", str, "names", list(CONDITIONS), f"attacks ({', '.join(CONDITIONS)})")
+    parser.add_argument("--runs", type=int, default=5, help="runs 0..N-1 (each its own targets and seeds)")
     parser.add_argument("--preset", choices=PRESETS, default="lean", help="hyper-parameter preset (default lean)")
     parser.add_argument("--iterations", type=int, default=None, help="override RevAdv's outer iterations")
     parser.add_argument("--fake-share", type=float, default=FAKE_SHARE,
                         help="fake users as a share of the real users (default 0.01, the paper's 1%%)")
     parser.add_argument("--kappa", type=float, default=SharpSettings.kappa, help="SharpAP radius κ (relative)")
     parser.add_argument("--sharp-mode", choices=MODES, default=SharpSettings.mode, help="SharpAP perturbation")
-    parser.add_argument("--workers", type=int, default=1, help="parallel Ray workers (1: sequential)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
-    parser.add_argument("--data-dir", default=None, help="root folder of the datasets (default: $FEDREC_DATA_DIR)")
-    parser.add_argument("--out", default="runs/sharpap", help="output folder (cells are cached there)")
-    args = parser.parse_args(argv)
-    if args.runs < 1 or args.workers < 1 or args.threads < 1 or args.kappa < 0 or not 0 < args.fake_share <= 1:
-        parser.error("--runs, --workers and --threads must be >= 1, --kappa >= 0 and --fake-share in (0, 1]")
+    return parser
+
+
+def _check_choices(option: str, values: Sequence[str], allowed: Sequence[str]) -> None:
+    if unknown := [v for v in values if v not in allowed]:
+        raise UsageError(f"{option}: unknown {', '.join(unknown)}; choose from {', '.join(allowed)}")
+
+
+@guarded()
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(build_parser(), argv)
+    _check_choices("--datasets", args.datasets, DATASETS)
+    _check_choices("--victims", args.victims, VICTIMS)
+    _check_choices("--attacks", args.attacks, CONDITIONS)
+    if args.runs < 1 or args.threads < 1 or args.kappa < 0 or not 0 < args.fake_share <= 1:
+        raise UsageError("--runs and --threads must be >= 1, --kappa >= 0 and --fake-share in (0, 1]")
     if args.iterations is not None and args.iterations < 0:
-        parser.error("--iterations must be >= 0")
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+        raise UsageError("--iterations must be >= 0")
+    for dataset in args.datasets:  # missing or malformed data fails here, in one line, before any run
+        load(dataset, args.data_dir)
     table, attacks, utility = Experiment(args).run()
     out = Path(args.out)
     write_table(table, out / "table", title=f"Target promotion (mean ± std over {args.runs} runs, {args.preset} preset)")
@@ -248,7 +256,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for rows in (table, attacks, utility):
         print(markdown_table(rows))
     print(f"wrote {out}/table.csv, .md, .png, attacks.csv, .md, utility.csv, .md")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

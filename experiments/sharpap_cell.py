@@ -52,12 +52,13 @@ def cpu_gowalla(dataset: Dataset, users: int, items: int, seed: int = 0) -> Data
 
 @lru_cache(maxsize=4)
 def load(name: str, data_dir: str | None) -> Dataset:
-    """The dataset of a run: ``fed-ml`` (ML-1M implicit), ``gowalla`` (CPU subsample) or ``synthetic``."""
+    """The dataset of a run: ``fed-ml`` (ML-1M implicit), ``gowalla`` (CPU subsample) or ``synthetic``;
+    ``data_dir`` "" or None means ``$FEDREC_DATA_DIR``, else the cache."""
     if name == "synthetic":
         return load_dataset("synthetic", **SYNTHETIC)
     if name == "gowalla":
-        return cpu_gowalla(load_dataset("gowalla", data_dir), **GOWALLA_CPU)
-    return load_dataset(name, data_dir)
+        return cpu_gowalla(load_dataset("gowalla", data_dir or None), **GOWALLA_CPU)
+    return load_dataset(name, data_dir or None)
 
 
 def setting(dataset: Dataset, run: int, fake_share: float = FAKE_SHARE) -> PoisonSetting:

@@ -60,12 +60,13 @@ def add_list(parser: argparse.ArgumentParser, option: str, kind: Callable[[str],
                         help=f"{help} (comma- or space-separated; default: {','.join(map(str, default)) or 'all'})")
 
 
-def add_common(parser: argparse.ArgumentParser, *, out: str, seeds: Sequence[int] = (0, 1, 2),
+def add_common(parser: argparse.ArgumentParser, *, out: str, seeds: Sequence[int] | None = (0, 1, 2),
                datasets: Sequence[str] | None = None) -> None:
-    """``--data-dir``, ``--seeds``, ``--datasets`` (when ``datasets`` is given), ``--workers`` and ``--out``."""
+    """``--data-dir``, ``--seeds`` and ``--datasets`` (each when its default is given), ``--workers`` and ``--out``."""
     parser.add_argument("--data-dir", default="", help=f"folder laid out like shared/datasets (else ${DATA_DIR_ENV}, "
                         "else ~/.cache/fedrec-sim/datasets)")
-    add_list(parser, "--seeds", int, "integers", list(seeds), "seeds, one run each")
+    if seeds is not None:
+        add_list(parser, "--seeds", int, "integers", list(seeds), "seeds, one run each")
     if datasets is not None:
         add_list(parser, "--datasets", str, "names", list(datasets), "datasets")
     parser.add_argument("--workers", type=int, default=1,

@@ -146,13 +146,13 @@ def test_sharpap_table_command_on_synthetic_data(tmp_path, capsys):
     assert "| synthetic | random | 0 | 8 30 48 159 182 | 30 |" in capsys.readouterr().out  # 10% of 300 users
 
 
-def test_command_line_rejects_bad_settings():
-    from experiments.sharpap import parse_args
+def test_command_line_rejects_bad_settings(capsys):
+    from experiments.sharpap import main
 
-    with pytest.raises(SystemExit):
-        parse_args(["table", "--runs", "0"])
-    with pytest.raises(SystemExit):
-        parse_args(["table", "--victims", "ncf"])
+    assert main(["table", "--runs", "0"]) == 2
+    assert "--runs and --threads must be >= 1" in capsys.readouterr().err
+    assert main(["table", "--victims", "wrmf,ncf"]) == 2
+    assert capsys.readouterr().err.startswith("error: --victims: unknown ncf")
     with pytest.raises(ValueError, match="SharpAP mode"):
         SharpSettings(mode="sam")
 
