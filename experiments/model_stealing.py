@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from attacks.stealing import ATTACKS, StealingSettings
+from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
 from attacks.stealing.base import CLONE_MODELS
+from recsys.data import load_dataset
 from recsys.models.ranking import MODELS
 
 ALL_ATTACKS = list(ATTACKS)  # qsd, ptd, ptq, pta, ptaq: Table 4's rows
@@ -229,23 +231,19 @@ def _plot_heatmaps(rows: list[dict[str, Any]], clones: list[str], path: Path) ->
     plt.close(fig)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m experiments.model_stealing", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> CommandParser:
+    parser = CommandParser(prog="python -m experiments.model_stealing", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=COMMANDS, help="the table or figure to produce")
-    parser.add_argument("--data-dir", default=None, help="root folder of the datasets (default: $FEDREC_DATA_DIR)")
-    parser.add_argument("--datasets", nargs="+", default=["fed-ml"],
-                        help="datasets (recsys.data names); Table 4 uses all, the others the first (default fed-ml)")
-    parser.add_argument("--targets", nargs="+", choices=list(MODELS), default=list(CLONE_MODELS),
-                        help="target model architectures (default: bpr ncf lmf; also wrmf lightgcn sgl simgcl)")
+    add_common(parser, out="runs/model-stealing", seeds=(0, 1, 2, 3, 4), datasets=["fed-ml"])
+    add_list(parser, "--targets", str, "names", list(CLONE_MODELS),
+             f"target model architectures ({', '.join(MODELS)}); Table 4 uses every --datasets, the others the first")
     parser.add_argument("--clone", choices=["same", *CLONE_MODELS], default="same",
                         help="clone architecture; 'same' copies the target's (BPR-MF for wrmf and the graph "
                              "targets; Fig. 6 sweeps all)")
-    parser.add_argument("--clones", nargs="+", choices=list(CLONE_MODELS), default=list(CLONE_MODELS),
-                        help="Fig. 6: clone architectures (columns of the heatmap)")
-    parser.add_argument("--attacks", nargs="+", choices=ALL_ATTACKS, default=ALL_ATTACKS,
-                        help="attacks shown by the figures (every cell runs all five; the tables show theirs)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="seeds (paper: 5 runs)")
+    add_list(parser, "--clones", str, "names", list(CLONE_MODELS), "Fig. 6: clone architectures (heatmap columns)")
+    add_list(parser, "--attacks", str, "names", ALL_ATTACKS,
+             "attacks shown by the figures (every cell runs all five; the tables show theirs)")
     parser.add_argument("--k", type=int, default=50, help="length of the queried lists and of Agr@K (paper: 50)")
     parser.add_argument("--fraction", type=float, default=0.1, help="share of target users the attacker knows (0.1)")
     parser.add_argument("--target-epochs", type=int, default=None,
@@ -256,31 +254,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="BPR epochs of the auxiliary model on the auxiliary data")
     parser.add_argument("--finetune-epochs", type=int, default=StealingSettings.finetune_epochs,
                         help="epochs on the queried lists (PTQ/PTAQ fine-tuning, QSD training)")
-    parser.add_argument("--lengths", nargs="+", type=int, default=[10, 20, 50, 100], help="Fig. 2: list lengths K")
-    parser.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.1, 0.2, 0.3],
-                        help="Fig. 3: shares of target users known to the attacker")
-    parser.add_argument("--mixes", nargs="+", type=int, default=[0, 5, 10, 15, 20, 25],
-                        help="Figs. 7-8: popular items mixed into every top-50 list")
-    parser.add_argument("--workers", type=int, default=1, help="parallel Ray workers (1: sequential)")
-    parser.add_argument("--out", default="runs/model-stealing", help="output folder (cells are cached there)")
-    args = parser.parse_args(argv)
-    if min(args.seeds) < 0 or args.workers < 1:
-        parser.error("seeds must be >= 0 and --workers >= 1")
+    add_list(parser, "--lengths", int, "integers", [10, 20, 50, 100], "Fig. 2: list lengths K")
+    add_list(parser, "--fractions", float, "numbers", [0.05, 0.1, 0.2, 0.3],
+             "Fig. 3: shares of target users known to the attacker")
+    add_list(parser, "--mixes", int, "integers", [0, 5, 10, 15, 20, 25],
+             "Figs. 7-8: popular items mixed into every top-50 list")
+    return parser
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every option's range, then every dataset loads, so bad input fails in one line before any run."""
+    check_choices("--targets", args.targets, list(MODELS))
+    check_choices("--clones", args.clones, list(CLONE_MODELS))
+    check_choices("--attacks", args.attacks, ALL_ATTACKS)
+    if min(args.seeds) < 0:
+        raise UsageError("--seeds must be >= 0")
     if not all(0 < f <= 1 for f in [args.fraction, *args.fractions]):
-        parser.error("--fraction and --fractions must be in (0, 1]")
+        raise UsageError("--fraction and --fractions must be in (0, 1]")
     if min(args.k, *args.lengths) < 2 or not all(0 <= m <= args.k for m in args.mixes):
-        parser.error("--k and --lengths must be >= 2 and --mixes in [0, --k]")
-    return args
+        raise UsageError("--k and --lengths must be >= 2 and --mixes in [0, --k]")
+    for dataset in args.datasets if args.command == "table4" else args.datasets[:1]:
+        load_dataset(dataset, args.data_dir or None)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+@guarded()
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(build_parser(), argv)
+    check(args)
     rows = COMMANDS[args.command](Experiment(args))
     stem = Path(args.out) / args.command
     write_table(rows, stem, title=f"{args.command} (Agr@K, mean ± std over seeds {args.seeds})")
     print(markdown_table(rows))
     print(f"wrote {stem}.csv, {stem}.md" + (f", {stem}.png" if args.command.startswith("fig") else ""))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -26,7 +26,7 @@ from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import MODES, SharpSettings
 from attacks.implicit.wmf_surrogate import WMFSettings
 from experiments.sharpap_cell import FAKE_SHARE, load, popularity, run_attack, run_victim
-from harness.cli import CommandParser, UsageError, add_common, add_list, guarded, parse
+from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
 
@@ -230,17 +230,12 @@ def build_parser() -> CommandParser:
     return parser
 
 
-def _check_choices(option: str, values: Sequence[str], allowed: Sequence[str]) -> None:
-    if unknown := [v for v in values if v not in allowed]:
-        raise UsageError(f"{option}: unknown {', '.join(unknown)}; choose from {', '.join(allowed)}")
-
-
 @guarded()
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(build_parser(), argv)
-    _check_choices("--datasets", args.datasets, DATASETS)
-    _check_choices("--victims", args.victims, VICTIMS)
-    _check_choices("--attacks", args.attacks, CONDITIONS)
+    check_choices("--datasets", args.datasets, DATASETS)
+    check_choices("--victims", args.victims, VICTIMS)
+    check_choices("--attacks", args.attacks, CONDITIONS)
     if args.runs < 1 or args.threads < 1 or args.kappa < 0 or not 0 < args.fake_share <= 1:
         raise UsageError("--runs and --threads must be >= 1, --kappa >= 0 and --fake-share in (0, 1]")
     if args.iterations is not None and args.iterations < 0:

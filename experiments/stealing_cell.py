@@ -26,7 +26,8 @@ RECALL_K = 50  # Recall@50, as Fig. 8 reports it
 
 @lru_cache(maxsize=4)
 def _split(dataset: str, data_dir: str | None, seed: int, attacker_fraction: float) -> StealingSplit:
-    return StealingSplit.from_dataset(load_dataset(dataset, data_dir), seed, attacker_fraction)
+    """``data_dir`` is the resolved ``--data-dir``; "" or None means ``$FEDREC_DATA_DIR``, else the cache."""
+    return StealingSplit.from_dataset(load_dataset(dataset, data_dir or None), seed, attacker_fraction)
 
 
 def target_model(split: StealingSplit, name: str, dim: int, epochs: int, seed: int, cache: Path | None) -> RankingModel:

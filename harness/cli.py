@@ -80,6 +80,12 @@ def data_dir(value: str) -> str:
     return str(Path(chosen).expanduser().resolve()) if chosen else ""
 
 
+def check_choices(option: str, values: Sequence[Any], allowed: Sequence[Any]) -> None:
+    """``UsageError`` naming ``option`` when a listed value is not one of ``allowed``."""
+    if unknown := [str(v) for v in values if v not in allowed]:
+        raise UsageError(f"{option}: unknown {', '.join(unknown)}; choose from {', '.join(map(str, allowed))}")
+
+
 def check_settings(settings: Sequence[dict[str, Any]]) -> None:
     """Validate every run's settings and load each distinct dataset once, so bad settings and missing or malformed
     data fail in one line before hours of runs."""

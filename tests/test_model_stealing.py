@@ -253,9 +253,9 @@ def test_ml1m_bpr_acceptance_ordering(shared_datasets, tmp_path):
 def test_defense_figure_command_writes_tables_and_plot(tmp_path, capsys):
     from experiments.model_stealing import main
 
-    main(["fig7-8", "--datasets", "synthetic", "--targets", "bpr", "--seeds", "0", "--mixes", "0", "5",
-          "--target-epochs", "2", "--clone-epochs", "2", "--aux-epochs", "2", "--finetune-epochs", "2",
-          "--out", str(tmp_path)])
+    assert main(["fig7-8", "--datasets", "synthetic", "--targets", "bpr", "--seeds", "0", "--mixes", "0", "5",
+                 "--target-epochs", "2", "--clone-epochs", "2", "--aux-epochs", "2", "--finetune-epochs", "2",
+                 "--out", str(tmp_path)]) == 0
     assert all((tmp_path / f"fig7-8.{ext}").is_file() for ext in ("csv", "md", "png"))
     rows = (tmp_path / "fig7-8.csv").read_text().splitlines()
     assert len(rows) == 3 and "PTAQ" in rows[0] and "| bpr | 5 |" in capsys.readouterr().out
@@ -264,12 +264,14 @@ def test_defense_figure_command_writes_tables_and_plot(tmp_path, capsys):
     assert ptd[0] == ptd[1]
 
 
-def test_command_line_rejects_bad_settings():
-    from experiments.model_stealing import parse_args
+def test_command_line_rejects_bad_settings(capsys):
+    from experiments.model_stealing import main
 
-    with pytest.raises(SystemExit):
-        parse_args(["fig3", "--fractions", "0"])
-    with pytest.raises(SystemExit):
-        parse_args(["fig7-8", "--mixes", "60"])
+    assert main(["fig3", "--fractions", "0.1,0"]) == 2
+    assert "--fraction and --fractions must be in (0, 1]" in capsys.readouterr().err
+    assert main(["fig7-8", "--mixes", "60"]) == 2
+    assert "--mixes in [0, --k]" in capsys.readouterr().err
+    assert main(["fig6", "--clones", "bpr", "mlp"]) == 2
+    assert capsys.readouterr().err.startswith("error: --clones: unknown mlp")
     with pytest.raises(ValueError, match="stealing losses"):
         StealingSettings(ranking_loss="mse")
