@@ -30,7 +30,8 @@ from harness.cli import CommandParser, UsageError, add_common, add_list, check_c
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
 
-DATASETS = ("fed-ml", "gowalla", "synthetic")  # fed-ml = ML-1M implicit; gowalla = a seeded CPU subsample; synthetic = CI size
+# fed-ml = ML-1M implicit; gowalla = a seeded CPU subsample; synthetic = CI size
+DATASETS = ("fed-ml", "gowalla", "synthetic")
 VICTIMS = ("wrmf", "bpr", "lightgcn", "sgl", "simgcl")
 CONDITIONS = ("none", *ATTACKS)
 KS = (10, 20, 50)

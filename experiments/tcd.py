@@ -3,7 +3,7 @@ central mode: Table 2 (attack HR@50 vs. knowledge cost), Table 3 (target HR@50 u
 Attack, AT, RAT, TCD with RI, rank shift and a paired t-test of TCD against the best baseline),
 Table 4 (test HR@50) and Fig. 4 (TCD vs. the pseudo-label rate).
 
-    python -m experiments.tcd table3 --data-dir /work/shared/datasets --seeds 5 --out runs/tcd
+    python -m experiments.tcd table3 --data-dir ../shared/datasets --seeds 0,1,2,3,4 --out runs/tcd
 
 Every (dataset, targets, seed, attack, knowledge cost, defense) model is a cached sweep cell, so
 Tables 3 and 4 share their cells and Table 2 reuses the undefended ones.
@@ -29,6 +29,7 @@ from central.rating_split import RatingSplit, split_ratings
 from central.target_metrics import robustness_improvement
 from defenses.tcd import PROJECTIONS, REPORTED, tcd_settings
 from experiments import tcd_paper
+from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
 from recsys.data import load_dataset
@@ -44,9 +45,10 @@ TCD_KEY = {"pseudo_label_rate": "rate", "projection": "pi-", "pretrain_epochs": 
 
 @functools.lru_cache(maxsize=4)
 def _split(dataset: str, data_dir: str, seed: int) -> RatingSplit:
-    data = load_dataset(dataset, data_dir)
+    """``data_dir`` is the resolved ``--data-dir``; "" means ``$FEDREC_DATA_DIR``, else the cache."""
+    data = load_dataset(dataset, data_dir or None)
     if data.ratings is None:
-        raise ValueError(f"dataset {dataset!r} has no explicit ratings; use ml-100k, filmtrust or ml-1m")
+        raise UsageError(f"--datasets: {dataset!r} has no explicit ratings; use ml-100k, filmtrust or ml-1m")
     return split_ratings(data.ratings, data.num_users, data.num_items, seed)
 
 
@@ -73,7 +75,7 @@ def run_cell(params: dict[str, Any], folder: Path) -> dict[str, float]:
 
 def _params(args: argparse.Namespace, dataset: str, kind: str, seed: int, attack: str | None,
             defense: str = "none", cost: float | None = None, rate: float | None = None) -> Cell:
-    params = {"dataset": dataset, "data_dir": str(args.data_dir), "targets": kind, "seed": seed,
+    params = {"dataset": dataset, "data_dir": args.data_dir, "targets": kind, "seed": seed,
               "attack": attack, "defense": defense, "epochs": args.epochs,
               "knowledge_cost": None if attack is None else (args.knowledge_cost if cost is None else cost),
               "attack_size": None if attack is None else args.attack_size}
@@ -117,7 +119,7 @@ def _defense_cells(args: argparse.Namespace) -> dict[tuple, Cell]:
     cells = {}
     for dataset in args.datasets:
         for kind in args.targets:
-            for seed in range(args.seeds):
+            for seed in args.seeds:
                 cells[dataset, kind, seed, "origin"] = _params(args, dataset, kind, seed, None)
                 for column, defense in DEFENSE_OF.items():  # undefended first: they generate the profiles
                     for attack in args.attacks:
@@ -139,14 +141,14 @@ def table3_and_4(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
             for attack in args.attacks:
                 def series(column: str, metric: str) -> list[float]:
                     return [results[cells[_cell_key(dataset, kind, seed, attack, column)].key][metric]
-                            for seed in range(args.seeds)]
+                            for seed in args.seeds]
 
                 hr = {c: series(c, "target_hr") for c in ("origin", *DEFENSE_OF)}
                 rank = {c: series(c, "target_rank") for c in ("origin", *DEFENSE_OF)}
                 test = {c: series(c, "test_hr") for c in ("origin", *DEFENSE_OF)}
                 means = {c: _mean(v) for c, v in hr.items()}
                 best = min(BASELINES, key=lambda c: means[c])
-                row = {"dataset": dataset, "targets": kind, "attack": attack, "seeds": args.seeds,
+                row = {"dataset": dataset, "targets": kind, "attack": attack, "seeds": len(args.seeds),
                        **{LABEL[c]: means[c] for c in hr}}
                 row |= {f"RI_{LABEL[c]}": robustness_improvement(means[c], means["origin"], means["attack"])
                         for c in ("at", "rat", "tcd")}
@@ -156,7 +158,7 @@ def table3_and_4(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
                 paper_ri = math.nan if paper is None else robustness_improvement(paper[4], paper[0], paper[1])
                 row |= {"paper O/A/AT/RAT/TCD": _paper(paper), "paper_RI_TCD": paper_ri}
                 robust.append(row)
-                general.append({"dataset": dataset, "targets": kind, "attack": attack, "seeds": args.seeds,
+                general.append({"dataset": dataset, "targets": kind, "attack": attack, "seeds": len(args.seeds),
                                 **{LABEL[c]: _mean(v) for c, v in test.items()},
                                 "p_TCD_vs_Origin": _p_value(test["tcd"], test["origin"]),
                                 "paper O/A/AT/RAT/TCD": _paper(tcd_paper.TABLE4.get((dataset, kind, attack)))})
@@ -172,7 +174,7 @@ def table2(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
     cells: dict[tuple, Cell] = {}
     for dataset in args.datasets:
         for kind in args.targets:
-            for seed in range(args.seeds):
+            for seed in args.seeds:
                 cells[dataset, kind, seed, "origin"] = _params(args, dataset, kind, seed, None)
                 for attack in args.attacks:
                     for cost in args.knowledge_costs:
@@ -182,12 +184,12 @@ def table2(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
     for dataset in args.datasets:
         for kind in args.targets:
             for attack in args.attacks:
-                row = {"dataset": dataset, "targets": kind, "attack": attack, "seeds": args.seeds,
+                row = {"dataset": dataset, "targets": kind, "attack": attack, "seeds": len(args.seeds),
                        "origin": _mean([results[cells[dataset, kind, s, "origin"].key]["target_hr"]
-                                        for s in range(args.seeds)])}
+                                        for s in args.seeds])}
                 for cost in args.knowledge_costs:
                     row[f"kc={cost:g}"] = _mean([results[cells[dataset, kind, s, attack, cost].key]["target_hr"]
-                                                 for s in range(args.seeds)])
+                                                 for s in args.seeds])
                 row[f"paper O/kc={'/'.join(f'{c:g}' for c in tcd_paper.TABLE2_COSTS)}"] = _paper(
                     tcd_paper.TABLE2.get((dataset, kind, attack)))
                 rows.append(row)
@@ -200,7 +202,7 @@ def fig4(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
     cells: dict[tuple, Cell] = {}
     for dataset in args.datasets:
         for kind in args.targets:
-            for seed in range(args.seeds):
+            for seed in args.seeds:
                 for attack in args.attacks:
                     for rate in args.rates:
                         defense = "none" if rate == 0 else "tcd"
@@ -208,11 +210,12 @@ def fig4(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
                         cells[dataset, kind, seed, attack, rate] = _params(
                             args, dataset, kind, seed, attack, defense, rate=None if default else rate)
     results = _sweep(args, list(cells.values()))
-    rows = [{"dataset": dataset, "targets": kind, "attack": attack, "pseudo_label_rate": rate, "seeds": args.seeds,
+    rows = [{"dataset": dataset, "targets": kind, "attack": attack, "pseudo_label_rate": rate,
+             "seeds": len(args.seeds),
              "target_hr": _mean([results[cells[dataset, kind, s, attack, rate].key]["target_hr"]
-                                 for s in range(args.seeds)]),
+                                 for s in args.seeds]),
              "test_hr": _mean([results[cells[dataset, kind, s, attack, rate].key]["test_hr"]
-                               for s in range(args.seeds)])}
+                               for s in args.seeds])}
             for dataset in args.datasets for kind in args.targets for attack in args.attacks for rate in args.rates]
     out = Path(args.out)
     write_table(rows, out / "fig4", title="Fig. 4: target HR@50 of TCD against the pseudo-label rate")
@@ -249,45 +252,51 @@ def _fraction(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.tcd", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> CommandParser:
+    p = CommandParser(prog="python -m experiments.tcd", description=__doc__,
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("command", choices=sorted(COMMANDS),
                    help="table2: attack HR vs knowledge cost; table3/table4: defenses (both tables from the "
                         "same cells); fig4: TCD vs pseudo-label rate (CSV, Markdown and PNG)")
-    p.add_argument("--data-dir", default=None, help="dataset root folder (e.g. /work/shared/datasets)")
-    p.add_argument("--datasets", nargs="+", default=["ml-100k", "filmtrust"],
-                   help="explicit-rating datasets: ml-100k, filmtrust, ml-1m (needs a full ratings.dat)")
-    p.add_argument("--targets", nargs="+", choices=TARGET_KINDS, default=list(TARGET_KINDS),
-                   help="target items: random items, or unpopular items (< 5 ratings)")
-    p.add_argument("--attacks", nargs="+", choices=sorted(ATTACKS), default=list(PAPER_ATTACKS),
-                   help="data-poisoning attacks")
-    p.add_argument("--seeds", type=int, default=5, help="repetitions (seeds 0..N-1; the paper uses 30)")
-    p.add_argument("--workers", type=int, default=1, help="parallel Ray workers (1 = sequential)")
-    p.add_argument("--out", default="runs/tcd", help="output folder (cached cells, tables, plots)")
+    add_common(p, out="runs/tcd", seeds=(0, 1, 2, 3, 4), datasets=["ml-100k", "filmtrust"])
+    add_list(p, "--targets", str, "names", list(TARGET_KINDS),
+             "target items: random items, or unpopular items (< 5 ratings)")
+    add_list(p, "--attacks", str, "names", list(PAPER_ATTACKS),
+             f"data-poisoning attacks ({', '.join(sorted(ATTACKS))})")
     p.add_argument("--epochs", type=int, default=40, help="training epochs T of every model")
     p.add_argument("--knowledge-cost", type=_fraction, default=0.4, help="share of the ratings the attacker knows")
-    p.add_argument("--knowledge-costs", type=_fraction, nargs="+", default=[0.2, 0.4, 0.6, 0.8, 1.0],
-                   help="knowledge costs of table2")
+    add_list(p, "--knowledge-costs", float, "numbers", [0.2, 0.4, 0.6, 0.8, 1.0], "knowledge costs of table2")
     p.add_argument("--attack-size", type=_fraction, default=0.03, help="fake users as a share of the users")
     p.add_argument("--tcd-projection", choices=PROJECTIONS, default=None,
                    help="TCD's Π (default: the dataset's, see defenses.tcd.DEFAULT_SETTINGS)")
     p.add_argument("--tcd-pretrain", type=int, default=None, help="TCD's T_pre (default: the dataset's)")
     p.add_argument("--tcd-reported", choices=REPORTED, default=None,
                    help="TCD's reported h_0: smallest validation MSE or last epoch (default: the dataset's)")
-    p.add_argument("--rates", type=_fraction, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
-                   help="pseudo-label rates of fig4 (0 = no defense)")
+    add_list(p, "--rates", float, "numbers", [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+             "pseudo-label rates of fig4 (0 = no defense)")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.seeds < 1 or args.workers < 1 or args.epochs < 1:
-        raise SystemExit("--seeds, --workers and --epochs must be >= 1")
+def check(args: argparse.Namespace) -> None:
+    """Every option's range, then every dataset's first split, so bad input fails in one line before any run."""
+    check_choices("--targets", args.targets, TARGET_KINDS)
+    check_choices("--attacks", args.attacks, sorted(ATTACKS))
+    if min(args.seeds) < 0 or args.epochs < 1:
+        raise UsageError("--seeds must be >= 0 and --epochs >= 1")
     if args.tcd_pretrain is not None and not 0 <= args.tcd_pretrain < args.epochs:
-        raise SystemExit("--tcd-pretrain must be in [0, --epochs)")
-    if args.knowledge_cost == 0 or 0.0 in args.knowledge_costs or args.attack_size == 0:
-        raise SystemExit("knowledge costs and the attack size must be > 0")
+        raise UsageError("--tcd-pretrain must be in [0, --epochs)")
+    if args.knowledge_cost == 0 or args.attack_size == 0 or not all(0 < c <= 1 for c in args.knowledge_costs):
+        raise UsageError("--knowledge-cost(s) must be in (0, 1] and --attack-size > 0")
+    if not all(0 <= r <= 1 for r in args.rates):
+        raise UsageError("--rates must be in [0, 1]")
+    for dataset in args.datasets:
+        _split(dataset, args.data_dir, args.seeds[0])
+
+
+@guarded()
+def main(argv: list[str] | None = None) -> int:
+    args = parse(build_parser(), argv)
+    check(args)
     for rows in COMMANDS[args.command](args):
         print(markdown_table(rows))
     print(f"tables written to {Path(args.out).resolve()}", file=sys.stderr)
