@@ -3,13 +3,14 @@ one atomic-write helper."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 import pytest
 
 import simulate
-from experiments import federated_defenses, federated_poisoning
+from experiments import federated_defenses, federated_poisoning, model_stealing, sharpap, tcd
 from harness.cli import CommandParser, add_common, parse
 from recsys.atomic import atomic_path, atomic_write_text
 
@@ -61,6 +62,39 @@ def test_experiments_read_fedrec_data_dir_and_report_missing_data_in_one_line(tm
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"missing {tmp_path / 'datasets'}" in err
     assert not (tmp_path / "out" / "cells").exists() or not any((tmp_path / "out" / "cells").iterdir())
+
+
+# (command, its first arguments, a list option with two values, a dataset not in an empty folder); SharpAP counts
+# --runs instead of listing seeds, so its list option is --victims.
+CENTRAL = [
+    (sharpap, ["table"], "--victims", ["wrmf", "bpr"], "fed-ml"),
+    (model_stealing, ["table4"], "--seeds", ["0", "1"], "fed-ml"),
+    (tcd, ["table3"], "--seeds", ["0", "1"], "filmtrust"),
+]
+
+
+@pytest.mark.parametrize("command,first,option,values,dataset", CENTRAL)
+def test_central_commands_share_the_convention(tmp_path, monkeypatch, capsys, command, first, option, values,
+                                               dataset):
+    monkeypatch.delenv("FEDREC_DATA_DIR", raising=False)
+    by_commas = parse(command.build_parser(), [*first, option, ",".join(values)])
+    by_spaces = parse(command.build_parser(), [*first, option, *values])
+    assert vars(by_commas) == vars(by_spaces) and by_commas.data_dir == ""
+    assert [str(v) for v in getattr(by_spaces, option[2:])] == values
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = [*first, "--datasets", dataset, "--out", str(tmp_path / "out")]
+    assert command.main([*argv, "--data-dir", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and f"{empty}{os.sep}" in err
+
+    monkeypatch.setenv("FEDREC_DATA_DIR", str(tmp_path / "env"))
+    assert parse(command.build_parser(), first).data_dir == str((tmp_path / "env").resolve())
+    assert command.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and f"{tmp_path / 'env'}{os.sep}" in err
+    assert not (tmp_path / "out" / "cells").exists()
 
 
 def test_atomic_writes_are_all_or_nothing_and_safe_for_concurrent_writers(tmp_path):
