@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from central.rating_split import RatingGrid, RatingTriples
+from recsys.atomic import atomic_path
 
 
 @dataclass(frozen=True)
@@ -20,10 +21,9 @@ class FakeProfiles:
     ratings: np.ndarray  # float32, raw scale
 
     def save(self, path: Path) -> None:
-        """Write the profiles to ``path`` (.npz), atomically."""
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, num_fake=self.num_fake, users=self.users, items=self.items, ratings=self.ratings)
-        tmp.replace(path)
+        """Write the profiles to ``path`` (.npz), atomically and safely beside concurrent writers."""
+        with atomic_path(path) as tmp, tmp.open("wb") as handle:  # a handle: np.savez would append ".npz" to a name
+            np.savez(handle, num_fake=self.num_fake, users=self.users, items=self.items, ratings=self.ratings)
 
     @classmethod
     def load(cls, path: Path) -> FakeProfiles:
