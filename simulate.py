@@ -75,8 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     defense.add_argument("--assumed-malicious", default=DEFAULTS.assumed_malicious, metavar="POLICY",
                          help="f per group: fraction:β, oracle (the true count) or bound:F")
     defense.add_argument("--trim-fraction", type=float, default=DEFAULTS.trim_fraction, help="trimmed-mean: β per tail")
-    defense.add_argument("--clip-row", type=float, default=DEFAULTS.clip_row, help="τ for item rows (0: the rule's default)")
-    defense.add_argument("--clip-mlp", type=float, default=DEFAULTS.clip_mlp, help="τ for MLP tensors/neurons (0: the rule's default)")
+    defense.add_argument("--clip-row", type=float, default=DEFAULTS.clip_row,
+                         help="absolute τ for item rows (dp-clip: whole uploads); 0: the round's --clip-quantile")
+    defense.add_argument("--clip-mlp", type=float, default=DEFAULTS.clip_mlp,
+                         help="absolute τ for MLP neurons/biases; 0: the round's --clip-quantile")
+    defense.add_argument("--clip-quantile", type=float, default=DEFAULTS.clip_quantile,
+                         help="τ = this quantile of the round's uploaded norms when no absolute τ is given")
     defense.add_argument("--clip-iterations", type=int, default=DEFAULTS.clip_iterations, help="centered-clip iterations")
     defense.add_argument("--dp-noise-multiplier", type=float, default=DEFAULTS.dp_noise_multiplier,
                          help="dp-clip: noise std = multiplier × τ")
@@ -115,7 +119,7 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         approx_users=args.approx_users, approx_sigma=args.approx_sigma, mining_lr=args.mining_lr,
         mining_steps=args.mining_steps, fake_profile_items=args.fake_profile_items,
         aggregation_scope=args.aggregation_scope, assumed_malicious=args.assumed_malicious,
-        trim_fraction=args.trim_fraction, clip_row=args.clip_row, clip_mlp=args.clip_mlp,
+        trim_fraction=args.trim_fraction, clip_row=args.clip_row, clip_mlp=args.clip_mlp, clip_quantile=args.clip_quantile,
         clip_iterations=args.clip_iterations, dp_noise_multiplier=args.dp_noise_multiplier,
         gate_threshold=args.gate_threshold,
         num_shards=args.shards, backend=args.backend, client_num_cpus=args.num_cpus, client_num_gpus=args.num_gpus,
