@@ -24,7 +24,9 @@ from recsys.data.dataset import Interactions
 
 app = ClientApp()
 
-_SHARDS: dict[str, tuple[int, Shard, SimulationConfig]] = {}  # token -> (state version, shard, config)
+# node id -> (run token, state version, shard, config): one shard per node, so a node's next run replaces it
+# (a sequential sweep in one process keeps one run's shards in memory, not every finished run's)
+_SHARDS: dict[int, tuple[str, int, Shard, SimulationConfig]] = {}
 _LOCAL = "local"
 _META = "shard"
 _CSR_FIELDS = ("train", "test", "negatives")
@@ -49,13 +51,14 @@ def _record_local(record: ArrayRecord) -> tuple[LocalData, np.ndarray]:
 def _shard(context: Context) -> tuple[Shard, SimulationConfig]:
     """The node's shard, from the process cache or rebuilt from ``context.state``."""
     meta = context.state.config_records[_META]
-    cached = _SHARDS.get(str(meta["token"]))
-    if cached is not None and cached[0] == meta["version"]:
-        return cached[1], cached[2]
+    cached = _SHARDS.get(context.node_id)
+    if cached is not None and cached[:2] == (str(meta["token"]), meta["version"]):
+        return cached[2], cached[3]
+    _SHARDS.pop(context.node_id, None)  # free the previous shard before building the next
     config = SimulationConfig.from_json(str(meta["config"]))
     data, strategy_index = _record_local(context.state.array_records[_LOCAL])
     shard = _make_shard(config, data, strategy_index, int(meta["num-items"]))
-    _SHARDS[str(meta["token"])] = (int(meta["version"]), shard, config)
+    _SHARDS[context.node_id] = (str(meta["token"]), int(meta["version"]), shard, config)
     return shard, config
 
 
@@ -67,10 +70,10 @@ def _make_shard(config: SimulationConfig, data: LocalData, strategy_index: np.nd
 def _save_embeddings(context: Context) -> None:
     """Write the cached shard's p_u back into the node state and bump the version both carry."""
     meta = context.state.config_records[_META]
-    _, shard, config = _SHARDS[str(meta["token"])]
+    token, _, shard, config = _SHARDS[context.node_id]
     meta["version"] = int(meta["version"]) + 1
     context.state.array_records[_LOCAL]["embeddings"] = Array(shard.embeddings.cpu().numpy())
-    _SHARDS[str(meta["token"])] = (int(meta["version"]), shard, config)
+    _SHARDS[context.node_id] = (token, int(meta["version"]), shard, config)
 
 
 @app.query("setup")
