@@ -36,7 +36,7 @@ from federation.config import ConfigError, SimulationConfig, usable_cores
 from federation.plan import dataset_for, make_plan
 from federation.uploads import ClientUploads
 from harness.cli import CommandParser, add_common, add_list, check_settings, guarded, parse
-from harness.sweep import Cell, run_sweep
+from harness.sweep import Cell, cached_results, run_sweep
 from harness.tables import markdown_table, write_table
 from recsys.atomic import atomic_write_text
 from recsys.metrics import rank_metrics
@@ -218,10 +218,15 @@ def plot_matrix(rows: list[dict[str, Any]], path: Path, popularity: dict[str, fl
 def matrix(args: argparse.Namespace, datasets: list[str]) -> int:
     cells = matrix_cells(args, datasets)
     check_settings([cell.params for cell in cells.values()])
-    results = run_sweep(list(cells.values()), run_cell, args.out, workers=args.workers)
+    if args.cached_only:
+        results = cached_results(list(cells.values()), args.out)
+        print(f"{len(results)} of {len(cells)} cells have run; the table holds those", file=sys.stderr)
+    else:
+        results = run_sweep(list(cells.values()), run_cell, args.out, workers=args.workers)
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for (dataset, attack, rho, defense, _), cell in cells.items():
-        groups.setdefault((dataset, attack, rho, defense), []).append(results[cell.key])
+        if cell.key in results:
+            groups.setdefault((dataset, attack, rho, defense), []).append(results[cell.key])
     rows = [{"dataset": d, "attack": a, "rho": rho, "defense": f, **summarise(runs)}
             for (d, a, rho, f), runs in groups.items()]
     out = Path(args.out)
@@ -255,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-mlp", type=float, default=0.0, help="absolute τ for MLP neurons/biases (default: per-round quantile)")
     p.add_argument("--clip-quantile", type=float, default=0.9, help="τ = this quantile of each round's uploaded norms")
     p.add_argument("--calibrated", action="store_true", help="absolute τ from `calibrate` (same --out) instead")
+    p.add_argument("--cached-only", action="store_true", help="report the cells that already ran; run nothing")
     return p
 
 

@@ -43,6 +43,14 @@ def _store(path: Path, params: dict[str, Any], result: Any) -> None:
     atomic_write_text(path, json.dumps({"params": params, "result": result}, indent=1) + "\n")
 
 
+def cached_results(cells: Sequence[Cell], out: str | Path) -> dict[str, Any]:
+    """The stored results of the ``cells`` that already ran with the same parameters (a report of a partial
+    sweep: nothing runs)."""
+    folder = Path(out) / "cells"
+    hits = {cell.key: _cached(folder / f"{cell.key}.json", cell.params) for cell in cells}
+    return {key: result for key, (hit, result) in hits.items() if hit}
+
+
 def run_sweep(
     cells: Sequence[Cell],
     function: CellFunction,

@@ -24,6 +24,11 @@ def test_calibrate_then_matrix_on_synthetic(tmp_path, capsys):
     cells = sorted((tmp_path / "cells").glob("*.json"))
     assert main(args) == 0  # every cell cached: nothing reruns
     assert sorted((tmp_path / "cells").glob("*.json")) == cells
+    partial = ["matrix", *common, "--attacks", "none,a-ra,a-hum", "--rho", "0.05", "--defenses", "sum,median",
+               "--calibrated", "--cached-only"]
+    assert main(partial) == 0  # a-hum never ran: reported without running it
+    assert sorted((tmp_path / "cells").glob("*.json")) == cells
+    assert {r["attack"] for r in _csv(tmp_path / "matrix-lr0p05-r4.csv")} == {"none", "a-ra"}
     assert "-> " in capsys.readouterr().out
 
 
