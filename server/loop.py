@@ -85,9 +85,7 @@ class EpochStats:
             "target_rows/malicious_uploaders": int((on_target & owner_malicious).sum()) / max(1, len(targets)),
             "rejected": rejected, **{f"defense/{k}": v for k, v in report.items()},
         }
-        for key in ("target_rows/uploaders", "target_rows/malicious_uploaders", "rejected",
-                    "uploads/benign_clients", "uploads/malicious_clients",
-                    *(f"defense/{k}" for k in report)):
+        for key in ("target_rows/uploaders", "target_rows/malicious_uploaders", *(f"defense/{k}" for k in report)):
             self.counters[key] = self.counters.get(key, 0) + row[key]
         return row
 
@@ -97,8 +95,7 @@ class EpochStats:
         for kind, parts in self.norms.items():
             values = torch.cat(parts) if parts else torch.zeros(0)
             out[f"uploads/{kind}_norm_mean"], out[f"uploads/{kind}_norm_max"] = _mean(values), _max(values)
-        out.update({k: v / max(1, rounds) for k, v in self.counters.items()
-                    if k not in ("rejected", "uploads/benign_clients", "uploads/malicious_clients")})
+        out.update({k: v / max(1, rounds) for k, v in self.counters.items()})
         return out
 
 
