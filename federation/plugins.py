@@ -22,6 +22,10 @@ MALICIOUS_STRATEGIES: dict[str, str] = {
     "eb": "attacks.federated.explicit_boosting:ExplicitBoosting",
     "eb-promote": "attacks.federated.promotion_boosting:PromotionBoosting",
     "ra": "attacks.federated.random_attack:RandomAttack",
+    "profile:random": "attacks.federated.profile_clients:RandomProfiles",
+    "profile:bandwagon": "attacks.federated.profile_clients:BandwagonProfiles",
+    "profile:revadv": "attacks.federated.profile_clients:RevAdvProfiles",
+    "profile:revadv+sharpap": "attacks.federated.profile_clients:SharpAPProfiles",
 }
 AGGREGATION_RULES: dict[str, str] = {
     "sum": "defenses.federated.sum_rule:SumRule",
@@ -43,7 +47,8 @@ def strategy_registry() -> dict[str, str]:
 
 
 def is_spec(text: str) -> bool:
-    """Whether ``text`` names a class by import path rather than by registry name."""
+    """Whether ``text`` names a class by import path rather than by registry name (registered names such as
+    ``profile:bandwagon`` may hold a colon too; they are looked up first)."""
     return ":" in text
 
 

@@ -247,3 +247,21 @@ def test_a_malicious_plugin_from_a_file_runs_through_simulate_py(tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["rejected_uploads"] == 0 and rows[-1]["uploads/malicious_norm_mean"] > 0
     assert load_strategy_class(config["attack"]).benign is False
+
+
+@pytest.mark.parametrize("attack", ["random", "bandwagon"])
+def test_profile_clients_train_on_exactly_the_profiles_the_central_attack_injects(tmp_path, attack):
+    """``--attack profile:NAME``: the injected clients' local data are the ``attacks.implicit`` profiles for the
+    same training lists, targets, count, budget and seed, and they train like benign clients (negatives too)."""
+    from attacks.implicit import AttackOptions, PoisonSetting, generate
+
+    config = synthetic(tmp_path, targets=(3, 7), fake_profile_items=12, attack=f"profile:{attack}", malicious_frac=0.02)
+    dataset = dataset_for(config)
+    plan = make_plan(config, dataset)
+    data = build_client_data(config, plan, dataset, np.arange(plan.num_clients))
+    central = generate(attack, PoisonSetting(dataset.train, dataset.num_items, np.array([3, 7]), 6, 12),
+                       AttackOptions(), config.seed)[0].lists
+    for f, client in enumerate(plan.malicious_ids):
+        np.testing.assert_array_equal(data.train.user(client), central.user(f))
+        assert len(data.negatives.user(client)) == config.negatives * 12
+    assert load_strategy_class(f"profile:{attack}").benign is False

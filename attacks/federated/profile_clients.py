@@ -1,0 +1,44 @@
+"""``profile:NAME``: fake federated clients that train exactly like benign clients (BCE over their profile and
+r sampled negatives, their own p_u) on the fake profiles of an implicit data-poisoning attack of
+``attacks.implicit`` (``random``, ``bandwagon``, ``revadv``, ``revadv+sharpap``): RA generalised to any profile
+generator. For the same training lists, targets, number of fake users, budget (``--fake-profile-items``) and
+seed they are exactly the profiles the central experiments inject, so one attack can be played as data
+poisoning in central training and by federated fake clients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from attacks.federated.base import ProfileClient
+from attacks.implicit import AttackOptions, PoisonSetting, generate
+from federation.plan import dataset_for
+
+
+class ImplicitProfileClient(ProfileClient):
+    """A fake client on the profile an implicit attack (``attack``) generates for the run's training data."""
+
+    attack = "random"
+
+    @classmethod
+    def fake_profiles(cls, num_clients, targets, num_items, config, rng) -> list[np.ndarray]:
+        setting = PoisonSetting(dataset_for(config).train, num_items, np.asarray(targets, dtype=np.int64), num_clients,
+                                config.fake_profile_items)
+        lists = generate(cls.attack, setting, AttackOptions(), config.seed)[0].lists
+        return [lists.user(f) for f in range(num_clients)]
+
+
+class RandomProfiles(ImplicitProfileClient):
+    name, attack = "profile:random", "random"
+
+
+class BandwagonProfiles(ImplicitProfileClient):
+    name, attack = "profile:bandwagon", "bandwagon"
+
+
+class RevAdvProfiles(ImplicitProfileClient):
+    name, attack = "profile:revadv", "revadv"
+
+
+class SharpAPProfiles(ImplicitProfileClient):
+    name, attack = "profile:revadv+sharpap", "revadv+sharpap"
