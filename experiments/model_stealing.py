@@ -1,7 +1,7 @@
 """Model Stealing Attack against Recommender System (Zhu et al. 2023): Table 4, Table 7 and
 Figs. 2, 3, 6, 7–8 in central mode.
 
-    python -m experiments.model_stealing table4 --data-dir /work/shared/datasets --seeds 0 1 2 --out runs/model-stealing
+    python -m experiments.model_stealing table4 --data-dir ../shared/datasets --seeds 0 1 2 --out runs/model-stealing
 
 Every command is a sweep of cached cells (``experiments.stealing_cell.run_cell``), one per
 target × seed × setting, each running all five attacks. Cell keys name every setting, so
