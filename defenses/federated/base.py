@@ -148,11 +148,9 @@ class GroupedRule(AggregationRule):
             at = (local[sorted_items[entries]], rank[entries])
             values[at] = uploads.row_values[order[entries]]
             flags[at] = entry_malicious[entries]
-            self._fallback_targets = is_target[rows]
-            out[rows] = self._run(Groups(values, counts[rows], flags, ITEM_EMBEDDING, rows))
-        self._fallback_targets = None
+            out[rows] = self._run(Groups(values, counts[rows], flags, ITEM_EMBEDDING, rows), is_target[rows])
 
-    def _run(self, groups: Groups) -> torch.Tensor:
+    def _run(self, groups: Groups, target_groups: torch.Tensor | None = None) -> torch.Tensor:
         """``combine`` where the rule is defined, the coordinate median elsewhere; updates the report."""
         f = assumed_malicious(self.config.assumed_malicious, groups)
         fallback = groups.counts < self.min_count(f)
@@ -166,8 +164,8 @@ class GroupedRule(AggregationRule):
             sums[fallback] = coordinate_median(part) * part.counts[:, None].to(sums.dtype)
         dropped = groups.valid & ~used
         self.report["fallback_groups"] += int(fallback.sum())
-        if getattr(self, "_fallback_targets", None) is not None:
-            self.report["fallback_target_rows"] += int((fallback & self._fallback_targets).sum())
+        if target_groups is not None:
+            self.report["fallback_target_rows"] += int((fallback & target_groups).sum())
         self.report["dropped_uploads"] += int(dropped.sum())
         self.report["dropped_malicious_uploads"] += int((dropped & groups.malicious).sum())
         return sums
