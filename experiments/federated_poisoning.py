@@ -23,7 +23,7 @@ import numpy as np
 
 from federation.checkpoints import CHECKPOINT
 from federation.config import SimulationConfig, usable_cores
-from harness.cli import CommandParser, add_common, check_settings, guarded, parse
+from harness.cli import CommandParser, add_common, add_list, check_choices, check_settings, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
 
@@ -82,11 +82,11 @@ FIGURES: dict[str, Figure] = {
 }
 
 
-def restrict(figure: Figure, datasets: set[str]) -> Figure:
-    """``figure`` with only the settings on ``datasets`` (all of them when empty)."""
-    if not datasets:
-        return figure
-    return Figure(figure.title, tuple(s for s in figure.settings if s.dataset in datasets), figure.rows, figure.lines)
+def restrict(figure: Figure, datasets: set[str], attacks: set[str]) -> Figure:
+    """``figure`` with only the settings on ``datasets`` and ``attacks`` (each: all of them when empty)."""
+    kept = tuple(s for s in figure.settings
+                 if (not datasets or s.dataset in datasets) and (not attacks or s.attack in attacks))
+    return Figure(figure.title, kept, figure.rows, figure.lines)
 
 
 def cell_for(setting: Setting, seed: int, args: argparse.Namespace) -> Cell:
@@ -186,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("figures", nargs="+", choices=[*FIGURES, "all"], help="which figures to produce")
     p.add_argument("--epochs", type=int, default=30, help="epochs per run (paper: 30)")
+    add_list(p, "--attacks", str, "attack names", [], "only these attacks' settings (default: every setting of the figure)")
     add_common(p, out="runs/federated-poisoning", datasets=[])
     return p
 
@@ -194,10 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parse(build_parser(), argv)
     seeds = args.seeds
+    check_choices("--attacks", args.attacks, sorted({s.attack for f in FIGURES.values() for s in f.settings}))
     names = list(FIGURES) if "all" in args.figures else list(dict.fromkeys(args.figures))
-    figures = {name: restrict(FIGURES[name], set(args.datasets)) for name in names}
+    figures = {name: restrict(FIGURES[name], set(args.datasets), set(args.attacks)) for name in names}
     if not all(figure.settings for figure in figures.values()):
-        print(f"error: --datasets {' '.join(args.datasets)!r} leaves a figure without settings", file=sys.stderr)
+        print(f"error: --datasets {' '.join(args.datasets)!r} --attacks {' '.join(args.attacks)!r} leaves a figure "
+              "without settings", file=sys.stderr)
         return 2
     # Seed-major order: a sweep stopped early has whole figures for its first seeds.
     wanted = {(setting, seed): cell_for(setting, seed, args)

@@ -33,7 +33,12 @@ def test_bad_seeds_fail_with_a_clear_message(capsys):
     assert "--seeds expects comma-separated integers" in capsys.readouterr().err
 
 
-def test_datasets_option_restricts_a_figure_and_rejects_an_empty_one(capsys):
-    assert [s.dataset for s in fp.restrict(fp.FIGURES["figure1"], {"fed-az"}).settings] == ["fed-az"] * 5
+def test_datasets_and_attacks_options_restrict_a_figure_and_reject_an_empty_one(capsys):
+    assert [s.dataset for s in fp.restrict(fp.FIGURES["figure1"], {"fed-az"}, set()).settings] == ["fed-az"] * 5
+    kept = fp.restrict(fp.FIGURES["figure1"], set(), {"none", "eb"}).settings
+    assert [(s.dataset, s.attack, s.rho) for s in kept] == [("fed-ml", "none", 0.0), ("fed-ml", "eb", 0.005),
+                                                            ("fed-az", "none", 0.0), ("fed-az", "eb", 0.001)]
     assert fp.main(["figure2", "--datasets", "fed-az"]) == 2
     assert "leaves a figure without settings" in capsys.readouterr().err
+    assert fp.main(["figure1", "--attacks", "eb,bogus"]) == 2
+    assert "--attacks: unknown bogus" in capsys.readouterr().err
