@@ -80,3 +80,14 @@ def test_two_local_ray_nodes_match_inprocess(tmp_path, inprocess, monkeypatch):
     finally:
         cluster.shutdown()
     assert_same_metrics(inprocess, history)
+
+
+def test_a_pinned_node_reaching_a_worker_without_its_state_fails_clearly(tmp_path, monkeypatch):
+    """No silent restart from the initial p_u: a pinned node's state exists only in the worker it was pinned to."""
+    from flwr.app import ConfigRecord, Context, RecordDict
+
+    monkeypatch.setattr(app, "_SHARDS", {})
+    state = RecordDict({"shard": ConfigRecord({"shard": 0}), "state": ConfigRecord({"version": 3})})
+    context = Context(run_id=1, node_id=100, node_config={app.PINNED: True}, state=state, run_config={})
+    with pytest.raises(RuntimeError, match="held by another worker"):
+        app._shard(context)
