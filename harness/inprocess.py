@@ -13,21 +13,26 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.constant import RUN_ID_NUM_BYTES
+from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
+
+from clients.app import PINNED, release_run
 
 SERVER_NODE_ID = 1
 
 
 class InProcessGrid(Grid):
-    """Delivers each message to its node's ``ClientApp`` in a worker thread of this process."""
+    """Delivers each message to its node's ``ClientApp`` in a worker thread of this process (every node is
+    pinned to this process: its state never leaves it)."""
 
-    def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1, workers: int | None = None) -> None:
+    def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int, workers: int | None = None) -> None:
         self.client_app = client_app
         self.contexts = {
-            node: Context(run_id=run_id, node_id=node, node_config={"partition-id": k, "num-partitions": num_nodes},
-                          state=RecordDict(), run_config={})
+            node: Context(run_id=run_id, node_id=node, state=RecordDict(), run_config={},
+                          node_config={"partition-id": k, "num-partitions": num_nodes, PINNED: True})
             for k, node in enumerate(range(100, 100 + num_nodes))
         }
         self.pool = ThreadPoolExecutor(max_workers=workers or num_nodes)
@@ -84,12 +89,15 @@ class InProcessGrid(Grid):
 
 def run_inprocess(server_app: ServerApp, client_app: ClientApp, num_nodes: int,
                   grid_class: type[InProcessGrid] = InProcessGrid) -> InProcessGrid:
-    """Run ``server_app`` against ``num_nodes`` in-process supernodes hosting ``client_app``."""
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SERVER_NODE_ID
-    grid = grid_class(client_app, num_nodes)
-    context = Context(run_id=1, node_id=SERVER_NODE_ID, node_config={}, state=RecordDict(), run_config={})
+    """Run ``server_app`` against ``num_nodes`` in-process supernodes hosting ``client_app`` (a fresh run id, as
+    Flower draws one; the client app's shards of the run are released when it ends)."""
+    run_id = generate_rand_int_from_bytes(RUN_ID_NUM_BYTES)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run_id, SERVER_NODE_ID
+    grid = grid_class(client_app, num_nodes, run_id)
+    context = Context(run_id=run_id, node_id=SERVER_NODE_ID, node_config={}, state=RecordDict(), run_config={})
     try:
         server_app(grid, context)
     finally:
         grid.close()
+        release_run(run_id)
     return grid

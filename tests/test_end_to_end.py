@@ -110,11 +110,11 @@ def test_bad_settings_fail_with_a_clear_message(tmp_path):
     assert result.returncode != 0 and "cannot import client strategy module 'nope.mod'" in result.stderr
 
 
-def test_sequential_runs_in_one_process_keep_one_runs_shards(tmp_path):
-    """The client app caches one shard per node: a sweep of runs in one process does not accumulate them."""
+def test_sequential_runs_in_one_process_keep_no_shards(tmp_path):
+    """The client app caches a run's shards while it runs and drops them when it ends: a sweep of runs in one
+    process does not accumulate them."""
     from clients import app
 
     for name in ("first", "second", "third"):
         run(small(tmp_path, epochs=1, out=str(tmp_path / name)), echo=False)
-    assert len(app._SHARDS) == 2  # the two nodes of the last run
-    assert {entry[3].out for entry in app._SHARDS.values()} == {str(tmp_path / "third")}
+        assert app.cached_shards() == 0

@@ -3,7 +3,7 @@
 import numpy as np
 
 from clients.app import app as client_app
-from federation import uploads
+from federation import checkpoints, uploads
 from federation.config import SimulationConfig
 from harness.inprocess import InProcessGrid, run_inprocess
 from harness.reporting import RunWriter
@@ -40,7 +40,7 @@ def test_no_message_carries_user_embeddings_or_interactions(tmp_path):
                               clients_per_round=32, num_shards=2, out=str(tmp_path), attack="ra", malicious_frac=0.05)
     grid = run_inprocess(make_server_app(config, RunWriter(config, echo=False)), client_app, 2, RecordingGrid)
     assert len(grid.to_server) == len(grid.to_clients) > 10
-    embeddings = np.concatenate([c.state.array_records["local"]["embeddings"].numpy() for c in grid.contexts.values()])
+    embeddings = checkpoints.committed_embeddings(tmp_path).numpy()  # the clients' final p_u
     private_bits = set(embeddings.astype(np.float32).view(np.int32).ravel().tolist())  # exact float32 values
     for message in grid.to_server:
         assert not message.has_error()
