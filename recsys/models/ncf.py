@@ -338,9 +338,9 @@ def blocked_bce_grads(theta: Theta, rows: torch.Tensor, samples: BlockedSamples,
         out = (inputs[-1] @ theta[f"mlp.{k}.weight"].T).add_(theta[f"mlp.{k}.bias"])
         inputs.append(out.relu_() if k < num_linear - 1 else out.squeeze(1))
     logits = inputs.pop()
-    losses = per_client((torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-                         * weights).view(-1, CHUNK).sum(1))
-    upstream = ((torch.sigmoid(logits) - labels) * weights)[:, None]
+    losses = per_client(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+                        .mul_(weights).view(-1, CHUNK).sum(1))
+    upstream = torch.sigmoid(logits).sub_(labels).mul_(weights)[:, None]
     dense: Theta = {}
     for k in reversed(range(1, num_linear)):  # upstream: ∂L/∂(output of layer k), then of layer k - 1
         x = inputs[k - 1]
