@@ -51,25 +51,25 @@ class Shard:
         touched = TouchedRows.of_samples(torch.from_numpy(samples.row_ids()), torch.from_numpy(samples.items),
                                          len(data.users), num_items)  # fixed for the run: sorted once
         self.touched = Interactions(touched.indptr.numpy(), touched.items.numpy())
-        # every client's samples in blocks of CHUNK (padding: item 0, row 0 of the client, not valid), laid out once
+        # every client's samples in blocks of CHUNK, laid out once (padding: item 0, the client's row 0, not valid)
         self.block_count = -(-self.counts // CHUNK)
         self.block_start = np.cumsum(self.block_count) - self.block_count
         position = np.arange(samples.nnz) + np.repeat(self.block_start * CHUNK - samples.indptr[:-1], self.counts)
-        blocked = lambda values: np.zeros((int(self.block_count.sum()) * CHUNK), values.dtype)  # noqa: E731
-        self.block_items, self.block_positive, self.block_row = blocked(samples.items), blocked(positive), blocked(samples.items)
-        self.block_items[position], self.block_positive[position] = samples.items, positive
-        self.block_row[position] = touched.sample_row.numpy() - self.touched.indptr[samples.row_ids()]  # client-local
-        self.block_valid = blocked(positive)
-        self.block_valid[position] = True
+        local_row = touched.sample_row.numpy() - self.touched.indptr[samples.row_ids()]  # within the client's rows
         self.block_items, self.block_positive, self.block_row, self.block_valid = (
-            torch.from_numpy(a.reshape(-1, CHUNK)).to(device)
-            for a in (self.block_items, self.block_positive, self.block_row, self.block_valid))
+            self._in_blocks(position, values) for values in (samples.items, positive, local_row, np.ones(samples.nnz, bool)))
         self.embeddings = torch.from_numpy(data.embeddings).to(device)
         self.strategies: list[ClientStrategy] = [load_strategy_class(s)() for s in strategy_specs]
         self.strategy_index = strategy_index  # per local client
         benign = np.array([s.benign for s in self.strategies])
         self.evaluated = np.flatnonzero(benign[strategy_index])  # local indices of benign clients
         self.score_buffers = ScoreBuffers()
+
+    def _in_blocks(self, position: np.ndarray, values: np.ndarray) -> torch.Tensor:
+        """Per-sample ``values`` at ``position`` of the block layout, zeros in the padding; ``[blocks, CHUNK]``."""
+        out = np.zeros(int(self.block_count.sum()) * CHUNK, values.dtype)
+        out[position] = values
+        return torch.from_numpy(out.reshape(-1, CHUNK)).to(self.device)
 
     @property
     def first_client(self) -> int:

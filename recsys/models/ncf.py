@@ -172,7 +172,7 @@ def weighted_bce_grads(
     """L = Σ_s weights[s] · BCE(Υ(p_owner[s], q_items[s]), labels[s]) and its exact gradients.
 
     Returns (L, ∂L/∂Θ, ∂L/∂user_emb). A hand-written backward pass (repeated rows are
-    accumulated with ``index_add``): ~2x faster than autograd for this tiny MLP on CPU; the
+    accumulated in sample order, ``add_rows``): ~2x faster than autograd for this tiny MLP on CPU; the
     tests check it against autograd.
     """
     dim = user_emb.shape[1]
