@@ -3,8 +3,9 @@ round), all in one run:
 
 - the paper's plain per-client Python loop (one client object per user, autograd per user);
 - the old shard-sum computation (the reference: one summed gradient per shard and round, no per-client uploads);
-- per-client uploads, batched, then each aggregation rule (without Flower's messages);
-- the real Flower path (ServerApp + ClientApp) with ``--rules`` (default: sum, median, trimmed-mean).
+- per-client uploads, batched, then each aggregation rule of ``--rules`` (without Flower's messages);
+- the same under ``sum`` with A-hum's malicious clients injected at rho = 0.5 % (30 attackers);
+- the real Flower path (ServerApp + ClientApp) with ``--flower-rules`` (default: sum).
 
     python benchmarks/bench_epoch.py --data-dir ../shared/datasets [--backend inprocess|ray] [--shards 2]
 """
@@ -23,8 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clients.local_data import build_local_data  # noqa: E402
+from clients.population import build_client_data  # noqa: E402
 from clients.shard import Shard  # noqa: E402
 from clients.strategy import WeightedBCE  # noqa: E402
+from federation.assignments import assign_strategies, strategy_specs  # noqa: E402
 from federation.config import SimulationConfig, usable_cores  # noqa: E402
 from federation.plan import dataset_for, make_plan  # noqa: E402
 from federation.plugins import AGGREGATION_RULES  # noqa: E402
@@ -32,6 +35,9 @@ from harness.runner import run  # noqa: E402
 from recsys.models.ncf import ITEM_EMBEDDING, init_theta, ncf_logits, score_all_items, weighted_bce_grads  # noqa: E402
 from server.aggregation import RoundInfo, apply_update, load_rule  # noqa: E402
 from server.loop import epoch_rounds  # noqa: E402
+
+
+ATTACK_ROW = "per-client + sum, A-hum rho 0.5 %"
 
 
 class PaperClient:
@@ -84,16 +90,43 @@ def per_client_loop(config: SimulationConfig) -> tuple[float, float]:
     return epoch, time.process_time() - start
 
 
-def batched_without_flower(config: SimulationConfig, rules: list[str]) -> dict[str, float]:
-    """CPU seconds (``time.process_time``, this process's torch threads) per epoch of the old shard-sum step and
-    of per-client uploads plus each rule, and of one evaluation: one batched shard holding every user, called
-    directly (no messages). CPU time, unlike wall time, stays comparable when other jobs share the cores."""
+def direct_shard(config: SimulationConfig) -> tuple[Shard, torch.Tensor, np.ndarray]:
+    """One shard holding every client of ``config``'s federation (injected attackers included), its targets and
+    each client's ground-truth malicious flag."""
     dataset = dataset_for(config)
-    data = build_local_data(dataset, np.arange(dataset.num_users), config.dim, config.negatives, config.seed)
-    spec = config.model_spec(dataset.num_items)
-    shard = Shard(data, config, dataset.num_items, ["honest"], np.zeros(dataset.num_users, np.int64), torch.device("cpu"))
-    targets = torch.tensor(make_plan(config, dataset).targets)
-    rounds = epoch_rounds(dataset.num_users, config.clients_per_round, np.random.default_rng(0))
+    plan = make_plan(config, dataset)
+    clients = np.arange(plan.num_clients)
+    data = build_client_data(config, plan, dataset, clients)
+    shard = Shard(data, config, dataset.num_items, strategy_specs(plan.assignments),
+                  assign_strategies(plan.assignments, plan.num_clients), torch.device("cpu"))
+    malicious = np.zeros(plan.num_clients, bool)
+    malicious[list(plan.malicious_ids)] = True
+    return shard, torch.tensor(plan.targets), malicious
+
+
+def rule_epoch(config: SimulationConfig, shard: Shard, targets: torch.Tensor, malicious: np.ndarray) -> tuple[float, float]:
+    """CPU seconds of one epoch of per-client uploads aggregated by ``config.aggregation``, and of the rule alone."""
+    spec = config.model_spec(shard.spec.num_items)
+    theta = init_theta(spec, torch.Generator().manual_seed(config.seed))
+    rule = load_rule(config, spec)
+    rule_seconds, start = 0.0, time.process_time()
+    for r, clients in enumerate(epoch_rounds(len(malicious), config.clients_per_round, np.random.default_rng(0))):
+        uploads = shard.train_round(theta, clients, r, targets).sorted_by_client()
+        begin = time.process_time()
+        step = rule.aggregate(uploads, RoundInfo(r, targets, malicious[uploads.client_ids])).step
+        rule_seconds += time.process_time() - begin
+        apply_update(theta, step, config.lr)
+    return time.process_time() - start, rule_seconds
+
+
+def batched_without_flower(config: SimulationConfig, rules: list[str], attack: SimulationConfig) -> dict[str, float]:
+    """CPU seconds (``time.process_time``, this process's torch threads) per epoch of the old shard-sum step, of
+    per-client uploads plus each rule, of ``attack``'s federation under ``sum``, and of one evaluation: one batched
+    shard holding every client, called directly (no messages). CPU time, unlike wall time, stays comparable when
+    other jobs share the cores."""
+    shard, targets, malicious = direct_shard(config)
+    spec = config.model_spec(shard.spec.num_items)
+    rounds = epoch_rounds(len(malicious), config.clients_per_round, np.random.default_rng(0))
     initial = shard.embeddings.clone()
     times: dict[str, float] = {}
 
@@ -110,17 +143,13 @@ def batched_without_flower(config: SimulationConfig, rules: list[str]) -> dict[s
 
     for rule_name in rules:
         shard.embeddings = initial.clone()
-        theta = init_theta(spec, torch.Generator().manual_seed(config.seed))
-        rule = load_rule(SimulationConfig(**{**config.to_dict(), "aggregation": rule_name}), spec)
-        aggregate_seconds, start = 0.0, time.process_time()
-        for r, clients in enumerate(rounds):
-            uploads = shard.train_round(theta, clients, r, targets).sorted_by_client()
-            begin = time.process_time()
-            step = rule.aggregate(uploads, RoundInfo(r, targets, np.zeros(uploads.num_clients, bool))).step
-            aggregate_seconds += time.process_time() - begin
-            apply_update(theta, step, config.lr)
-        times[f"per-client + {rule_name}"] = time.process_time() - start
-        times[f"  of which {rule_name} itself"] = aggregate_seconds
+        rule_config = SimulationConfig(**{**config.to_dict(), "aggregation": rule_name})
+        times[f"per-client + {rule_name}"], times[f"  of which {rule_name} itself"] = rule_epoch(
+            rule_config, shard, targets, malicious)
+    attacked = direct_shard(attack)
+    times[ATTACK_ROW] = rule_epoch(attack, *attacked)[0]
+    shard.embeddings = initial.clone()
+    theta = init_theta(spec, torch.Generator().manual_seed(config.seed))
     shard.evaluate(theta, targets, config.top_k, config.er_ks)  # warm-up
     start = time.process_time()
     shard.evaluate(theta, targets, config.top_k, config.er_ks)
@@ -157,7 +186,8 @@ def main() -> None:
             float(np.median([row["seconds"] for row in history[1:]])),
             float(np.median([row["eval_seconds"] for row in history[1:]])))
     torch.set_num_threads(args.threads)
-    direct = batched_without_flower(config, rules)
+    attack = SimulationConfig(**{**config.to_dict(), "attack": "a-hum", "malicious_frac": 0.005})
+    direct = batched_without_flower(config, rules, attack)
     rows = {name: (seconds, None) for name, seconds in direct.items() if name != "evaluation"}
     rows["batched evaluation"] = (None, direct["evaluation"])
     if not args.skip_loop:
@@ -181,6 +211,7 @@ def main() -> None:
     if not args.skip_loop:
         loop_epoch, loop_eval = rows["per-client loop (paper)"]
         print(f"  paper loop / per-client + sum epoch (CPU time): {loop_epoch / direct['per-client + sum']:.1f}x; "
+              f"/ A-hum rho 0.5 % epoch: {loop_epoch / direct[ATTACK_ROW]:.1f}x; "
               f"evaluation: {loop_eval / direct['evaluation']:.1f}x")
 
 

@@ -13,7 +13,7 @@ from federation.config import SimulationConfig
 from federation.uploads import ClientUploads
 from recsys.data.dataset import Interactions
 from recsys.metrics import RankingSums, rank_metrics
-from recsys.models.ncf import ScoreBuffers, Theta, TouchedRows, score_all_items
+from recsys.models.ncf import CHUNK, BlockedSamples, ScoreBuffers, Theta, TouchedRows, score_all_items
 
 log = logging.getLogger("fedrec.clients")
 
@@ -46,18 +46,30 @@ class Shard:
     ) -> None:
         self.data, self.config, self.device = data, config, device
         self.spec, self.lr, self.seed = config.model_spec(num_items), config.lr, config.seed
-        self.samples, positive = interleave_rows(data.train, data.negatives)
-        self.labels = positive.astype(np.float32)
-        touched = TouchedRows.of_samples(torch.from_numpy(self.samples.row_ids()), torch.from_numpy(self.samples.items),
+        samples, positive = interleave_rows(data.train, data.negatives)
+        self.counts = samples.lengths()
+        touched = TouchedRows.of_samples(torch.from_numpy(samples.row_ids()), torch.from_numpy(samples.items),
                                          len(data.users), num_items)  # fixed for the run: sorted once
         self.touched = Interactions(touched.indptr.numpy(), touched.items.numpy())
-        self.sample_row = touched.sample_row.numpy()
+        # every client's samples in blocks of CHUNK, laid out once (padding: item 0, the client's row 0, not valid)
+        self.block_count = -(-self.counts // CHUNK)
+        self.block_start = np.cumsum(self.block_count) - self.block_count
+        position = np.arange(samples.nnz) + np.repeat(self.block_start * CHUNK - samples.indptr[:-1], self.counts)
+        local_row = touched.sample_row.numpy() - self.touched.indptr[samples.row_ids()]  # within the client's rows
+        self.block_items, self.block_positive, self.block_row, self.block_valid = (
+            self._in_blocks(position, values) for values in (samples.items, positive, local_row, np.ones(samples.nnz, bool)))
         self.embeddings = torch.from_numpy(data.embeddings).to(device)
         self.strategies: list[ClientStrategy] = [load_strategy_class(s)() for s in strategy_specs]
         self.strategy_index = strategy_index  # per local client
         benign = np.array([s.benign for s in self.strategies])
         self.evaluated = np.flatnonzero(benign[strategy_index])  # local indices of benign clients
         self.score_buffers = ScoreBuffers()
+
+    def _in_blocks(self, position: np.ndarray, values: np.ndarray) -> torch.Tensor:
+        """Per-sample ``values`` at ``position`` of the block layout, zeros in the padding; ``[blocks, CHUNK]``."""
+        out = np.zeros(int(self.block_count.sum()) * CHUNK, values.dtype)
+        out[position] = values
+        return torch.from_numpy(out.reshape(-1, CHUNK)).to(self.device)
 
     @property
     def first_client(self) -> int:
@@ -70,30 +82,27 @@ class Shard:
         return local
 
     def batch(self, local: np.ndarray) -> LocalBatch:
-        rows = self.samples.subset(local)
-        starts = np.repeat(self.samples.indptr[local] - rows.indptr[:-1], rows.lengths())
-        labels = self.labels[np.arange(rows.nnz) + starts]
-        to = lambda array: torch.from_numpy(array).to(self.device)  # noqa: E731
+        """The clients at local positions ``local``, in that order, their samples in per-client blocks."""
+        count = self.block_count[local]
+        blocks = np.arange(count.sum()) + np.repeat(self.block_start[local] - (np.cumsum(count) - count), count)
         touched = self.touched.subset(local)
-        owner = rows.row_ids()
-        shift = (touched.indptr[:-1] - self.touched.indptr[local])[owner]
-        sample_row = self.sample_row[np.arange(rows.nnz) + starts] + shift
-        return LocalBatch(
-            client_ids=self.data.users[local],
-            embeddings=self.embeddings[to(local)],
-            items=to(rows.items),
-            labels=to(labels).to(self.embeddings.dtype),
-            owner=to(owner),
-            counts=to(rows.lengths()).to(self.embeddings.dtype),
-            touched=TouchedRows(to(touched.indptr), to(touched.items), to(sample_row)),
-        )
+        to = lambda array: torch.from_numpy(array).to(self.device)  # noqa: E731
+        index, block_client = to(blocks), to(np.repeat(np.arange(len(local)), count))
+        gather = lambda table: table.index_select(0, index)  # noqa: E731
+        dtype = self.embeddings.dtype
+        sample_row = gather(self.block_row).add_(to(touched.indptr[:-1]).index_select(0, block_client)[:, None])
+        valid = gather(self.block_valid).view(-1)
+        samples = BlockedSamples(block_client.repeat_interleave(CHUNK), gather(self.block_items).view(-1),
+                                 gather(self.block_positive).view(-1).to(dtype), valid.to(dtype), valid,
+                                 sample_row.view(-1), block_client, to(touched.indptr), to(touched.items), row_per_block=True)
+        return LocalBatch(self.data.users[local], self.embeddings[to(local)], to(self.counts[local]).to(dtype), samples)
 
     def train_round(self, theta: Theta, client_ids: np.ndarray, round_index: int, targets: torch.Tensor) -> ClientUploads:
         """Run every selected client's local step (one batch per strategy); return their uploads (grouped
-        by strategy) and keep their new embeddings. A strategy that raises or returns uploads that cannot
+        by strategy, each group in client-id order) and keep their new embeddings. A strategy that raises or returns uploads that cannot
         travel loses its own clients' uploads this round (the server counts them as missing); the shard's
         other clients are unaffected."""
-        local = self.local_index(client_ids)
+        local = np.sort(self.local_index(client_ids))
         ctx = StrategyContext(self.spec, self.lr, targets, round_index, self.config)
         parts = []
         for index, strategy in enumerate(self.strategies):

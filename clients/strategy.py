@@ -10,7 +10,8 @@ strategies too. Plug in your own with ``--client-strategy mypkg.mymod:MyStrategy
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 
 from federation.plugins import load_class, strategy_registry
 from federation.uploads import ClientUploads
-from recsys.models.ncf import NCFSpec, PerClientGrads, Theta, TouchedRows, per_client_bce_grads
+from recsys.models.ncf import BlockedSamples, NCFSpec, PerClientGrads, Theta, blocked_bce_grads, per_client_bce_grads
 
 if TYPE_CHECKING:
     from federation.config import SimulationConfig
@@ -49,16 +50,35 @@ class LocalBatch:
     """The selected clients of one strategy in one round, stacked.
 
     Sample ``s`` belongs to client ``owner[s]`` (a row of ``embeddings``); a client's samples are
-    its positives (label 1) followed by its fixed negatives (label 0).
+    its positives (label 1) followed by its fixed negatives (label 0). The shard hands them over in
+    per-client blocks (``samples``, weight 1 on real samples); ``items``, ``labels`` and ``owner`` are
+    the real samples in order.
     """
 
     client_ids: np.ndarray  # global ids, int64 [B]
     embeddings: torch.Tensor  # p_u^t, [B, d]
-    items: torch.Tensor  # int64 [S]
-    labels: torch.Tensor  # float [S]
-    owner: torch.Tensor  # int64 [S], index into the batch
     counts: torch.Tensor  # float [B], samples per client
-    touched: TouchedRows | None = None  # the item rows each client's samples touch (precomputed by the shard)
+    samples: BlockedSamples  # one row per client (row_per_block), weights 1 on real samples
+
+    @cached_property
+    def items(self) -> torch.Tensor:
+        """int64 [S]: every real sample's item."""
+        return self.samples.items[self.samples.valid]
+
+    @cached_property
+    def labels(self) -> torch.Tensor:
+        """float [S]: 1 for a positive, 0 for a negative."""
+        return self.samples.labels[self.samples.valid]
+
+    @cached_property
+    def owner(self) -> torch.Tensor:
+        """int64 [S]: each real sample's client (index into the batch)."""
+        return self.samples.owner[self.samples.valid]
+
+    def mean_bce(self) -> BlockedSamples:
+        """The samples weighted for each client's mean BCE over its own samples (weight 1 / its count)."""
+        scale = (1.0 / self.counts).index_select(0, self.samples.block_client)  # the weight of each block's samples
+        return replace(self.samples, weights=self.samples.blocks(self.samples.weights).mul(scale[:, None]).view(-1))
 
 
 @dataclass
@@ -99,23 +119,25 @@ class WeightedBCE:
     labels: torch.Tensor  # [S]
     weights: torch.Tensor  # [S]
     client_of_row: torch.Tensor  # int64 [R]
-    touched: TouchedRows | None = None  # each sample's item row per client, when known in advance
+    blocked: BlockedSamples | None = None  # the same samples in per-client blocks, when known in advance
 
     @classmethod
     def of_batch(cls, batch: LocalBatch, keep: torch.Tensor | None = None) -> WeightedBCE:
         """Each client's mean BCE over its own samples (or over the samples ``keep`` selects)."""
-        owner, items, labels = batch.owner, batch.items, batch.labels
-        counts = batch.counts
+        rows = torch.arange(len(batch.client_ids), device=batch.embeddings.device)
         if keep is not None:
-            owner, items, labels = owner[keep], items[keep], labels[keep]
+            owner, items, labels = batch.owner[keep], batch.items[keep], batch.labels[keep]
             counts = torch.bincount(owner, minlength=len(batch.client_ids)).to(labels.dtype)
-        rows = torch.arange(len(batch.client_ids), device=owner.device)
-        return cls(batch.embeddings, owner, items, labels, 1.0 / counts[owner], rows, batch.touched if keep is None else None)
+            return cls(batch.embeddings, owner, items, labels, 1.0 / counts[owner], rows)
+        blocked = batch.mean_bce()
+        return cls(batch.embeddings, batch.owner, batch.items, batch.labels, blocked.weights[blocked.valid], rows, blocked)
 
     def per_client(self, theta: Theta, num_linear: int, num_clients: int) -> PerClientGrads:
         """Each batch client's own loss and gradient, and ∂L/∂rows, in one pass (``per_client_bce_grads``)."""
+        if self.blocked is not None:
+            return blocked_bce_grads(theta, self.rows, self.blocked, num_linear, self.client_of_row, num_clients)
         return per_client_bce_grads(theta, self.rows, self.owner, self.items, self.labels, self.weights, num_linear,
-                                    self.client_of_row, num_clients, self.touched)
+                                    self.client_of_row, num_clients)
 
 
 def client_uploads(batch: LocalBatch, grads: PerClientGrads) -> ClientUploads:
@@ -125,10 +147,14 @@ def client_uploads(batch: LocalBatch, grads: PerClientGrads) -> ClientUploads:
 
 
 def bce_step(theta: Theta, batch: LocalBatch, ctx: StrategyContext, objective: WeightedBCE | None = None) -> ClientUpdate:
-    """Every client's mean BCE over its own samples (L_u); one pass gives each client's ∇Θ_u (its upload)
-    and ∇p_u (p_u appears only in L_u); then p_u ← p_u − η ∇p_u (eq. 5)."""
-    objective = objective or WeightedBCE.of_batch(batch)
-    grads = objective.per_client(theta, ctx.spec.num_linear, len(batch.client_ids))
+    """Every client's mean BCE over its own samples (L_u; ``objective`` replaces it); one pass gives each client's
+    ∇Θ_u (its upload) and ∇p_u (p_u appears only in L_u); then p_u ← p_u − η ∇p_u (eq. 5)."""
+    count = len(batch.client_ids)
+    if objective is None:  # L_u straight from the shard's blocks (``WeightedBCE.of_batch(batch)``, without its copies)
+        rows = torch.arange(count, device=batch.embeddings.device)
+        grads = blocked_bce_grads(theta, batch.embeddings, batch.mean_bce(), ctx.spec.num_linear, rows, count)
+    else:
+        grads = objective.per_client(theta, ctx.spec.num_linear, count)
     return ClientUpdate(client_uploads(batch, grads), batch.embeddings - ctx.lr * grads.row_grad)
 
 

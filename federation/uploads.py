@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 
-from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec, Theta
+from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec, Theta, add_rows
 
 CLIENTS = "clients"
 LOSSES = "losses"
@@ -113,7 +113,7 @@ class ClientUploads:
         """Σ_u ∇Θ_u as a dense Θ-shaped dict (eq. 6's sum), clients added in their order."""
         dim = self.row_values.shape[1]
         item = torch.zeros((num_items, dim), dtype=self.row_values.dtype, device=self.row_values.device)
-        item.index_add_(0, self.row_items, self.row_values)
+        add_rows(item, self.row_items, self.row_values)
         return {ITEM_EMBEDDING: item, **{k: v.sum(0) for k, v in self.dense.items()}}
 
     def dense_rows(self, num_items: int) -> torch.Tensor:

@@ -12,6 +12,7 @@ from flwr.server.strategy.aggregate import (aggregate_bulyan, aggregate_krum, ag
 from flwr.serverapp.strategy.bulyan import aggregate_n_closest_weights
 from flwr.serverapp.strategy.multikrum import select_multikrum
 
+from defenses.federated.base import sort_last_, stable_order
 from federation.config import SimulationConfig
 from federation.uploads import ClientUploads
 from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec
@@ -147,6 +148,16 @@ def test_trimmed_mean_trims_floor_of_beta_n_without_float_error() -> None:
     flower = 100 * aggregate_trimmed_avg([([v], 1) for v in values.ravel()], 0.29)[0]
     assert flower == pytest.approx(100 * ordered[28:72].mean(), rel=1e-12)
 
+
+
+def test_fast_cpu_sorts_give_torchs_order_and_values() -> None:
+    """The radix order of the row grouping is ``torch.argsort(stable=True)``; numpy's in-place row sort gives
+    ``torch.sort``'s values (padding +inf last)."""
+    gen = torch.Generator().manual_seed(2)
+    keys = torch.randint(0, 3000, (5000,), generator=gen)
+    assert torch.equal(stable_order(keys, 3000), torch.argsort(keys, stable=True))
+    rows = torch.randn((40, 8, 33), generator=gen).masked_fill_(torch.rand((40, 1, 33), generator=gen) < 0.3, float("inf"))
+    assert torch.equal(sort_last_(rows.clone()), rows.sort(dim=-1).values)
 
 # ---- (2) f = 0 reduces to the sum ------------------------------------------------------------------------
 @pytest.mark.parametrize("scope", ["row", "vector"])

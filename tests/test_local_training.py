@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from recsys.models.ncf import ITEM_EMBEDDING, ncf_logits, per_client_bce_grads, score_all_items, weighted_bce_grads
+from recsys.models.ncf import (ITEM_EMBEDDING, add_rows, ncf_logits, per_client_bce_grads, score_all_items,
+                               weighted_bce_grads)
 from tests.helpers import client_gradient, random_samples, random_shard
 
 
@@ -26,13 +27,14 @@ def per_user_loop(shard, theta, users, lr):
 
 
 def test_batched_round_equals_per_user_loop():
-    """Every client's own upload, loss and new p_u equal the per-user autograd loop's."""
+    """Every client's own upload, loss and new p_u equal the per-user autograd loop's; uploads come back in
+    client-id order whatever the order of the selection."""
     shard, theta = random_shard()
     users = np.array([7, 0, 3, 11, 4])
     expected_uploads, expected_p, expected_loss = per_user_loop(shard, theta, users, shard.lr)
     uploads = shard.train_round(theta, users, 0, torch.tensor([1]))
-    assert uploads.client_ids.tolist() == users.tolist()
-    for position, u in enumerate(users):
+    assert uploads.client_ids.tolist() == sorted(users.tolist())
+    for position, u in enumerate(sorted(users)):
         got = client_gradient(uploads, position, shard.spec.num_items)
         for name, grad in expected_uploads[u].items():
             torch.testing.assert_close(got[name], grad, rtol=1e-10, atol=1e-12)
@@ -102,3 +104,12 @@ def test_per_client_gradients_equal_a_loop_over_clients_in_any_sample_order():
         torch.testing.assert_close(item, expected[ITEM_EMBEDDING])
         for name, value in grads.dense.items():
             torch.testing.assert_close(value[c], expected[name])
+
+
+def test_add_rows_equals_index_add_bit_for_bit():
+    """The scatter-based row sum adds repeated rows in index order, exactly as ``index_add_``."""
+    gen = torch.Generator().manual_seed(4)
+    index = torch.randint(0, 50, (3000,), generator=gen)
+    values = torch.randn((3000, 8), generator=gen)
+    expected = torch.zeros(60, 8).index_add_(0, index, values)
+    assert torch.equal(add_rows(torch.zeros(60, 8), index, values), expected)

@@ -11,7 +11,7 @@ import torch
 
 from attacks.federated.base import MaliciousStrategy, approximated_users, promotion_upload
 from clients.strategy import ClientUpdate, LocalBatch, StrategyContext, WeightedBCE
-from recsys.models.ncf import Theta, weighted_bce_grads
+from recsys.models.ncf import Theta, weighted_bce_user_grad
 
 
 def mine_hard_users(theta: Theta, rows: torch.Tensor, items: torch.Tensor, step: float, iterations: int,
@@ -21,8 +21,7 @@ def mine_hard_users(theta: Theta, rows: torch.Tensor, items: torch.Tensor, step:
     zeros, ones = torch.zeros(len(rows), dtype=rows.dtype, device=rows.device), torch.ones(len(rows), dtype=rows.dtype,
                                                                                            device=rows.device)
     for _ in range(iterations):
-        _, _, row_grad = weighted_bce_grads(theta, rows, owner, items, zeros, ones, num_linear)
-        rows = rows - step * row_grad
+        rows = rows - step * weighted_bce_user_grad(theta, rows, owner, items, zeros, ones, num_linear)
     return rows
 
 

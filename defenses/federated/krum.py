@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from defenses.federated.base import Combined, GroupedRule, Groups, selected
+from defenses.federated.base import Combined, GroupedRule, Groups, selected, sort_last_
 
 CHUNK_ENTRIES = 1 << 24  # distance-matrix entries per batch of groups (bounds memory: [G, N, N])
 
@@ -24,12 +24,12 @@ def krum_scores(groups: Groups, f: torch.Tensor) -> torch.Tensor:
         part = groups.subset(slice(start, start + step))
         x, valid = part.values, part.valid
         norms = x.pow(2).sum(2)
-        distances = (norms[:, :, None] + norms[:, None, :] - 2 * x @ x.transpose(1, 2)).clamp(min=0)
-        pairs = valid[:, :, None] & valid[:, None, :] & ~torch.eye(size, dtype=torch.bool, device=x.device)
-        nearest = distances.masked_fill(~pairs, float("inf")).sort(2).values
+        distances = (norms[:, :, None] + norms[:, None, :]).sub_(2 * x @ x.transpose(1, 2)).clamp_(min=0)
+        distances.masked_fill_(~valid[:, None, :], float("inf")).diagonal(dim1=1, dim2=2).fill_(float("inf"))
+        nearest = sort_last_(distances)  # padding rows are scored +inf below
         neighbours = (part.counts - f[start:start + step] - 2).clamp(min=1)
         take = torch.arange(size, device=x.device)[None, :] < neighbours[:, None]
-        scores.append(nearest.masked_fill(~take[:, None, :], 0).sum(2).masked_fill(~valid, float("inf")))
+        scores.append(nearest.masked_fill_(~take[:, None, :], 0).sum(2).masked_fill(~valid, float("inf")))
     return torch.cat(scores)
 
 
