@@ -25,7 +25,8 @@ from clients.shard import EVAL_CHUNK_CELLS  # noqa: E402
 from federation.config import SimulationConfig  # noqa: E402
 from federation.plan import dataset_for, make_plan  # noqa: E402
 from recsys.data.dataset import Dataset, Interactions  # noqa: E402
-from recsys.metrics import RankingSums, _flat_index, rank_metrics  # noqa: E402
+from recsys.metrics import (RankingSums, flat_index, add_target_sums, positions, rank_metrics,  # noqa: E402
+                            hit_sums)
 from recsys.models.ncf import (ITEM_EMBEDDING, ScoreBuffers, Theta, init_theta, init_user_embeddings,  # noqa: E402
                                score_all_items)
 
@@ -60,36 +61,21 @@ def reference_rank_metrics(
     """The previous ``rank_metrics``: a full test mask, top-K, then a second top-K with test items masked."""
     num_users, num_items = scores.shape
     flat_scores = scores.view(-1)
-    train_idx, test_idx = _flat_index(train, num_items).to(scores.device), _flat_index(test, num_items).to(scores.device)
+    train_idx, test_idx = flat_index(train, num_items).to(scores.device), flat_index(test, num_items).to(scores.device)
     flat_scores[train_idx] = -torch.inf
 
     test_mask = torch.zeros(num_users * num_items, dtype=torch.bool, device=scores.device)
     test_mask[test_idx] = True
     top = scores.topk(min(k, num_items), dim=1).indices
-    hits = test_mask.view(num_users, num_items).gather(1, top).to(scores.dtype)
-    n_test = torch.from_numpy(test.lengths()).to(scores.device)
-    has_test = n_test > 0
-    discounts = 1.0 / torch.log2(torch.arange(top.shape[1], device=scores.device, dtype=scores.dtype) + 2)
-    ideal = torch.cumsum(discounts, 0)[(n_test.clamp(1, top.shape[1]) - 1)]
-    hit_counts = hits.sum(1)[has_test]
-    sums = RankingSums.zeros(len(er_ks), len(targets))
-    sums.test_users = int(has_test.sum())
-    sums.hr = float((hit_counts / n_test[has_test]).sum())
-    sums.precision = float(hit_counts.sum() / k)
-    sums.ndcg = float(((hits * discounts).sum(1)[has_test] / ideal[has_test]).sum())
-
+    sums = hit_sums(test_mask.view(num_users, num_items).gather(1, top).to(scores.dtype), test, k, len(er_ks),
+                     len(targets))
     if len(targets):
         targets = targets.to(scores.device)
         interacted = test_mask  # reused in place: test items, now plus train items
         interacted[train_idx] = True
         eligible = ~interacted.view(num_users, num_items)[:, targets]  # [B, T]
         flat_scores[test_idx] = -torch.inf
-        top_er = scores.topk(min(max(er_ks), num_items), dim=1).indices  # [B, Kmax]
-        match = top_er[:, None, :] == targets[None, :, None]  # [B, T, Kmax]
-        rank = torch.where(match.any(-1), match.to(torch.int8).argmax(-1), top_er.shape[1])  # [B, T]
-        for row, er_k in enumerate(er_ks):
-            sums.target_hits[row] = ((rank < er_k) & eligible).sum(0).cpu().numpy()
-        sums.target_eligible = eligible.sum(0).cpu().numpy().astype(np.int64)
+        add_target_sums(sums, positions(scores.topk(min(max(er_ks), num_items), dim=1).indices, targets), eligible, er_ks)
     return sums
 
 
