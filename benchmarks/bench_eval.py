@@ -50,14 +50,8 @@ def reference_scores(user_emb: torch.Tensor, theta: Theta, num_linear: int, buff
     return hidden.squeeze(-1)
 
 
-def reference_rank_metrics(
-    scores: torch.Tensor,
-    train: Interactions,
-    test: Interactions,
-    targets: torch.Tensor,
-    k: int,
-    er_ks: tuple[int, ...],
-) -> RankingSums:
+def reference_rank_metrics(scores: torch.Tensor, train: Interactions, test: Interactions, targets: torch.Tensor,
+                           k: int, er_ks: tuple[int, ...]) -> RankingSums:
     """The previous ``rank_metrics``: a full test mask, top-K, then a second top-K with test items masked."""
     num_users, num_items = scores.shape
     flat_scores = scores.view(-1)
