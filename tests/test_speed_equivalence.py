@@ -118,3 +118,17 @@ def test_shard_math_and_evaluation_on_cuda_equal_cpu():
     got = evaluate(dataset, user_emb.double().to(cuda), {k: v.to(cuda) for k, v in theta64.items()}, 3, targets.to(cuda),
                    20, (5, 10, 20, 30))
     assert_same_sums(got, expected)
+
+
+def test_a_large_shard_evaluates_with_the_compiled_scorer_and_the_same_sums(monkeypatch):
+    import clients.shard
+
+    shard, theta = random_shard(num_users=200, num_items=300, dtype=torch.float32)
+    targets = torch.tensor([3, 150])
+    calls = []
+    monkeypatch.setattr(clients.shard, "score_all_items", lambda *args: calls.append(args[-1]) or score_all_items(*args))
+    expected = shard.evaluate(theta, targets, 20, (5, 10, 20, 30))
+    monkeypatch.setattr(clients.shard, "COMPILED_EVAL_CELLS", 200 * 300)
+    got = shard.evaluate(theta, targets, 20, (5, 10, 20, 30))
+    assert calls[0] is False and calls[-1] is True and expected.hr > 0
+    assert_same_sums(got, expected)
