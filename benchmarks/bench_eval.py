@@ -69,7 +69,8 @@ def reference_rank_metrics(scores: torch.Tensor, train: Interactions, test: Inte
         interacted[train_idx] = True
         eligible = ~interacted.view(num_users, num_items)[:, targets]  # [B, T]
         flat_scores[test_idx] = -torch.inf
-        add_target_sums(sums, positions(scores.topk(min(max(er_ks), num_items), dim=1).indices, targets), eligible, er_ks)
+        top_er = scores.topk(min(max(er_ks), num_items), dim=1).indices
+        add_target_sums(sums, positions(top_er, targets), eligible, er_ks)
     return sums
 
 
@@ -141,7 +142,8 @@ def main() -> None:
                                      name, buffers[name])
             cpu[name].append(time.process_time() - start_cpu)
             wall[name].append(time.perf_counter() - start_wall)
-    print(f"\n{'':12}{'CPU min (s)':>12}{'CPU median':>12}{'wall min (s)':>14}{'wall median':>13}{'vs reference (CPU min)':>24}")
+    print(f"\n{'':12}{'CPU min (s)':>12}{'CPU median':>12}{'wall min (s)':>14}{'wall median':>13}"
+          f"{'vs reference (CPU min)':>24}")
     for name in SCORERS:
         print(f"{name:12}{min(cpu[name]):>12.3f}{np.median(cpu[name]):>12.3f}{min(wall[name]):>14.3f}"
               f"{np.median(wall[name]):>13.3f}{min(cpu['reference']) / min(cpu[name]):>23.2f}x")

@@ -117,7 +117,8 @@ def plot(rows: list[dict[str, float]], path: Path) -> None:
                        ("setup_s", "setup")):
         time_ax.plot(users, [row[key] for row in rows], marker="o", label=label)
     rss_ax.plot(users, [row["peak_rss_gb"] for row in rows], marker="o")
-    time_ax.set(xscale="log", yscale="log", xlabel="users", ylabel="seconds", title=f"time ({rows[0]['items']:,} items)")
+    time_ax.set(xscale="log", yscale="log", xlabel="users", ylabel="seconds",
+                title=f"time ({rows[0]['items']:,} items)")
     rss_ax.set(xscale="log", xlabel="users", ylabel="GB", title="peak RSS")
     time_ax.legend()
     for ax in (time_ax, rss_ax):

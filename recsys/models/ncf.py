@@ -147,9 +147,9 @@ def score_all_items(user_emb: torch.Tensor, theta: Theta, num_linear: int, buffe
 
     The first layer is split as W [p; q] = W_p p + W_q q, computed once per user and once per item, so it
     costs O((U + M)·d·h) instead of O(U·M·d·h). ``compiled``: the other layers as one loop fused by
-    ``torch.compile`` (3–6x faster on CPU; the first call in a process compiles, 5–30 s), else in eager torch
-    on cache-sized tiles. Both equal the untiled computation up to float rounding. With ``buffers`` (eager
-    only) the result is a view into them, valid until the next call.
+    ``torch.compile`` (on CPU about 3x faster than the eager tiles; the first call in a process compiles,
+    5–30 s), else in eager torch on cache-sized tiles. Both equal the untiled computation up to float rounding.
+    With ``buffers`` (eager only) the result is a view into them, valid until the next call.
     """
     if num_linear < 2:
         raise ValueError(f"NCF needs at least one hidden layer, got {num_linear} linear layer(s)")
@@ -157,7 +157,8 @@ def score_all_items(user_emb: torch.Tensor, theta: Theta, num_linear: int, buffe
     return fused if fused is not None else _tiled_scores(user_emb, theta, num_linear, buffers)
 
 
-def _tiled_scores(user_emb: torch.Tensor, theta: Theta, num_linear: int, buffers: ScoreBuffers | None = None) -> torch.Tensor:
+def _tiled_scores(user_emb: torch.Tensor, theta: Theta, num_linear: int,
+                  buffers: ScoreBuffers | None = None) -> torch.Tensor:
     """``score_all_items`` in eager torch: the layers after the first run on tiles of about ``SCORE_TILE_CELLS``
     (user, item) pairs, channel-major (``[h + 1, pairs]``, the last row ones so that one matmul with
     ``[W_k | b_k]`` applies weight and bias): a tile's activations stay in cache. Scores equal the
