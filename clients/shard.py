@@ -18,6 +18,8 @@ from recsys.models.ncf import CHUNK, BlockedSamples, ScoreBuffers, Theta, Touche
 log = logging.getLogger("fedrec.clients")
 
 EVAL_CHUNK_CELLS = 400_000  # users x items scored at once during evaluation (cache-sized)
+COMPILED_EVAL_CELLS = 10_000_000  # users x items of a shard's evaluation from which the compiled scorer (compiled
+# once per process, 5-30 s) is used on CPU
 
 
 def interleave_rows(first: Interactions, second: Interactions) -> tuple[Interactions, np.ndarray]:
@@ -131,9 +133,10 @@ class Shard:
         """Metric sums over this shard's benign clients, scored in chunks of users."""
         sums = RankingSums.zeros(len(er_ks), len(targets))
         chunk = max(1, EVAL_CHUNK_CELLS // max(1, self.spec.num_items))
+        compiled = self.device.type == "cpu" and len(self.evaluated) * self.spec.num_items >= COMPILED_EVAL_CELLS
         for start in range(0, len(self.evaluated), chunk):
             rows = self.evaluated[start : start + chunk]
             scores = score_all_items(self.embeddings[torch.from_numpy(rows).to(self.device)], theta, self.spec.num_linear,
-                                    self.score_buffers)
+                                    self.score_buffers, compiled)
             sums = sums + rank_metrics(scores, self.data.train.subset(rows), self.data.test.subset(rows), targets, k, er_ks)
         return sums

@@ -56,8 +56,40 @@ class RankingSums:
         return out
 
 
-def _flat_index(rows: Interactions, num_items: int) -> torch.Tensor:
+def flat_index(rows: Interactions, num_items: int) -> torch.Tensor:
+    """Each entry's position ``row * num_items + item`` in a flattened ``[rows, num_items]`` score matrix."""
     return torch.from_numpy(rows.row_ids() * num_items + rows.items)
+
+
+ER_MARGIN = 16  # top-list entries past max(er_ks): room for the user's test items, which ER@K skips
+
+
+def hit_sums(hits: torch.Tensor, test: Interactions, k: int, num_er_ks: int, num_targets: int) -> RankingSums:
+    """HR/precision/NDCG@K sums from ``hits`` ([B, min(K, M)]: 1 where the user's i-th ranked item is a test item)."""
+    n_test = torch.from_numpy(test.lengths()).to(hits.device)
+    has_test = n_test > 0
+    discounts = 1.0 / torch.log2(torch.arange(hits.shape[1], device=hits.device, dtype=hits.dtype) + 2)
+    ideal = torch.cumsum(discounts, 0)[(n_test.clamp(1, hits.shape[1]) - 1)]
+    hit_counts = hits.sum(1)[has_test]
+    sums = RankingSums.zeros(num_er_ks, num_targets)
+    sums.test_users = int(has_test.sum())
+    sums.hr = float((hit_counts / n_test[has_test]).sum())
+    sums.precision = float(hit_counts.sum() / k)
+    sums.ndcg = float(((hits * discounts).sum(1)[has_test] / ideal[has_test]).sum())
+    return sums
+
+
+def add_target_sums(sums: RankingSums, rank: torch.Tensor, eligible: torch.Tensor, er_ks: tuple[int, ...]) -> None:
+    """ER@K numerators and denominators from each (user, target)'s ``rank`` among the user's unseen items."""
+    for row, er_k in enumerate(er_ks):
+        sums.target_hits[row] = ((rank < er_k) & eligible).sum(0).cpu().numpy()
+    sums.target_eligible = eligible.sum(0).cpu().numpy().astype(np.int64)
+
+
+def positions(top: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Position of each target in each row of ``top`` ([B, L] item ids), L where absent: [B, T]."""
+    match = top[:, None, :] == targets[None, :, None]
+    return torch.where(match.any(-1), match.to(torch.int8).argmax(-1), top.shape[1])
 
 
 def rank_metrics(
@@ -68,40 +100,34 @@ def rank_metrics(
     k: int,
     er_ks: tuple[int, ...],
 ) -> RankingSums:
-    """Metric sums for the users whose item scores are the rows of ``scores`` ([B, M]).
+    """Metric sums for the users whose item scores are the rows of ``scores`` ([B, M], finite).
 
-    ``train``/``test`` hold the same B users in the same order. ``scores`` is overwritten.
+    ``train``/``test`` hold the same B users in the same order. ``scores`` is overwritten (interacted items
+    become -inf). One sorted top-L over the items not in train, L = max(K, max(er_ks) + ``ER_MARGIN``), serves
+    both metrics: HR/NDCG read its first K entries; a target's ER rank is its position among the listed items
+    that are not in test either. That is exact unless the target is absent and fewer than max(er_ks) listed
+    items are unseen (many test items near the top): only those users get a second top-K over their unseen
+    items. Equal scores are ordered as ``torch.topk`` orders them.
     """
     num_users, num_items = scores.shape
     flat_scores = scores.view(-1)
-    train_idx, test_idx = _flat_index(train, num_items).to(scores.device), _flat_index(test, num_items).to(scores.device)
-    flat_scores[train_idx] = -torch.inf
-
-    test_mask = torch.zeros(num_users * num_items, dtype=torch.bool, device=scores.device)
-    test_mask[test_idx] = True
-    top = scores.topk(min(k, num_items), dim=1).indices
-    hits = test_mask.view(num_users, num_items).gather(1, top).to(scores.dtype)
-    n_test = torch.from_numpy(test.lengths()).to(scores.device)
-    has_test = n_test > 0
-    discounts = 1.0 / torch.log2(torch.arange(top.shape[1], device=scores.device, dtype=scores.dtype) + 2)
-    ideal = torch.cumsum(discounts, 0)[(n_test.clamp(1, top.shape[1]) - 1)]
-    hit_counts = hits.sum(1)[has_test]
-    sums = RankingSums.zeros(len(er_ks), len(targets))
-    sums.test_users = int(has_test.sum())
-    sums.hr = float((hit_counts / n_test[has_test]).sum())
-    sums.precision = float(hit_counts.sum() / k)
-    sums.ndcg = float(((hits * discounts).sum(1)[has_test] / ideal[has_test]).sum())
-
+    flat_scores[flat_index(train, num_items).to(scores.device)] = -torch.inf
+    depth = min(num_items, max(k, max(er_ks) + ER_MARGIN) if len(targets) else k)
+    top_values, top = scores.topk(depth, dim=1)
+    flat_scores[flat_index(test, num_items).to(scores.device)] = -torch.inf  # now every interacted item
+    unseen = scores.gather(1, top).isfinite()  # [B, L]: listed items in neither train nor test
+    hits = (top_values.isfinite() & ~unseen)[:, : min(k, num_items)]  # listed test items
+    sums = hit_sums(hits.to(scores.dtype), test, k, len(er_ks), len(targets))
     if len(targets):
         targets = targets.to(scores.device)
-        interacted = test_mask  # reused in place: test items, now plus train items
-        interacted[train_idx] = True
-        eligible = ~interacted.view(num_users, num_items)[:, targets]  # [B, T]
-        flat_scores[test_idx] = -torch.inf
-        top_er = scores.topk(min(max(er_ks), num_items), dim=1).indices  # [B, Kmax]
-        match = top_er[:, None, :] == targets[None, :, None]  # [B, T, Kmax]
-        rank = torch.where(match.any(-1), match.to(torch.int8).argmax(-1), top_er.shape[1])  # [B, T]
-        for row, er_k in enumerate(er_ks):
-            sums.target_hits[row] = ((rank < er_k) & eligible).sum(0).cpu().numpy()
-        sums.target_eligible = eligible.sum(0).cpu().numpy().astype(np.int64)
+        eligible = scores[:, targets].isfinite()  # [B, T]: never interacted with the target
+        position = positions(top, targets)
+        unseen_before = torch.cumsum(unseen, 1) - unseen.to(torch.int64)  # unseen listed items ahead of each entry
+        rank = unseen_before.gather(1, position.clamp(max=depth - 1))  # [B, T]: rank among unseen items
+        absent = position == depth
+        rank[absent] = unseen.sum(1, keepdim=True).expand_as(rank)[absent]  # a lower bound: at least this many
+        unsure = torch.nonzero((absent & eligible).any(1) & (unseen.sum(1) < max(er_ks))).squeeze(1)
+        if len(unsure):
+            rank[unsure] = positions(scores[unsure].topk(min(max(er_ks), num_items), dim=1).indices, targets)
+        add_target_sums(sums, rank, eligible, er_ks)
     return sums

@@ -7,11 +7,14 @@ never part of it (they stay on the clients).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 
 Theta = dict[str, torch.Tensor]
+
+log = logging.getLogger("fedrec.recsys")
 
 ITEM_EMBEDDING = "item_emb"
 
@@ -94,18 +97,73 @@ class ScoreBuffers:
 SCORE_TILE_CELLS = 32_768  # (user, item) pairs per tile: a tile's activations stay in the L2 cache
 
 
+def _unrolled_scores(user_part: torch.Tensor, item_part: torch.Tensor, layers: list[torch.Tensor]) -> torch.Tensor:
+    """Scores ``[U, M]`` from the first layer's parts (``[h, U, 1]`` with the bias, ``[h, 1, M]``) and the
+    ``[W_k | b_k]`` of the other layers, written as element-wise arithmetic unrolled over the hidden units, so
+    that ``torch.compile`` fuses the whole MLP into one vectorised loop over (user, item) pairs."""
+    x = [torch.relu(user_part[c] + item_part[c]) for c in range(user_part.shape[0])]
+    for k, layer in enumerate(layers):
+        out = []
+        for j in range(layer.shape[0]):
+            y = layer[j, -1] + layer[j, 0] * x[0]
+            for c in range(1, len(x)):
+                y = y + layer[j, c] * x[c]
+            out.append(y if k == len(layers) - 1 else torch.relu(y))
+        x = out
+    return x[0]
+
+
+_compiled_scores = None  # ``_unrolled_scores`` compiled on first use; False where compiling failed
+
+
+def _fused_scores(user_emb: torch.Tensor, theta: Theta, num_linear: int) -> torch.Tensor | None:
+    """``score_all_items`` through the compiled ``_unrolled_scores``; None where no compiler is available."""
+    global _compiled_scores
+    if _compiled_scores is None:
+        from torch._inductor import config as inductor_config
+
+        inductor_config.compile_threads = 1  # no pool of compile worker processes
+        inductor_config.cpp.enable_floating_point_contract_flag = "fast"  # a*b + c as one FMA: ~20% faster
+        _compiled_scores = torch.compile(_unrolled_scores, dynamic=True)
+    if _compiled_scores is False:
+        return None
+    weight, bias = theta["mlp.0.weight"], theta["mlp.0.bias"]
+    dim = user_emb.shape[1]
+    user_part = (weight[:, :dim] @ user_emb.T).add_(bias[:, None])[:, :, None]
+    item_part = (weight[:, dim:] @ theta[ITEM_EMBEDDING].T)[:, None, :]
+    layers = [torch.cat((theta[f"mlp.{k}.weight"], theta[f"mlp.{k}.bias"][:, None]), 1) for k in range(1, num_linear)]
+    try:
+        return _compiled_scores(user_part, item_part, layers)
+    except Exception as error:  # noqa: BLE001 - e.g. no C++ compiler: the eager scorer gives the same scores
+        log.warning("compiled scoring unavailable (%s: %s); scoring in eager torch", type(error).__name__, error)
+        _compiled_scores = False
+        return None
+
+
 @torch.no_grad()
-def score_all_items(user_emb: torch.Tensor, theta: Theta, num_linear: int, buffers: ScoreBuffers | None = None) -> torch.Tensor:
+def score_all_items(user_emb: torch.Tensor, theta: Theta, num_linear: int, buffers: ScoreBuffers | None = None,
+                    compiled: bool = False) -> torch.Tensor:
     """Pre-sigmoid scores of every item for every user in ``user_emb`` (shape ``[U, M]``).
 
     The first layer is split as W [p; q] = W_p p + W_q q, computed once per user and once per item, so it
-    costs O((U + M)·d·h) instead of O(U·M·d·h). The other layers run on tiles of about ``SCORE_TILE_CELLS``
-    (user, item) pairs, channel-major (``[h + 1, pairs]``, the last row ones so that one matmul with
-    ``[W_k | b_k]`` applies weight and bias): a tile's activations stay in cache. Scores equal the
-    untiled computation up to float rounding (the matmul kernels' summation order). With ``buffers`` the result is a view into them, valid until the next call.
+    costs O((U + M)·d·h) instead of O(U·M·d·h). ``compiled``: the other layers as one loop fused by
+    ``torch.compile`` (on CPU about 3x faster than the eager tiles; the first call in a process compiles,
+    5–30 s), else in eager torch on cache-sized tiles. Both equal the untiled computation up to float rounding.
+    With ``buffers`` (eager only) the result is a view into them, valid until the next call.
     """
     if num_linear < 2:
         raise ValueError(f"NCF needs at least one hidden layer, got {num_linear} linear layer(s)")
+    fused = _fused_scores(user_emb, theta, num_linear) if compiled else None
+    return fused if fused is not None else _tiled_scores(user_emb, theta, num_linear, buffers)
+
+
+def _tiled_scores(user_emb: torch.Tensor, theta: Theta, num_linear: int,
+                  buffers: ScoreBuffers | None = None) -> torch.Tensor:
+    """``score_all_items`` in eager torch: the layers after the first run on tiles of about ``SCORE_TILE_CELLS``
+    (user, item) pairs, channel-major (``[h + 1, pairs]``, the last row ones so that one matmul with
+    ``[W_k | b_k]`` applies weight and bias): a tile's activations stay in cache. Scores equal the
+    untiled computation up to float rounding (the matmul kernels' summation order).
+    """
     buffers = buffers or ScoreBuffers()
     weight, bias = theta["mlp.0.weight"], theta["mlp.0.bias"]
     num_users, dim = user_emb.shape
