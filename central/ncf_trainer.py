@@ -22,20 +22,6 @@ from recsys.models.ranking import NCF
 
 
 @dataclass(frozen=True)
-class CentralNCFSettings:
-    """Central training: epochs, Adam's learning rate, batch size (observed pairs) and r negatives per pair."""
-
-    epochs: int = 20
-    lr: float = 0.001
-    batch_size: int = 1024
-    negatives: int = 4
-
-    def __post_init__(self) -> None:
-        if self.epochs < 0 or self.lr <= 0 or self.batch_size < 1 or self.negatives < 1:
-            raise ValueError(f"invalid central NCF settings {self}: epochs >= 0, lr > 0, batch_size and negatives >= 1")
-
-
-@dataclass(frozen=True)
 class Evaluation:
     """What the central model is measured on: the real users' train (masked) and test lists (rows 0..N-1 of the
     model), the targets, K and the ER@K cut-offs."""
@@ -53,16 +39,16 @@ class Evaluation:
         return sums.finalize(self.k, self.er_ks)
 
 
-def train_central_ncf(train: Interactions, spec: NCFSpec, settings: CentralNCFSettings, seed: int,
+def train_central_ncf(train: Interactions, spec: NCFSpec, settings: TrainSettings, seed: int,
                       evaluation: Evaluation | None = None,
                       on_epoch: Callable[[dict[str, float]], None] | None = None) -> tuple[NCF, list[dict[str, float]]]:
     """Train an NCF of shape ``spec`` on ``train`` (one user per row: real users first, injected fake users after)
-    from seed ``seed``; return the model and the history (epoch 0, every epoch, ``evaluation`` after each)."""
+    from seed ``seed`` with Adam (``settings``: epochs, learning rate, batch size, r negatives per observed pair);
+    return the model and the history (epoch 0, every epoch, ``evaluation`` after each)."""
     generator = torch.Generator().manual_seed(seed)
     model = NCF(train.num_users, spec.num_items, spec.dim, generator, layers=spec.layers)
     model.bind(train)
-    objective = native_objective(model, train, TrainSettings(settings.epochs, settings.lr, settings.batch_size,
-                                                             settings.negatives))
+    objective = native_objective(model, train, settings)
     evaluator = (lambda: evaluation(model)) if evaluation is not None else None
     learner = RankingLearner(model, objective, generator, lr=settings.lr, evaluator=evaluator)
     history = train_central(learner, settings.epochs, on_epoch=on_epoch)

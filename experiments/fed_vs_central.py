@@ -38,7 +38,8 @@ import torch
 from attacks.federated.profile_clients import implicit_profiles
 from attacks.implicit import ATTACKS as PROFILE_ATTACKS
 from attacks.implicit import FakeProfiles
-from central.ncf_trainer import CentralNCFSettings, Evaluation, train_central_ncf
+from central.ncf_trainer import Evaluation, train_central_ncf
+from central.ranking_learner import TrainSettings
 from federation.config import SimulationConfig, usable_cores
 from federation.plan import Plan, dataset_for, make_plan
 from federation.plugins import MALICIOUS_STRATEGIES
@@ -83,7 +84,7 @@ def poisoned_train(config: SimulationConfig) -> tuple[Interactions, Plan, FakePr
     return profiles.inject(dataset.train), plan, profiles
 
 
-def central_cell(params: dict[str, Any], settings: CentralNCFSettings) -> dict[str, Any]:
+def central_cell(params: dict[str, Any], settings: TrainSettings) -> dict[str, Any]:
     """Central NCF on the real users plus the injected profiles, evaluated on the real users."""
     config = SimulationConfig.from_mapping(params)
     dataset = dataset_for(config)
@@ -111,7 +112,7 @@ def run_cell(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     """A sweep cell: ``params`` = the run's ``SimulationConfig`` fields plus ``mode`` (and ``central`` settings)."""
     settings = {k: v for k, v in params.items() if k not in ("mode", "central")}
     if params["mode"] == "central":
-        return central_cell(settings, CentralNCFSettings(**params["central"]))
+        return central_cell(settings, TrainSettings(**params["central"]))
     return federated_cell(settings, folder)
 
 
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     check_choices("--attacks", args.attacks, [*PROFILE_ATTACKS, *MODEL_ATTACKS])
     check_choices("--targets", args.targets, TARGET_KINDS)
     try:
-        CentralNCFSettings(args.epochs, args.central_lr, args.central_batch, args.negatives)
+        TrainSettings(args.epochs, args.central_lr, args.central_batch, args.negatives)
     except ValueError as error:
         raise UsageError(str(error)) from None
     if args.workers == 1:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from central.ncf_trainer import CentralNCFSettings, Evaluation, train_central_ncf
+from central.ncf_trainer import Evaluation, train_central_ncf
+from central.ranking_learner import TrainSettings
 from central.objectives import InteractionObjective
 from clients.population import build_client_data
 from experiments import fed_vs_central
@@ -100,12 +101,12 @@ def test_train_central_ncf_beats_popularity_on_personalised_synthetic_data():
     dataset = make_synthetic(300, 200, 20, seed=0, temperature=0.3)
     evaluation = Evaluation(dataset.train, dataset.test, np.array([0]), 20, (10,))
     popularity = metrics.popularity_rank_metrics(dataset.train, dataset.test, 200, torch.tensor([0]), 20, (10,))
-    model, history = train_central_ncf(dataset.train, NCFSpec(200, 8, (8, 8)), CentralNCFSettings(20, 0.01, 128, 4), 0)
+    model, history = train_central_ncf(dataset.train, NCFSpec(200, 8, (8, 8)), TrainSettings(20, 0.01, 128, 4), 0)
     hr = evaluation(model)["test/hr@20"]
     assert [row["epoch"] for row in history] == list(range(21))
     assert hr > 1.25 * popularity.finalize(20, (10,))["test/hr@20"]  # measured: 0.44 against 0.31
-    again, _ = train_central_ncf(dataset.train, NCFSpec(200, 8, (8, 8)), CentralNCFSettings(2, 0.01, 128, 4), 0)
-    same, _ = train_central_ncf(dataset.train, NCFSpec(200, 8, (8, 8)), CentralNCFSettings(2, 0.01, 128, 4), 0)
+    again, _ = train_central_ncf(dataset.train, NCFSpec(200, 8, (8, 8)), TrainSettings(2, 0.01, 128, 4), 0)
+    same, _ = train_central_ncf(dataset.train, NCFSpec(200, 8, (8, 8)), TrainSettings(2, 0.01, 128, 4), 0)
     torch.testing.assert_close(again.user_emb, same.user_emb, rtol=0, atol=0)  # one seed fixes everything
 
 
