@@ -146,6 +146,11 @@ def make_cells(args: argparse.Namespace) -> dict[tuple, Cell]:
 
 
 # ---- report --------------------------------------------------------------------------------------------
+def count(value: float) -> int | float:
+    """A mean of counts: an int when whole (the same over seeds), else rounded to one decimal."""
+    return int(value) if float(value).is_integer() else round(float(value), 1)
+
+
 def summarise(results: list[dict[str, Any]], generation: list[dict[str, Any]]) -> dict[str, Any]:
     """Means over seeds of one condition; ``generation``: the central cells that generated its profiles (their
     profile items and seconds stand for the federated fake clients', which train on the same profiles)."""
@@ -153,9 +158,9 @@ def summarise(results: list[dict[str, Any]], generation: list[dict[str, Any]]) -
     for name, key in METRICS.items():
         row[name] = float(np.mean([r["history"][-1][key] for r in results]))
     row["er@10 max"] = float(np.mean([max(h[METRICS["er@10"]] for h in r["history"]) for r in results]))
-    row["fake users"], row["uploads"] = (round(float(np.mean([r[n] for r in results])), 1) for n in ("fake users", "uploads"))
+    row["fake users"], row["uploads"] = (count(np.mean([r[n] for r in results])) for n in ("fake users", "uploads"))
     items, seconds = ([r[n] for r in generation] for n in ("profile items", "profile s"))
-    row["profile items"] = round(float(np.mean(items)), 1) if items else None
+    row["profile items"] = count(np.mean(items)) if items else None
     row["profile s"] = float(np.mean(seconds)) if seconds else None
     row["train s"] = float(np.mean([r["train s"] for r in results]))
     return row
@@ -190,16 +195,19 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         for j, mode in enumerate(MODES):
             ax = axes[i][j]
             mine = [r for r in rows if (r["dataset"], r["targets"], r["mode"]) == (dataset, kind, mode)]
-            for attack in dict.fromkeys(r["attack"] for r in mine if r["attack"] != "none"):
+            attacks = list(dict.fromkeys(r["attack"] for r in mine if r["attack"] != "none"))
+            for n, attack in enumerate(attacks):  # shrinking markers keep overlapping lines visible
                 points = sorted((r["rho"], r["er@10"]) for r in mine if r["attack"] == attack)
-                ax.plot([100 * p[0] for p in points], [p[1] for p in points], marker="o",
+                ax.plot([100 * p[0] for p in points], [p[1] for p in points], marker="os^vD<>"[n % 7],
+                        markersize=9 - 5 * n / max(1, len(attacks) - 1), alpha=0.85,
                         label=attack if attack in MODEL_ATTACKS else f"{attack} profiles")
             for r in mine:
                 if r["attack"] == "none":
                     ax.axhline(r["er@10"], linestyle="--", color="grey", linewidth=1, label="no attack")
             ax.axhline(REACH, linestyle=":", color="black", linewidth=0.8)
             ax.set_title(f"{dataset}, {kind} targets, {mode}", fontsize=9)
-            ax.set_xlabel("ρ (% fake users)")
+            ax.set_xscale("log")
+            ax.set_xlabel("ρ (% fake users, log scale)")
             ax.set_ylabel("final ER@10")
             ax.set_ylim(-0.03, 1.03)
             ax.legend(fontsize=7)
