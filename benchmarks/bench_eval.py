@@ -21,12 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clients.shard import EVAL_CHUNK_CELLS  # noqa: E402
 from federation.config import SimulationConfig  # noqa: E402
 from federation.plan import dataset_for, make_plan  # noqa: E402
 from recsys.data.dataset import Dataset, Interactions  # noqa: E402
-from recsys.metrics import (RankingSums, flat_index, add_target_sums, positions, rank_metrics,  # noqa: E402
-                            hit_sums)
+from recsys.metrics import (EVAL_CHUNK_CELLS, RankingSums, add_target_sums, flat_index, hit_sums,  # noqa: E402
+                            positions, rank_metrics)
 from recsys.models.ncf import (ITEM_EMBEDDING, ScoreBuffers, Theta, init_theta, init_user_embeddings,  # noqa: E402
                                score_all_items)
 

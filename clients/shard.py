@@ -12,12 +12,11 @@ from clients.strategy import ClientStrategy, LocalBatch, StrategyContext, load_s
 from federation.config import SimulationConfig
 from federation.uploads import ClientUploads
 from recsys.data.dataset import Interactions
-from recsys.metrics import RankingSums, rank_metrics
-from recsys.models.ncf import CHUNK, BlockedSamples, ScoreBuffers, Theta, TouchedRows, score_all_items
+from recsys.metrics import RankingSums, ncf_rank_metrics
+from recsys.models.ncf import CHUNK, BlockedSamples, ScoreBuffers, Theta, TouchedRows
 
 log = logging.getLogger("fedrec.clients")
 
-EVAL_CHUNK_CELLS = 400_000  # users x items scored at once during evaluation (cache-sized)
 COMPILED_EVAL_CELLS = 10_000_000  # users x items of a shard's evaluation from which the compiled scorer (compiled
 # once per process, 5-30 s) is used on CPU
 
@@ -131,12 +130,8 @@ class Shard:
     @torch.no_grad()
     def evaluate(self, theta: Theta, targets: torch.Tensor, k: int, er_ks: tuple[int, ...]) -> RankingSums:
         """Metric sums over this shard's benign clients, scored in chunks of users."""
-        sums = RankingSums.zeros(len(er_ks), len(targets))
-        chunk = max(1, EVAL_CHUNK_CELLS // max(1, self.spec.num_items))
-        compiled = self.device.type == "cpu" and len(self.evaluated) * self.spec.num_items >= COMPILED_EVAL_CELLS
-        for start in range(0, len(self.evaluated), chunk):
-            rows = self.evaluated[start : start + chunk]
-            scores = score_all_items(self.embeddings[torch.from_numpy(rows).to(self.device)], theta, self.spec.num_linear,
-                                    self.score_buffers, compiled)
-            sums = sums + rank_metrics(scores, self.data.train.subset(rows), self.data.test.subset(rows), targets, k, er_ks)
-        return sums
+        rows = self.evaluated
+        compiled = self.device.type == "cpu" and len(rows) * self.spec.num_items >= COMPILED_EVAL_CELLS
+        return ncf_rank_metrics(self.embeddings[torch.from_numpy(rows).to(self.device)], theta, self.spec.num_linear,
+                                self.data.train.subset(rows), self.data.test.subset(rows), targets, k, er_ks,
+                                self.score_buffers, compiled)

@@ -39,7 +39,7 @@ from harness.cli import CommandParser, add_common, add_list, check_settings, gua
 from harness.sweep import Cell, cached_results, run_sweep
 from harness.tables import markdown_table, write_table
 from recsys.atomic import atomic_write_text
-from recsys.metrics import rank_metrics
+from recsys.metrics import popularity_rank_metrics
 from server.aggregation import Aggregate, RoundInfo
 
 CLIP_RULES = ("norm-bound", "centered-clip", "dp-clip")
@@ -168,10 +168,8 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 def popularity_hr(config: SimulationConfig, k: int = 20) -> float:
     """HR@K of ranking every user's unseen items by training popularity, on the same split and metric code."""
     dataset = dataset_for(config)
-    popularity = torch.from_numpy(np.bincount(dataset.train.items, minlength=dataset.num_items).astype(np.float32))
-    users = np.arange(dataset.num_users)
-    sums = rank_metrics(popularity.expand(len(users), -1).clone(), dataset.train.subset(users), dataset.test.subset(users),
-                        torch.tensor(make_plan(config, dataset).targets), k, (10,))
+    sums = popularity_rank_metrics(dataset.train, dataset.test, dataset.num_items,
+                                   torch.tensor(make_plan(config, dataset).targets), k, (10,))
     return sums.finalize(k, (10,))[f"test/hr@{k}"]
 
 

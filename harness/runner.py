@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 
 from clients.app import app as client_app
 from clients.strategy import load_strategy_class
 from federation.assignments import assign_strategies
+from federation.checkpoints import CHECKPOINT
 from federation.config import ConfigError, SimulationConfig, usable_cores
 from federation.plan import dataset_for, make_plan
 from harness.reporting import RunWriter
@@ -54,3 +58,12 @@ def run(config: SimulationConfig, echo: bool = True, cores: int | None = None) -
 
         run_ray(server_app, client_app, num_nodes, config)
     return writer.history
+
+
+def run_in_folder(params: dict[str, Any], folder: Path) -> list[dict[str, float]]:
+    """A sweep cell's federated run: settings ``params`` (``SimulationConfig`` fields), one shard, this process's
+    torch threads, the run folder ``folder``, resumed from its checkpoint when one is there."""
+    resume = (folder / CHECKPOINT).is_file()
+    config = SimulationConfig.from_mapping({**params, "num_shards": 1, "out": str(folder), "resume": resume,
+                                            "overwrite": not resume})
+    return run(config, echo=False, cores=torch.get_num_threads())

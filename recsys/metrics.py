@@ -8,7 +8,8 @@
   the reported ER@K is the mean over target items.
 
 ``RankingSums`` holds additive numerators and counts, so shards can evaluate their own users
-and the server only adds the sums: nothing per user leaves a client.
+and the server only adds the sums: nothing per user leaves a client. ``ncf_rank_metrics`` scores NCF users
+and ranks them in chunks: the one evaluation path of federated shards and of centrally trained NCF.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import numpy as np
 import torch
 
 from recsys.data.dataset import Interactions
+from recsys.models.ncf import ITEM_EMBEDDING, ScoreBuffers, Theta, score_all_items
+
+EVAL_CHUNK_CELLS = 400_000  # users x items scored at once during evaluation (cache-sized)
 
 
 @dataclass
@@ -131,3 +135,36 @@ def rank_metrics(
             rank[unsure] = positions(scores[unsure].topk(min(max(er_ks), num_items), dim=1).indices, targets)
         add_target_sums(sums, rank, eligible, er_ks)
     return sums
+
+
+@torch.no_grad()
+def ncf_rank_metrics(
+    user_emb: torch.Tensor,
+    theta: Theta,
+    num_linear: int,
+    train: Interactions,
+    test: Interactions,
+    targets: torch.Tensor,
+    k: int,
+    er_ks: tuple[int, ...],
+    buffers: ScoreBuffers | None = None,
+    compiled: bool = False,
+) -> RankingSums:
+    """Metric sums of the NCF users whose embeddings are the rows of ``user_emb`` (``train``/``test`` hold the
+    same users in the same order): every item scored by ``score_all_items`` (``compiled``: its compiled scorer),
+    ranked by ``rank_metrics``, in chunks of about ``EVAL_CHUNK_CELLS`` (user, item) pairs."""
+    buffers = buffers or ScoreBuffers()
+    sums = RankingSums.zeros(len(er_ks), len(targets))
+    chunk = max(1, EVAL_CHUNK_CELLS // max(1, theta[ITEM_EMBEDDING].shape[0]))
+    for start in range(0, len(user_emb), chunk):
+        rows = np.arange(start, min(start + chunk, len(user_emb)))
+        scores = score_all_items(user_emb[start : start + len(rows)], theta, num_linear, buffers, compiled)
+        sums = sums + rank_metrics(scores, train.subset(rows), test.subset(rows), targets, k, er_ks)
+    return sums
+
+
+def popularity_rank_metrics(train: Interactions, test: Interactions, num_items: int, targets: torch.Tensor, k: int,
+                            er_ks: tuple[int, ...]) -> RankingSums:
+    """Metric sums of the popularity baseline: every user's items ranked by their training count."""
+    counts = torch.from_numpy(np.bincount(train.items, minlength=num_items).astype(np.float32))
+    return rank_metrics(counts.expand(train.num_users, -1).clone(), train, test, targets, k, er_ks)

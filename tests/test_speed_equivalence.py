@@ -122,11 +122,12 @@ def test_shard_math_and_evaluation_on_cuda_equal_cpu():
 
 def test_a_large_shard_evaluates_with_the_compiled_scorer_and_the_same_sums(monkeypatch):
     import clients.shard
+    import recsys.metrics
 
     shard, theta = random_shard(num_users=200, num_items=300, dtype=torch.float32)
     targets = torch.tensor([3, 150])
     calls = []
-    monkeypatch.setattr(clients.shard, "score_all_items", lambda *args: calls.append(args[-1]) or score_all_items(*args))
+    monkeypatch.setattr(recsys.metrics, "score_all_items", lambda *args: calls.append(args[-1]) or score_all_items(*args))
     expected = shard.evaluate(theta, targets, 20, (5, 10, 20, 30))
     monkeypatch.setattr(clients.shard, "COMPILED_EVAL_CELLS", 200 * 300)
     got = shard.evaluate(theta, targets, 20, (5, 10, 20, 30))

@@ -11,8 +11,18 @@ from __future__ import annotations
 import numpy as np
 
 from attacks.federated.base import ProfileClient
-from attacks.implicit import AttackOptions, PoisonSetting, generate
+from attacks.implicit import AttackOptions, FakeProfiles, PoisonSetting, generate
+from federation.config import SimulationConfig
 from federation.plan import dataset_for
+
+
+def implicit_profiles(attack: str, config: SimulationConfig, targets: np.ndarray, num_fake: int) -> FakeProfiles:
+    """The ``num_fake`` profiles implicit attack ``attack`` generates for the run's training data, ``targets`` and
+    budget (``fake_profile_items``) from the run's seed: what central training injects and fake clients train on."""
+    dataset = dataset_for(config)
+    setting = PoisonSetting(dataset.train, dataset.num_items, np.asarray(targets, dtype=np.int64), num_fake,
+                            config.fake_profile_items)
+    return generate(attack, setting, AttackOptions(), config.seed)[0]
 
 
 class ImplicitProfileClient(ProfileClient):
@@ -22,9 +32,7 @@ class ImplicitProfileClient(ProfileClient):
 
     @classmethod
     def fake_profiles(cls, num_clients, targets, num_items, config, rng) -> list[np.ndarray]:
-        setting = PoisonSetting(dataset_for(config).train, num_items, np.asarray(targets, dtype=np.int64), num_clients,
-                                config.fake_profile_items)
-        lists = generate(cls.attack, setting, AttackOptions(), config.seed)[0].lists
+        lists = implicit_profiles(cls.attack, config, targets, num_clients).lists
         return [lists.user(f) for f in range(num_clients)]
 
 

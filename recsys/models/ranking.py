@@ -17,7 +17,7 @@ import torch
 from recsys.atomic import atomic_torch_save
 from recsys.models.base import RankingModel, shared_parameter_names
 from recsys.models.lightgcn import LightGCN
-from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec, init_theta, ncf_logits, score_all_items
+from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec, Theta, init_theta, ncf_logits, score_all_items
 from recsys.models.sgl import SGL
 from recsys.models.simgcl import SimGCL
 from recsys.models.wrmf import WRMF
@@ -52,9 +52,10 @@ class NCF(RankingModel):
     native_loss = "logistic"
     layers = (64, 32, 16)  # the tower of He et al. for 64-dimensional embeddings
 
-    def __init__(self, num_users: int, num_items: int, dim: int, generator: torch.Generator) -> None:
+    def __init__(self, num_users: int, num_items: int, dim: int, generator: torch.Generator,
+                 layers: tuple[int, ...] | None = None) -> None:
         super().__init__(num_users, num_items, dim, generator)
-        self.spec = NCFSpec(num_items, dim, self.layers)
+        self.spec = NCFSpec(num_items, dim, tuple(layers) if layers is not None else self.layers)
         theta = init_theta(self.spec, generator)
         with torch.no_grad():
             self.item_emb.copy_(theta.pop(ITEM_EMBEDDING))
@@ -71,10 +72,13 @@ class NCF(RankingModel):
         flat = ncf_logits(user_vecs.reshape(-1, self.dim), item_vecs.reshape(-1, self.dim), theta, self.spec.num_linear)
         return flat.view(shape)
 
+    def theta(self) -> Theta:
+        """Θ in the federated layout (``recsys.models.ncf``): item embeddings and MLP, detached."""
+        return {ITEM_EMBEDDING: self.item_emb.detach(), **{n: v.detach() for n, v in self._named_mlp()}}
+
     @torch.no_grad()
     def score_all(self, users):
-        theta = {ITEM_EMBEDDING: self.item_emb.detach(), **{n: v.detach() for n, v in self._named_mlp()}}
-        return score_all_items(self.user_emb[users].detach(), theta, self.spec.num_linear).clone()
+        return score_all_items(self.user_emb[users].detach(), self.theta(), self.spec.num_linear).clone()
 
 
 @torch.no_grad()
