@@ -31,7 +31,6 @@ import numpy as np
 import torch
 
 from defenses.federated.sum_rule import SumRule
-from federation.checkpoints import CHECKPOINT
 from federation.config import ConfigError, SimulationConfig, usable_cores
 from federation.plan import dataset_for, make_plan
 from federation.uploads import ClientUploads
@@ -75,11 +74,9 @@ def base_settings(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
 
 def run_cell(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     """One federated run (1 shard); returns its metric history and per-round diagnostics."""
-    from harness.runner import run
+    from harness.runner import run_in_folder
 
-    resume = (folder / CHECKPOINT).is_file()
-    config = SimulationConfig(**params, num_shards=1, out=str(folder), resume=resume, overwrite=not resume)
-    history = run(config, echo=False, cores=torch.get_num_threads())
+    history = run_in_folder(params, folder)
     rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
     return {"history": history, "rounds": rounds}
 

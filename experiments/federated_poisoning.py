@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from federation.checkpoints import CHECKPOINT
-from federation.config import SimulationConfig, usable_cores
+from federation.config import usable_cores
 from harness.cli import CommandParser, add_common, add_list, check_choices, check_settings, guarded, parse
+from harness.runner import run_in_folder
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
 
@@ -94,17 +94,6 @@ def cell_for(setting: Setting, seed: int, args: argparse.Namespace) -> Cell:
               "epochs": args.epochs, "data_dir": args.data_dir}
     rho = "" if setting.attack == "none" else f"-rho{setting.rho:g}"
     return Cell(f"{setting.dataset}-{setting.attack}{rho}-seed{seed}", params)
-
-
-def run_cell(params: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
-    """One federated run (1 shard, this process's torch threads); resumes from its checkpoint if interrupted."""
-    import torch
-
-    from harness.runner import run
-
-    resume = (folder / CHECKPOINT).is_file()
-    config = SimulationConfig(**params, num_shards=1, out=str(folder), resume=resume, overwrite=not resume)
-    return run(config, echo=False, cores=torch.get_num_threads())
 
 
 # ---- results -------------------------------------------------------------------------------------
@@ -211,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(usable_cores())
-    results = run_sweep(cells, run_cell, args.out, workers=args.workers)
+    results = run_sweep(cells, run_in_folder, args.out, workers=args.workers)
     out = Path(args.out)
     for name, figure in figures.items():
         runs = {(s, seed): results[wanted[(s, seed)].key] for s in figure.settings for seed in seeds}
