@@ -197,7 +197,8 @@ def plot_matrix(rows: list[dict[str, Any]], path: Path, popularity: dict[str, fl
         ax.set_xticks(range(len(defenses)), defenses, rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(len(attacks)), attacks, fontsize=8)
         ax.set_title(f"{dataset}, ρ = {rho:.1%}: final ER@10", fontsize=9)
-    fig.colorbar(image, ax=axes[0][0], location="left", fraction=0.05, pad=0.25, label="final ER@10")
+    if panels:  # a clean-only matrix has no heatmap, only the clean bars
+        fig.colorbar(image, ax=axes[0][0], location="left", fraction=0.05, pad=0.25, label="final ER@10")
     ax = axes[0][-1]
     for dataset in sorted({d for d, _ in clean}):
         ax.bar([d for d in defenses if (dataset, d) in clean], [clean[(dataset, d)] for d in defenses if (dataset, d) in clean],

@@ -29,6 +29,9 @@ def test_calibrate_then_matrix_on_synthetic(tmp_path, capsys):
     assert main(partial) == 0  # a-hum never ran: reported without running it
     assert sorted((tmp_path / "cells").glob("*.json")) == cells
     assert {r["attack"] for r in _csv(tmp_path / "matrix-lr0p05-r4.csv")} == {"none", "a-ra"}
+    clean_only = ["matrix", *common, "--attacks", "none", "--defenses", "sum,median", "--calibrated", "--cached-only"]
+    assert main(clean_only) == 0  # no attack, no heatmap: the clean bars alone
+    assert {r["attack"] for r in _csv(tmp_path / "matrix-lr0p05-r4.csv")} == {"none"}
     assert "-> " in capsys.readouterr().out
 
 
