@@ -75,6 +75,20 @@ def test_lightgcn_propagation_equals_a_dense_reference():
     torch.testing.assert_close(without_ego, (layers[1] + layers[2]) / 2)
 
 
+def test_propagation_gradient_equals_autograd_through_the_dense_adjacency():
+    users, items = torch.tensor([0, 0, 1, 2, 3, 3]), torch.tensor([0, 2, 1, 1, 0, 3])
+    sparse = normalised_adjacency(users, items, 4, 4, torch.float64)
+    ego = torch.randn(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    weights = torch.randn(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    (grad,) = torch.autograd.grad((propagate(sparse, ego, 3) * weights).sum(), ego)
+    dense = sparse.to_dense()
+    layers = [ego]
+    for _ in range(3):
+        layers.append(dense @ layers[-1])
+    (expected,) = torch.autograd.grad((torch.stack(layers).mean(0) * weights).sum(), ego)
+    torch.testing.assert_close(grad, expected)
+
+
 def test_simgcl_noise_has_norm_epsilon_and_the_sign_of_the_layer():
     adjacency = normalised_adjacency(torch.tensor([0, 1]), torch.tensor([1, 0]), 2, 2)
     ego = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))
