@@ -35,7 +35,7 @@ def peak_mib() -> float:
 
 def attack_cost(poison, preset: str, iterations: int) -> None:
     surrogate = PRESETS[preset]["surrogate"]
-    for name, rule in (("revadv", plain_cotangent), ("revadv+sharpap", SharpAP(SharpSettings(kappa=0.5)))):
+    for name, rule in (("revadv", plain_cotangent), ("revadv+sharpap", SharpAP(SharpSettings()))):
         _, history = run(WMFSurrogate(poison, surrogate, 0), poison, RevAdvSettings(iterations=iterations, cos_every=0),
                          np.random.default_rng(0), rule)
         steps = [row["seconds"] for row in history[1:-1]] or [history[0]["seconds"]]

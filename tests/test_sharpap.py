@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attacks.implicit import ATTACKS, AttackOptions, FakeProfiles, PoisonSetting, generate
-from attacks.implicit.revadv import RevAdvSettings, adversarial_gradient, plain_cotangent, project_topk, run
+from attacks.implicit.revadv import RevAdvSettings, adversarial_gradient, plain_cotangent, project, run
 from attacks.implicit.sharpap import SharpAP, SharpSettings, perturbation
 from attacks.implicit.wmf_surrogate import WMFSettings, WMFSurrogate
 from recsys.data import make_synthetic
@@ -42,8 +42,16 @@ def test_bandwagon_takes_a_tenth_from_the_popular_items(setting):
     assert all(len(f & popular) >= 1 for f in fillers)
 
 
+def test_projection_keeps_entries_above_the_threshold_within_the_budget():
+    x = torch.tensor([[0.9, 0.04, 0.3, 0.06, -1.0], [0.01, 0.02, 0.03, 0.04, 0.05]])
+    expected = torch.tensor([[1.0, 0.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    assert torch.equal(project(x, 3, 0.05), expected)
+    assert torch.equal(project(x, 2, 0.05), torch.tensor([[1.0, 0.0, 1.0, 0.0, 0.0], [0.0] * 5]))
+    assert torch.equal(project(x, 2, None).sum(1), torch.tensor([2.0, 2.0]))
+
+
 def test_profiles_inject_save_and_load(tmp_path, setting):
-    profiles = FakeProfiles.from_matrix(project_topk(torch.rand(3, 80, generator=torch.Generator().manual_seed(0)), 5), 5)
+    profiles = FakeProfiles.from_matrix(project(torch.rand(3, 80, generator=torch.Generator().manual_seed(0)), 5, None), 5)
     assert (profiles.lists.lengths() == 5).all()
     path = tmp_path / "p.npz"
     profiles.save(path)
@@ -96,11 +104,11 @@ def test_sharpap_with_zero_radius_is_revadv_bit_for_bit(setting):
 
 def test_sharpap_perturbations_have_their_radius(setting):
     surrogate = WMFSurrogate(setting, TINY_WMF, 0)
-    fit = surrogate.fit(project_topk(torch.rand(setting.num_fake, setting.num_items), setting.budget))
+    fit = surrogate.fit(project(torch.rand(setting.num_fake, setting.num_items), setting.budget, None))
     g = adversarial_gradient(surrogate, fit.theta)
     norm = lambda t: float(torch.sqrt(sum(v.pow(2).sum() for v in t.values())))  # noqa: E731
     rho = 0.3 * float(surrogate.target_norm(fit.theta))
-    v = perturbation(surrogate, fit, g, SharpSettings(kappa=0.3))
+    v = perturbation(surrogate, fit, g, SharpSettings(kappa=0.3, mode="global"))
     assert norm(v) == pytest.approx(rho, rel=1e-5)
     cos = sum(float((v[k] * g[k]).sum()) for k in g) / (norm(v) * norm(g))
     assert cos == pytest.approx(1.0, abs=1e-5)

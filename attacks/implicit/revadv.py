@@ -4,9 +4,11 @@ hypergradient through the surrogate's training, generic over the surrogate.
 Per outer iteration t: fit the surrogate on [R; X_t] (θ_E(X_t), differentiable), record its
 TargetHR@K for X_t (the best iterate is kept), take the hypergradient G = (∂θ_E/∂X)ᵀ c with the
 cotangent c = ∇θ L_adv(θ_E) (``plain_cotangent``; SharpAP substitutes its own), normalise G per
-fake row, take a momentum-SGD descent step (lr 1, momentum 0.95) and project every row to its
-``budget`` largest entries (binary; the top-k projection of RAPU / GradientPassing, so every
-attack has the same budget). X₀ = rows of random real users with at most ``budget`` items.
+fake row, take a momentum-SGD descent step (lr 1, momentum 0.95) and project every row back to
+binary: 1 where the entry exceeds RevAdv's threshold τ = 0.05 (its best configuration), keeping at
+most the ``budget`` largest entries per row, so every attack has the same budget. ``threshold=None``
+keeps exactly the ``budget`` largest (the top-k projection of RAPU / GradientPassing). X₀ = rows of
+random real users with at most ``budget`` items.
 
 A surrogate is any object with ``fit(X, differentiable) -> SurrogateFit`` (θ, VJP through θ(X)),
 ``adversarial_loss(θ)`` and ``target_hit_ratio(θ)``.
@@ -14,6 +16,7 @@ A surrogate is any object with ``fit(X, differentiable) -> SurrogateFit`` (θ, V
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,9 +43,11 @@ class RevAdvSettings:
     lr: float = 1.0
     momentum: float = 0.95
     cos_every: int = 5  # with SharpAP: cos(G, G_sharp) every this many iterations (an extra VJP); 0 = never
+    threshold: float | None = 0.05  # τ of the projection; None: exactly the budget's top-k
 
     def __post_init__(self) -> None:
-        if self.iterations < 0 or self.lr <= 0 or not 0 <= self.momentum < 1 or self.cos_every < 0:
+        if self.iterations < 0 or self.lr <= 0 or not 0 <= self.momentum < 1 or self.cos_every < 0 \
+                or (self.threshold is not None and not math.isfinite(self.threshold)):
             raise ValueError(f"invalid RevAdv settings {self}")
 
 
@@ -70,10 +75,11 @@ def initial_fake(setting: PoisonSetting, rng: np.random.Generator) -> torch.Tens
     return fake
 
 
-def project_topk(x: torch.Tensor, budget: int) -> torch.Tensor:
-    """1 on the ``budget`` largest entries of every row, 0 elsewhere."""
-    out = torch.zeros_like(x)
-    return out.scatter_(1, x.topk(budget, dim=1).indices, 1.0)
+def project(x: torch.Tensor, budget: int, threshold: float | None) -> torch.Tensor:
+    """1 on the ``budget`` largest entries of every row that exceed ``threshold`` (all of them
+    when ``threshold`` is None), 0 elsewhere."""
+    out = torch.zeros_like(x).scatter_(1, x.topk(budget, dim=1).indices, 1.0)
+    return out if threshold is None else out * (x > threshold)
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -104,7 +110,7 @@ def run(surrogate: Surrogate, setting: PoisonSetting, settings: RevAdvSettings, 
             row.update(diagnostics)
             grad = grad / grad.norm(dim=1, keepdim=True).clamp(min=torch.finfo(grad.dtype).tiny)
             velocity = settings.momentum * velocity + grad
-            fake = project_topk(fake - settings.lr * velocity, setting.budget)
+            fake = project(fake - settings.lr * velocity, setting.budget, settings.threshold)
         row["seconds"] = time.perf_counter() - start
         history.append(row)
         if on_iteration is not None:

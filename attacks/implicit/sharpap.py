@@ -5,9 +5,10 @@ after the surrogate is trained (θ_E), find an approximately worst-case victim n
 the hypergradient there with the perturbation held constant:
 G_sharp = (∂θ_E/∂X)ᵀ ∇θ L_adv(θ)|_{θ = θ_E + v̂}, one VJP through the unrolled training.
 
-* ``global`` (default): one SAM step v̂ = ρ·g/‖g‖₂, g = ∇θ L_adv(θ_E), with ρ = κ·‖Q_T‖_F (relative
-  to the target items' rows, where almost all of ‖g‖ sits).
-* ``block`` (AWP-style): v̂_B = κ·‖θ_B‖·g_B/‖g_B‖ for every block of Θ (real users, fake users, items).
+* ``block`` (default; AWP-style): v̂_B = κ·‖θ_B‖·g_B/‖g_B‖ for every block of Θ (real users, fake
+  users, items), so the real users' embeddings move too.
+* ``global``: one SAM step v̂ = ρ·g/‖g‖₂, g = ∇θ L_adv(θ_E), with ρ = κ·‖Q_T‖_F (relative to the
+  target items' rows, where almost all of ‖g‖ sits; on ML-1M this leaves G_sharp parallel to G).
 * ``ksteps``: ``steps`` normalised ascent steps of length ρ/2 projected to ‖v‖ ≤ ρ, a step being
   rejected when it raises the recommendation loss above (1 + ξ)·L_rec(θ_E) (the summary's
   loss-threshold victim space).
@@ -28,13 +29,13 @@ import torch
 from attacks.implicit.revadv import Surrogate, adversarial_gradient
 from attacks.implicit.wmf_surrogate import SurrogateFit, Theta
 
-MODES = ("global", "block", "ksteps")
+MODES = ("block", "global", "ksteps")
 
 
 @dataclass(frozen=True)
 class SharpSettings:
     kappa: float = 0.1  # radius relative to ‖Q_T‖_F (global, ksteps) or to each ‖θ_B‖ (block)
-    mode: str = "global"
+    mode: str = "block"
     steps: int = 3  # ksteps: ascent steps
     xi: float = 0.05  # ksteps: allowed relative rise of the recommendation loss
 
