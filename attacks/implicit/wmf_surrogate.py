@@ -33,7 +33,10 @@ INIT_STD = 0.1
 class WMFSettings:
     """RevAdv's defaults: d = 128, 50 epochs with the last 10 unrolled, Adam lr 1e-2, L2 1e-5,
     α = 20, batches of 2048 user rows. ``warm_epochs`` > 0: after the first fit, start from the
-    previous θ and train ``warm_epochs`` plain epochs before the unrolled ones (a lean-preset lever)."""
+    previous θ and train ``warm_epochs`` plain epochs before the unrolled ones (a lean-preset lever).
+    The first fit then still needs enough ``epochs`` for its TargetHR to compare with the warm fits'
+    (the best iterate is chosen across them): on ML-1M a 13-epoch fit of X₀ scored a popular
+    target's H@50 1.7× higher than a 26- or 40-epoch fit, and RevAdv kept X₀ as its best iterate."""
 
     dim: int = 128
     epochs: int = 50
