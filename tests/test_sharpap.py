@@ -154,6 +154,16 @@ def test_sharpap_table_command_on_synthetic_data(tmp_path, capsys):
     assert "| synthetic | random | 0 | 8 30 48 159 182 | 30 |" in capsys.readouterr().out  # 10% of 300 users
 
 
+def test_preset_model_options_reach_the_victim_cell():
+    from experiments.sharpap import Experiment, build_parser
+
+    experiment = Experiment(build_parser().parse_args(["table", "--preset", "lean"]))
+    sgl = experiment.victim_cell("fed-ml", "sgl", None, 0, None)
+    assert sgl.params["options"] == {"include_ego": False} and "include_egoFalse" in sgl.key
+    wrmf = experiment.victim_cell("fed-ml", "wrmf", None, 0, None)
+    assert "options" not in wrmf.params and wrmf.key == "victim-wrmf-e10-fed-ml-none-r0"
+
+
 def test_command_line_rejects_bad_settings(capsys):
     from experiments.sharpap import main
 
