@@ -45,8 +45,9 @@ def attack_cost(poison, preset: str, iterations: int) -> None:
 
 def victim_cost(dataset, preset: str, epochs: int) -> None:
     for name in VICTIMS:
-        _, lr, batch = PRESETS[preset]["victims"][name]
-        model = make_model(name, dataset.num_users, dataset.num_items, VICTIM_DIM[preset], torch.Generator().manual_seed(0))
+        _, lr, batch, *options = PRESETS[preset]["victims"][name]
+        model = make_model(name, dataset.num_users, dataset.num_items, VICTIM_DIM[preset], torch.Generator().manual_seed(0),
+                           **(options[0] if options else {}))
         model.bind(dataset.train)
         learner = RankingLearner(model, native_objective(model, dataset.train, TrainSettings(1, lr, batch)),
                                  torch.Generator().manual_seed(0), lr=lr)
