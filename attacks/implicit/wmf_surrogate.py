@@ -36,7 +36,7 @@ class WMFSettings:
     previous θ and train ``warm_epochs`` plain epochs before the unrolled ones (a lean-preset lever).
     The first fit then still needs enough ``epochs`` for its TargetHR to compare with the warm fits'
     (the best iterate is chosen across them): on ML-1M a 13-epoch fit of X₀ scored a popular
-    target's H@50 1.7× higher than a 26- or 40-epoch fit, and RevAdv kept X₀ as its best iterate."""
+    target's H@50 1.6–1.7× higher than a 26- or 40-epoch fit, and RevAdv kept X₀ as its best iterate."""
 
     dim: int = 128
     epochs: int = 50
