@@ -45,16 +45,16 @@ def attack_cost(poison, preset: str, iterations: int) -> None:
 
 def victim_cost(dataset, preset: str, epochs: int) -> None:
     for name in VICTIMS:
-        _, lr, batch, *options = PRESETS[preset]["victims"][name]
+        training = PRESETS[preset]["victims"][name]
         model = make_model(name, dataset.num_users, dataset.num_items, VICTIM_DIM[preset], torch.Generator().manual_seed(0),
-                           **(options[0] if options else {}))
+                           **training.options)
         model.bind(dataset.train)
-        learner = RankingLearner(model, native_objective(model, dataset.train, TrainSettings(1, lr, batch)),
-                                 torch.Generator().manual_seed(0), lr=lr)
+        learner = RankingLearner(model, native_objective(model, dataset.train, TrainSettings(1, training.lr, training.batch)),
+                                 torch.Generator().manual_seed(0), lr=training.lr)
         start = time.perf_counter()
         for epoch in range(1, epochs + 1):
             learner.train_epoch(epoch)
-        print(f"{name:<16} {(time.perf_counter() - start) / epochs:8.2f} s per epoch (batch {batch})")
+        print(f"{name:<16} {(time.perf_counter() - start) / epochs:8.2f} s per epoch (batch {training.batch})")
 
 
 def als_ratio(dataset) -> None:

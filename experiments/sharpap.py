@@ -17,7 +17,7 @@ import argparse
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +36,36 @@ VICTIMS = ("wrmf", "bpr", "lightgcn", "sgl", "simgcl")
 CONDITIONS = ("none", *ATTACKS)
 KS = (10, 20, 50)
 
-# Victim training per preset: (epochs, Adam lr, batch size[, model options]); ALS victims count sweeps.
+
+@dataclass(frozen=True)
+class VictimTraining:
+    """How a preset trains a victim: epochs (ALS victims: sweeps), Adam's lr, the batch size and
+    hyper-parameter overrides for ``make_model``."""
+
+    epochs: int
+    lr: float
+    batch: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _victims(**entries: tuple) -> dict[str, VictimTraining]:
+    return {name: VictimTraining(*entry) for name, entry in entries.items()}
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {  # the spec's hyper-parameters (CPU-days on ML-1M)
         "surrogate": WMFSettings(), "revadv": RevAdvSettings(),
-        "victims": {"wrmf": (15, 1e-3, 2048), "bpr": (200, 1e-3, 2048), "lightgcn": (200, 1e-3, 2048),
-                    "sgl": (100, 1e-3, 2048), "simgcl": (100, 1e-3, 2048)}},
+        "victims": _victims(wrmf=(15, 1e-3, 2048), bpr=(200, 1e-3, 2048), lightgcn=(200, 1e-3, 2048),
+                            sgl=(100, 1e-3, 2048), simgcl=(100, 1e-3, 2048))},
     "lean": {  # one ML-1M condition (attack + five victims) within an hour on 2 cores
         "surrogate": WMFSettings(dim=64, epochs=40, unroll=3, warm_epochs=10), "revadv": RevAdvSettings(),
-        "victims": {"wrmf": (10, 1e-3, 2048), "bpr": (30, 5e-3, 8192), "lightgcn": (20, 1e-3, 32768),
-                    "sgl": (10, 1e-3, 32768, {"include_ego": False}), "simgcl": (10, 5e-3, 32768)}},
+        "victims": _victims(wrmf=(10, 1e-3, 2048), bpr=(30, 5e-3, 8192), lightgcn=(20, 1e-3, 32768),
+                            sgl=(10, 1e-3, 32768, {"include_ego": False}), simgcl=(10, 5e-3, 32768))},
     "ci": {  # the synthetic end-to-end check (seconds)
         "surrogate": WMFSettings(dim=16, epochs=8, unroll=2, batch_rows=128, warm_epochs=4),
         "revadv": RevAdvSettings(iterations=6, cos_every=3),
-        "victims": {"wrmf": (4, 1e-3, 2048), "bpr": (10, 1e-2, 1024), "lightgcn": (6, 1e-2, 1024),
-                    "sgl": (4, 1e-2, 1024), "simgcl": (4, 1e-2, 1024)}},
+        "victims": _victims(wrmf=(4, 1e-3, 2048), bpr=(10, 1e-2, 1024), lightgcn=(6, 1e-2, 1024),
+                            sgl=(4, 1e-2, 1024), simgcl=(4, 1e-2, 1024))},
 }
 VICTIM_DIM = {"paper": 64, "lean": 64, "ci": 16}
 
@@ -103,15 +118,14 @@ class Experiment:
         return Cell(f"attack-{dataset}-{attack}{gradient}{sharp}{self.share_tag}-r{run}", params)
 
     def victim_cell(self, dataset: str, victim: str, attack: Cell | None, run: int, profiles: str | None) -> Cell:
-        epochs, lr, batch, *rest = self.victim_settings[victim]
-        options = rest[0] if rest else {}
+        training = self.victim_settings[victim]
         params = {"dataset": dataset, "data_dir": self.args.data_dir, "victim": victim, "run": run,
                   "threads": self.args.threads, "dim": self.dim, "profiles": profiles,
-                  "train": {"epochs": epochs, "lr": lr, "batch_size": batch}, **self.share,
-                  **({"options": options} if options else {})}
+                  "train": {"epochs": training.epochs, "lr": training.lr, "batch_size": training.batch}, **self.share,
+                  **({"options": training.options} if training.options else {})}
         source = attack.key[len("attack-"):] if attack is not None else f"{dataset}-none{self.share_tag}-r{run}"
-        tag = "".join(f"-{k}{v}" for k, v in options.items())
-        return Cell(f"victim-{victim}-e{epochs}{tag}-{source}", params)
+        tag = "".join(f"-{k}{v}" for k, v in training.options.items())
+        return Cell(f"victim-{victim}-e{training.epochs}{tag}-{source}", params)
 
     def run(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
 
