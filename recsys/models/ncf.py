@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from recsys.models import ncf_native
+
 Theta = dict[str, torch.Tensor]
 
 log = logging.getLogger("fedrec.recsys")
@@ -368,25 +370,14 @@ def per_client_bce_grads(
     return blocked_bce_grads(theta, rows, samples, num_linear, client_of_row, num_clients)
 
 
-@torch.no_grad()
-def blocked_bce_grads(theta: Theta, rows: torch.Tensor, samples: BlockedSamples, num_linear: int,
-                      client_of_row: torch.Tensor, num_clients: int) -> PerClientGrads:
-    """Every client's own loss and ∂L_c/∂Θ, and ∂L/∂rows, for samples laid out in per-client blocks.
-
-    A per-client weight gradient Σ_s δ_s x_sᵀ is one batched matmul over blocks plus a sum of each client's
-    blocks: no per-sample outer products, no Python loop. The first layer is split as W₀[p; q] = W_p p + W_q q:
-    W_p p is computed once per row and W_q q once per item, and everything that is linear in the row's part is
-    reduced per row before it is multiplied (Σ_s δ_s p_{owner s}ᵀ = Σ_r (Σ_{s: owner s = r} δ_s) p_rᵀ;
-    ∂L/∂p_r = (Σ_{s: owner s = r} δ_s) W_p), which holds for clients with one row (honest) and with many
-    (attackers' approximated rows) alike. Gathers use ``index_select`` (several times faster than indexing).
-    """
-    dim, item_emb = rows.shape[1], theta[ITEM_EMBEDDING]
+def _eager_block_pass(theta: Theta, item_part: torch.Tensor, row_part: torch.Tensor, samples: BlockedSamples,
+                      num_linear: int, row_sums: bool) -> tuple[torch.Tensor, Theta, torch.Tensor, torch.Tensor | None]:
+    """``ncf_native.block_grads`` in torch ops (any device and dtype): per block the loss and the gradients of every
+    layer after the first, of the first layer's bias and of its item weight (``ITEM_WEIGHT``); with δ_s = ∂L/∂(first
+    layer's output) of sample s, Σ δ_s per touched row and, if ``row_sums``, per row (repeated rows are added in
+    sample order, ``add_rows``)."""
     items, labels, weights, blocks = samples.items, samples.labels, samples.weights, samples.blocks
-    per_client = lambda per_block: samples.per_client(per_block, num_clients)  # noqa: E731
-
-    weight0 = theta["mlp.0.weight"]
-    row_part = torch.addmm(theta["mlp.0.bias"], rows, weight0[:, :dim].T)  # [R, h]
-    x = (item_emb @ weight0[:, dim:].T).index_select(0, items)  # W_q q of every sample, [T, h]
+    x = item_part.index_select(0, items)  # W_q q of every sample, [T, h]
     if samples.row_per_block:
         blocks(x).add_(row_part.index_select(0, samples.block_client)[:, None, :])
     else:
@@ -396,25 +387,76 @@ def blocked_bce_grads(theta: Theta, rows: torch.Tensor, samples: BlockedSamples,
         out = (inputs[-1] @ theta[f"mlp.{k}.weight"].T).add_(theta[f"mlp.{k}.bias"])
         inputs.append(out.relu_() if k < num_linear - 1 else out.squeeze(1))
     logits = inputs.pop()
-    losses = per_client(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-                        .mul_(weights).view(-1, CHUNK).sum(1))
+    losses = (torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+              .mul_(weights).view(-1, CHUNK).sum(1))
     upstream = torch.sigmoid(logits).sub_(labels).mul_(weights)[:, None]
-    dense: Theta = {}
+    per_block: Theta = {}
     for k in reversed(range(1, num_linear)):  # upstream: ∂L/∂(output of layer k), then of layer k - 1
         x = inputs[k - 1]
-        dense[f"mlp.{k}.weight"] = per_client(torch.bmm(blocks(upstream).transpose(1, 2), blocks(x)))
-        dense[f"mlp.{k}.bias"] = per_client(blocks(upstream).sum(1))
+        per_block[f"mlp.{k}.weight"] = torch.bmm(blocks(upstream).transpose(1, 2), blocks(x))
+        per_block[f"mlp.{k}.bias"] = blocks(upstream).sum(1)
         upstream = torch.ops.aten.threshold_backward(upstream @ theta[f"mlp.{k}.weight"], x, 0)
-    dense["mlp.0.bias"] = per_client(blocks(upstream).sum(1))
-    if len(rows) == num_clients and torch.equal(client_of_row, torch.arange(num_clients, device=rows.device)):
-        per_row = dense["mlp.0.bias"]  # one row per client (honest clients): Σ δ per row is the bias gradient
-    else:
-        per_row = add_rows(upstream.new_zeros((len(rows), upstream.shape[1])), samples.owner, upstream)
-    user_weight = upstream.new_zeros((num_clients, upstream.shape[1], dim)).index_add_(
-        0, client_of_row, per_row[:, :, None] * rows[:, None, :])
-    item_weight = per_client(torch.bmm(blocks(upstream).transpose(1, 2), blocks(item_emb.index_select(0, items))))
-    dense["mlp.0.weight"] = torch.cat((user_weight, item_weight), dim=2)
+    per_block["mlp.0.bias"] = blocks(upstream).sum(1)
+    per_block[ITEM_WEIGHT] = torch.bmm(blocks(upstream).transpose(1, 2), blocks(theta[ITEM_EMBEDDING].index_select(0, items)))
     per_touched = add_rows(upstream.new_zeros((len(samples.row_items), upstream.shape[1])), samples.sample_row, upstream)
+    per_row = add_rows(upstream.new_zeros((len(row_part), upstream.shape[1])), samples.owner, upstream) if row_sums else None
+    return losses, per_block, per_touched, per_row
+
+
+def _native_block_pass(theta: Theta, item_part: torch.Tensor, row_part: torch.Tensor, samples: BlockedSamples,
+                       num_linear: int, row_sums: bool) -> tuple[torch.Tensor, Theta, torch.Tensor, torch.Tensor | None]:
+    """``_eager_block_pass`` through the C kernel (``recsys/models/ncf_native.py``)."""
+    layers = [(theta[f"mlp.{k}.weight"], theta[f"mlp.{k}.bias"]) for k in range(1, num_linear)]
+    losses, flat, per_touched, per_row = ncf_native.block_grads(
+        samples.items, samples.owner, samples.labels, samples.weights, samples.sample_row, len(samples.row_items),
+        item_part, row_part, theta[ITEM_EMBEDDING], layers, row_sums)
+    shapes = [(f"mlp.{k}.{kind}", tensor.shape) for k, pair in enumerate(layers, 1) for kind, tensor in zip(("weight", "bias"), pair)]
+    shapes += [("mlp.0.bias", (item_part.shape[1],)), (ITEM_WEIGHT, (item_part.shape[1], theta[ITEM_EMBEDDING].shape[1]))]
+    sizes = [torch.Size(shape).numel() for _, shape in shapes]
+    per_block = {name: part.view(-1, *shape) for (name, shape), part in zip(shapes, flat.split(sizes, dim=1))}
+    return losses, per_block, per_touched, per_row
+
+
+ITEM_WEIGHT = "item_weight"  # per-block key of the first layer's item half W_q
+
+
+def _use_native(theta: Theta, rows: torch.Tensor) -> bool:
+    return CHUNK == ncf_native.BLOCK and ncf_native.supports(rows, *theta.values())
+
+
+@torch.no_grad()
+def blocked_bce_grads(theta: Theta, rows: torch.Tensor, samples: BlockedSamples, num_linear: int,
+                      client_of_row: torch.Tensor, num_clients: int, native: bool | None = None) -> PerClientGrads:
+    """Every client's own loss and ∂L_c/∂Θ, and ∂L/∂rows, for samples laid out in per-client blocks.
+
+    A per-client weight gradient Σ_s δ_s x_sᵀ is a sum over each block plus a sum of each client's blocks: no
+    per-sample outer products, no Python loop. The first layer is split as W₀[p; q] = W_p p + W_q q: W_p p is
+    computed once per row and W_q q once per item, and everything that is linear in the row's part is reduced per
+    row before it is multiplied (Σ_s δ_s p_{owner s}ᵀ = Σ_r (Σ_{s: owner s = r} δ_s) p_rᵀ; ∂L/∂p_r =
+    (Σ_{s: owner s = r} δ_s) W_p), which holds for clients with one row (honest) and with many (attackers'
+    approximated rows) alike. The per-block pass runs in the C kernel of ``ncf_native`` for float32 on the CPU
+    where it builds (``native=None``; ``True`` requires it, ``False`` uses torch ops), else in torch ops; both give
+    the same gradients up to float rounding. Gathers use ``index_select`` (several times faster than indexing).
+    """
+    dim, item_emb, weight0 = rows.shape[1], theta[ITEM_EMBEDDING], theta["mlp.0.weight"]
+    native = _use_native(theta, rows) if native is None else native
+    if native:  # each row's W x as its own sum: BLAS results can depend on the number of rows and their alignment
+        row_part = (rows[:, None, :] * weight0[:, :dim]).sum(2).add_(theta["mlp.0.bias"])  # [R, h]
+        item_part = (item_emb[:, None, :] * weight0[:, dim:]).sum(2)  # [M, h]
+    else:
+        row_part = torch.addmm(theta["mlp.0.bias"], rows, weight0[:, :dim].T)
+        item_part = item_emb @ weight0[:, dim:].T
+    block_pass = _native_block_pass if native else _eager_block_pass
+    one_row_per_client = len(rows) == num_clients and torch.equal(client_of_row, torch.arange(num_clients, device=rows.device))
+    block_losses, per_block, per_touched, per_row = block_pass(theta, item_part, row_part, samples, num_linear,
+                                                               not one_row_per_client)
+    per_client = lambda values: samples.per_client(values, num_clients)  # noqa: E731
+    dense = {name: per_client(values) for name, values in per_block.items()}
+    if one_row_per_client:
+        per_row = dense["mlp.0.bias"]  # honest clients: Σ δ per row is the bias gradient
+    user_weight = per_row.new_zeros((num_clients, per_row.shape[1], dim)).index_add_(
+        0, client_of_row, per_row[:, :, None] * rows[:, None, :])
+    dense["mlp.0.weight"] = torch.cat((user_weight, dense.pop(ITEM_WEIGHT)), dim=2)
     dense = {name: dense[name] for name in theta if name != ITEM_EMBEDDING}
-    return PerClientGrads(losses, dense, samples.row_indptr, samples.row_items, per_touched @ weight0[:, dim:],
-                          per_row @ weight0[:, :dim])
+    return PerClientGrads(per_client(block_losses), dense, samples.row_indptr, samples.row_items,
+                          per_touched @ weight0[:, dim:], per_row @ weight0[:, :dim])

@@ -1,0 +1,155 @@
+/* Per-block NCF weighted-BCE gradients in one pass over the samples (see recsys/models/ncf_native.py).
+ *
+ * Samples come in blocks of CHUNK; block b holds samples b*CHUNK .. b*CHUNK + CHUNK - 1 of one client. For every
+ * block the MLP runs forward and backward on channel-major scratch arrays ([width][CHUNK], the sample index
+ * innermost, so the compiler vectorises every loop over samples), and every per-block sum Σ_s a_s b_s is kept in
+ * LANES independent partial sums that are added in a fixed order at the end: no reassociation is needed to
+ * vectorise, and a block's result does not depend on the other blocks, the batch or the thread.
+ *
+ * Layer 0 (W0 [p; q] + b0) arrives split: item_part[i] = W_q q_i, row_part[r] = W_p p_r + b0.
+ * widths[0..num_layers]: widths[0] = h0 (layer 0's output), widths[k] = output of linear layer k, widths[L] = 1.
+ * params: for k = 1..L, W_k ([widths[k]][widths[k-1]], row-major) then b_k ([widths[k]]).
+ * block_grads, per block (same order): for k = 1..L, dW_k then db_k; then db0 [h0]; then dW_q [h0][dim].
+ * With δ_s = ∂L/∂(layer 0's output) of sample s (zero for padding, whose weight is 0), the kernel adds δ_s to
+ * touched_grad[sample_row[s]] and, unless row_grad is NULL, to row_grad[owner[s]], in sample order (as torch's
+ * scatter_add_ does).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#ifdef VECTOR_MATH /* glibc's libmvec: the loss loop calls 8- or 16-wide expf and log1pf */
+__attribute__((simd("notinbranch"))) float expf(float);
+__attribute__((simd("notinbranch"))) float log1pf(float);
+#endif
+
+#define CHUNK 64
+#define LANES 16
+
+/* Σ of LANES partial sums in a fixed pairwise order (a few vector steps rather than LANES dependent adds) */
+static float lanes_total(float *lane) {
+    for (int width = LANES / 2; width > 0; width /= 2)
+        for (int l = 0; l < width; ++l) lane[l] += lane[l + width];
+    return lane[0];
+}
+
+static float block_dot(const float *a, const float *b) {
+    float lane[LANES] = {0};
+    for (int s = 0; s < CHUNK; s += LANES)
+        for (int l = 0; l < LANES; ++l) lane[l] += a[s + l] * b[s + l];
+    return lanes_total(lane);
+}
+
+static float block_sum(const float *a) {
+    float lane[LANES] = {0};
+    for (int s = 0; s < CHUNK; s += LANES)
+        for (int l = 0; l < LANES; ++l) lane[l] += a[s + l];
+    return lanes_total(lane);
+}
+
+int ncf_block_grads(int64_t num_blocks, int64_t num_layers, const int64_t *widths, int64_t dim,
+                    const int64_t *items, const int64_t *owner, const float *labels, const float *weights,
+                    const int64_t *sample_row, const float *item_part, const float *row_part, const float *item_emb,
+                    const float *params, float *block_losses, float *block_grads, float *touched_grad,
+                    float *row_grad) {
+    int64_t total_width = 0, max_width = dim, grads_per_block = 0;
+    for (int64_t k = 0; k <= num_layers; ++k) {
+        total_width += widths[k];
+        if (widths[k] > max_width) max_width = widths[k];
+        if (k > 0) grads_per_block += widths[k] * (widths[k - 1] + 1);
+    }
+    grads_per_block += widths[0] * (1 + dim);
+    /* acts: every layer's output, channel-major; up: ∂L/∂(current layer's output); next_up, q: scratch */
+    float *scratch = malloc(sizeof(float) * CHUNK * (total_width + 3 * max_width));
+    if (scratch == NULL) return 1;
+    float *up = scratch + CHUNK * total_width, *next_up = up + CHUNK * max_width, *q = next_up + CHUNK * max_width;
+    const int64_t h0 = widths[0];
+
+    for (int64_t b = 0; b < num_blocks; ++b) {
+        const int64_t first = b * CHUNK;
+        float *acts = scratch, *grads = block_grads + b * grads_per_block;
+        for (int s = 0; s < CHUNK; ++s) {
+            const float *item = item_part + items[first + s] * h0, *row = row_part + owner[first + s] * h0;
+            for (int64_t c = 0; c < h0; ++c) {
+                const float x = item[c] + row[c];
+                acts[c * CHUNK + s] = x > 0 ? x : 0;
+            }
+        }
+        const float *weight = params;
+        float *in = acts;
+        for (int64_t k = 1; k <= num_layers; ++k) {
+            const int64_t fan_in = widths[k - 1], fan_out = widths[k];
+            const float *bias = weight + fan_out * fan_in;
+            float *out = in + fan_in * CHUNK;
+            for (int64_t j = 0; j < fan_out; ++j) {
+                float *y = out + j * CHUNK;
+                for (int s = 0; s < CHUNK; ++s) y[s] = bias[j];
+                for (int64_t c = 0; c < fan_in; ++c) {
+                    const float w = weight[j * fan_in + c], *x = in + c * CHUNK;
+                    for (int s = 0; s < CHUNK; ++s) y[s] += w * x[s];
+                }
+                if (k < num_layers)
+                    for (int s = 0; s < CHUNK; ++s) y[s] = y[s] > 0 ? y[s] : 0;
+            }
+            weight = bias + fan_out;
+            in = out;
+        }
+        /* in: the logits; loss and ∂L/∂logit */
+        float loss = 0;
+#pragma omp simd reduction(+ : loss)
+        for (int s = 0; s < CHUNK; ++s) {
+            const float z = in[s], y = labels[first + s], w = weights[first + s], e = expf(-fabsf(z));
+            loss += w * ((z > 0 ? z : 0) - z * y + log1pf(e));
+            up[s] = ((z >= 0 ? 1.0f : e) / (1.0f + e) - y) * w;
+        }
+        block_losses[b] = loss;
+
+        /* backward, layer L down to 1; layer k's gradients go to their slot in the block's output */
+        int64_t offset = grads_per_block - widths[0] * (1 + dim);
+        float *layer_in = in;
+        for (int64_t k = num_layers; k >= 1; --k) {
+            const int64_t fan_in = widths[k - 1], fan_out = widths[k];
+            offset -= fan_out * (fan_in + 1);
+            weight -= fan_out * (fan_in + 1);
+            layer_in -= fan_in * CHUNK;
+            for (int64_t j = 0; j < fan_out; ++j) {
+                for (int64_t c = 0; c < fan_in; ++c)
+                    grads[offset + j * fan_in + c] = block_dot(up + j * CHUNK, layer_in + c * CHUNK);
+                grads[offset + fan_out * fan_in + j] = block_sum(up + j * CHUNK);
+            }
+            for (int64_t c = 0; c < fan_in; ++c) {
+                float *g = next_up + c * CHUNK;
+                const float *x = layer_in + c * CHUNK;
+                for (int s = 0; s < CHUNK; ++s) g[s] = 0;
+                for (int64_t j = 0; j < fan_out; ++j) {
+                    const float w = weight[j * fan_in + c], *u = up + j * CHUNK;
+                    for (int s = 0; s < CHUNK; ++s) g[s] += w * u[s];
+                }
+                for (int s = 0; s < CHUNK; ++s) g[s] = x[s] > 0 ? g[s] : 0;
+            }
+            float *swap = up;
+            up = next_up;
+            next_up = swap;
+        }
+        /* up: ∂L/∂(layer 0's output); db0, dW_q and the per-row sums */
+        float *first_bias = grads + grads_per_block - h0 * (1 + dim), *item_weight = first_bias + h0;
+        for (int s = 0; s < CHUNK; ++s) {
+            const float *e = item_emb + items[first + s] * dim;
+            for (int64_t c = 0; c < dim; ++c) q[c * CHUNK + s] = e[c];
+        }
+        for (int64_t c = 0; c < h0; ++c) {
+            first_bias[c] = block_sum(up + c * CHUNK);
+            for (int64_t e = 0; e < dim; ++e) item_weight[c * dim + e] = block_dot(up + c * CHUNK, q + e * CHUNK);
+        }
+        for (int s = 0; s < CHUNK; ++s) {
+            float *touched = touched_grad + sample_row[first + s] * h0;
+            for (int64_t c = 0; c < h0; ++c) touched[c] += up[c * CHUNK + s];
+            if (row_grad != NULL) {
+                float *row = row_grad + owner[first + s] * h0;
+                for (int64_t c = 0; c < h0; ++c) row[c] += up[c * CHUNK + s];
+            }
+        }
+    }
+    free(scratch);
+    return 0;
+}

@@ -1,0 +1,68 @@
+"""The C kernel of the per-block gradient pass (``recsys/models/ncf_native.py``) gives the torch ops' gradients."""
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.models import ncf_native
+from recsys.models.ncf import BlockedSamples, NCFSpec, blocked_bce_grads, init_theta
+from tests.helpers import random_samples, random_shard
+
+pytestmark = pytest.mark.skipif(ncf_native.library() is None, reason="no C compiler to build the native kernel")
+
+
+def float32_problem(layers: tuple[int, ...], dim: int, num_rows: int, count: int, seed: int):
+    spec = NCFSpec(30, dim, layers)
+    gen = torch.Generator().manual_seed(seed)
+    theta = {name: value + 0.1 * torch.randn(value.shape, generator=gen)
+             for name, value in init_theta(spec, gen).items()}  # non-zero biases, every ReLU branch taken
+    rows = torch.randn((num_rows, dim), generator=gen) * 0.5
+    owner, items, labels, weights = (t.float() if t.is_floating_point() else t for t in random_samples(count, num_rows, 30, seed))
+    return spec, theta, rows, owner, items, labels, weights
+
+
+@pytest.mark.parametrize("layers, dim", [((8, 8), 8), ((16,), 4), ((8, 4, 2), 6)])
+@pytest.mark.parametrize("rows_per_client", [1, 3])
+def test_native_pass_equals_torch_ops(layers, dim, rows_per_client):
+    """Every client's loss and gradient, the item rows and ∂L/∂rows agree with the torch ops to float32 rounding,
+    for one row per client (honest) and several (attackers), with clients spanning several blocks."""
+    num_clients = 5
+    spec, theta, rows, owner, items, labels, weights = float32_problem(layers, dim, num_clients * rows_per_client, 900, 1)
+    client_of_row = torch.arange(num_clients).repeat_interleave(rows_per_client)
+    samples = BlockedSamples.of_samples(owner, items, labels, weights, client_of_row[owner], num_clients, spec.num_items)
+    native = blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, num_clients, native=True)
+    eager = blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, num_clients, native=False)
+    torch.testing.assert_close(native.losses, eager.losses, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(native.row_values, eager.row_values, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(native.row_grad, eager.row_grad, rtol=1e-4, atol=1e-7)
+    assert torch.equal(native.row_items, eager.row_items) and torch.equal(native.row_indptr, eager.row_indptr)
+    for name, value in eager.dense.items():
+        torch.testing.assert_close(native.dense[name], value, rtol=1e-4, atol=1e-7, msg=name)
+    assert float(eager.dense["mlp.1.weight"].abs().max()) > 1e-3  # the comparison is not between zeros
+
+
+def test_a_clients_native_gradient_does_not_depend_on_the_batch():
+    """A client's upload is bit-for-bit the same alone or among others (what makes sharding invisible)."""
+    shard, theta = random_shard(num_users=12, dtype=torch.float32)
+    theta = {name: value.float() for name, value in theta.items()}
+    alone = shard.train_round(theta, np.array([5]), 0, torch.tensor([1]))
+    shard_again, _ = random_shard(num_users=12, dtype=torch.float32)
+    together = shard_again.train_round(theta, np.array([2, 5, 9]), 0, torch.tensor([1]))
+    for name, value in alone.dense.items():
+        assert torch.equal(value[0], together.dense[name][1]), name
+    assert torch.equal(alone.row_values, together.row_values[together.row_indptr[1]:together.row_indptr[2]])
+
+
+def test_out_of_range_rows_raise_instead_of_reading_past_the_tables():
+    spec, theta, rows, owner, items, labels, weights = float32_problem((8, 8), 8, 4, 64, 2)
+    client_of_row = torch.arange(4)
+    samples = BlockedSamples.of_samples(owner, items, labels, weights, owner, 4, spec.num_items)
+    samples.items[0] = spec.num_items  # one past the last item
+    with pytest.raises(IndexError, match="items outside"):
+        blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, 4, native=True)
+
+
+def test_fedrec_native_0_turns_the_kernel_off(monkeypatch):
+    monkeypatch.setattr(ncf_native, "_library", None)
+    monkeypatch.setenv("FEDREC_NATIVE", "0")
+    assert ncf_native.library() is None and not ncf_native.supports(torch.zeros(1))
