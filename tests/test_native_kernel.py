@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from recsys.models import ncf_native
-from recsys.models.ncf import BlockedSamples, NCFSpec, blocked_bce_grads, init_theta
+from recsys.models.ncf import BlockedSamples, NCFSpec, add_rows, blocked_bce_grads, init_theta
 from tests.helpers import random_samples, random_shard
 
 pytestmark = pytest.mark.skipif(ncf_native.library() is None, reason="no C compiler to build the native kernel")
@@ -58,8 +58,22 @@ def test_out_of_range_rows_raise_instead_of_reading_past_the_tables():
     client_of_row = torch.arange(4)
     samples = BlockedSamples.of_samples(owner, items, labels, weights, owner, 4, spec.num_items)
     samples.items[0] = spec.num_items  # one past the last item
-    with pytest.raises(IndexError, match="items outside"):
+    with pytest.raises(IndexError, match="out of range"):
         blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, 4, native=True)
+
+
+def test_native_add_rows_equals_index_add_bit_for_bit_and_checks_its_index():
+    gen = torch.Generator().manual_seed(4)
+    values, index = torch.randn((5000, 3, 2), generator=gen), torch.randint(0, 40, (5000,), generator=gen)
+    start = torch.randn((40, 3, 2), generator=gen)
+    expected = start.clone().index_add_(0, index, values)
+    assert torch.equal(ncf_native.add_rows(start.clone(), index, values), expected)
+    assert torch.equal(add_rows(start.clone(), index, values), expected)
+    index[-1] = 40
+    out = start.clone()
+    with pytest.raises(IndexError, match="out of range"):
+        ncf_native.add_rows(out, index, values)
+    assert torch.equal(out, start)
 
 
 def test_fedrec_native_0_turns_the_kernel_off(monkeypatch):

@@ -6,6 +6,9 @@
  * LANES independent partial sums that are added in a fixed order at the end: no reassociation is needed to
  * vectorise, and a block's result does not depend on the other blocks, the batch or the thread.
  *
+ * Returns 0, 1 if scratch memory could not be allocated, 2 if an item, owner or sample_row index is out of range
+ * (checked before anything is written).
+ *
  * Layer 0 (W0 [p; q] + b0) arrives split: item_part[i] = W_q q_i, row_part[r] = W_p p_r + b0.
  * widths[0..num_layers]: widths[0] = h0 (layer 0's output), widths[k] = output of linear layer k, widths[L] = 1.
  * params: for k = 1..L, W_k ([widths[k]][widths[k-1]], row-major) then b_k ([widths[k]]).
@@ -47,8 +50,8 @@ static float block_sum(const float *a) {
     return lanes_total(lane);
 }
 
-int ncf_block_grads(int64_t num_blocks, int64_t num_layers, const int64_t *widths, int64_t dim,
-                    const int64_t *items, const int64_t *owner, const float *labels, const float *weights,
+int ncf_block_grads(int64_t num_blocks, int64_t num_layers, const int64_t *widths, int64_t dim, int64_t num_items,
+                    int64_t num_rows, int64_t num_touched, const int64_t *items, const int64_t *owner, const float *labels, const float *weights,
                     const int64_t *sample_row, const float *item_part, const float *row_part, const float *item_emb,
                     const float *params, float *block_losses, float *block_grads, float *touched_grad,
                     float *row_grad) {
@@ -62,6 +65,13 @@ int ncf_block_grads(int64_t num_blocks, int64_t num_layers, const int64_t *width
     /* acts: every layer's output, channel-major; up: ∂L/∂(current layer's output); next_up, q: scratch */
     float *scratch = malloc(sizeof(float) * CHUNK * (total_width + 3 * max_width));
     if (scratch == NULL) return 1;
+    const int64_t num_samples = num_blocks * CHUNK;
+    for (int64_t s = 0; s < num_samples; ++s)
+        if (items[s] < 0 || items[s] >= num_items || owner[s] < 0 || owner[s] >= num_rows || sample_row[s] < 0 ||
+            sample_row[s] >= num_touched) {
+            free(scratch);
+            return 2;
+        }
     float *up = scratch + CHUNK * total_width, *next_up = up + CHUNK * max_width, *q = next_up + CHUNK * max_width;
     const int64_t h0 = widths[0];
 
@@ -151,5 +161,19 @@ int ncf_block_grads(int64_t num_blocks, int64_t num_layers, const int64_t *width
         }
     }
     free(scratch);
+    return 0;
+}
+
+/* out[index[i]] += values[i] for i in order (rows of `width` floats): the additions of torch's index_add_ and
+ * scatter_add_ in their order, so the same sums to the bit, without their index sort. 2 if an index is out of range. */
+int ncf_add_rows(int64_t count, int64_t width, const int64_t *index, int64_t num_rows, const float *values,
+                 float *out) {
+    for (int64_t i = 0; i < count; ++i)
+        if (index[i] < 0 || index[i] >= num_rows) return 2;
+    for (int64_t i = 0; i < count; ++i) {
+        float *row = out + index[i] * width;
+        const float *value = values + i * width;
+        for (int64_t c = 0; c < width; ++c) row[c] += value[c];
+    }
     return 0;
 }

@@ -72,8 +72,11 @@ def library() -> ctypes.CDLL | None:
             try:
                 lib = ctypes.CDLL(str(_build()))
                 lib.ncf_block_grads.restype = ctypes.c_int
-                lib.ncf_block_grads.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64] + [
+                lib.ncf_block_grads.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p] + [ctypes.c_int64] * 4 + [
                     ctypes.c_void_p] * 13
+                lib.ncf_add_rows.restype = ctypes.c_int
+                lib.ncf_add_rows.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                                             ctypes.c_void_p, ctypes.c_void_p]
                 _library = lib
             except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
                 detail = getattr(error, "stderr", "") or error
@@ -107,10 +110,6 @@ def block_grads(items: torch.Tensor, owner: torch.Tensor, labels: torch.Tensor, 
     if item_emb.shape[0] != num_items or row_part.shape[1] != h0:
         raise ValueError(f"item_part {tuple(item_part.shape)}, row_part {tuple(row_part.shape)} and item_emb "
                          f"{tuple(item_emb.shape)} do not match")
-    for name, index, bound in (("items", items, num_items), ("owner", owner, len(row_part)),
-                               ("sample_row", sample_row, num_touched)):
-        if num_samples and (int(index.min()) < 0 or int(index.max()) >= bound):
-            raise IndexError(f"{name} outside 0..{bound - 1}")
     widths = torch.tensor([h0, *(w.shape[0] for w, _ in layers)], dtype=torch.int64)
     params = torch.cat([t.reshape(-1) for pair in layers for t in pair]).float().contiguous()
     per_block = sum(w.numel() + b.numel() for w, b in layers) + h0 * (1 + dim)
@@ -119,8 +118,31 @@ def block_grads(items: torch.Tensor, owner: torch.Tensor, labels: torch.Tensor, 
     touched, rows = torch.zeros((num_touched, h0)), torch.zeros((len(row_part), h0)) if row_sums else None
     inputs = [t.contiguous() for t in (items, owner, labels, weights, sample_row, item_part, row_part, item_emb)]
     pointer = lambda t: ctypes.c_void_p(t.data_ptr() if t is not None else None)  # noqa: E731
-    status = lib.ncf_block_grads(num_blocks, len(layers), pointer(widths), dim, *map(pointer, inputs), pointer(params),
-                                 pointer(losses), pointer(grads), pointer(touched), pointer(rows))
-    if status != 0:
-        raise MemoryError("the native NCF kernel could not allocate its scratch memory")
+    _check(lib.ncf_block_grads(num_blocks, len(layers), pointer(widths), dim, num_items, len(row_part), num_touched,
+                               *map(pointer, inputs), pointer(params), pointer(losses), pointer(grads), pointer(touched),
+                               pointer(rows)), f"items (0..{num_items - 1}), owner (0..{len(row_part) - 1}) or "
+                                               f"sample_row (0..{num_touched - 1})")
     return losses, grads, touched, rows
+
+
+def add_rows(out: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``out.index_add_(0, index, values)`` (the same additions in the same order) for contiguous float32 CPU
+    tensors; raises IndexError, leaving ``out`` unchanged, if an index is out of range."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the native NCF kernel is not available")
+    width = out[0].numel() if len(out) else 0
+    if values.shape[1:] != out.shape[1:] or len(index) != len(values) or not out.is_contiguous():
+        raise ValueError(f"cannot add rows {tuple(values.shape)} at {tuple(index.shape)} to {tuple(out.shape)}")
+    index, values = index.contiguous(), values.contiguous()
+    _check(lib.ncf_add_rows(len(index), width, ctypes.c_void_p(index.data_ptr()), len(out),
+                            ctypes.c_void_p(values.data_ptr()), ctypes.c_void_p(out.data_ptr())),
+           f"index (0..{len(out) - 1})")
+    return out
+
+
+def _check(status: int, indices: str) -> None:
+    if status == 1:
+        raise MemoryError("the native NCF kernel could not allocate its scratch memory")
+    if status == 2:
+        raise IndexError(f"{indices} out of range")
