@@ -53,6 +53,27 @@ def test_a_clients_native_gradient_does_not_depend_on_the_batch():
     assert torch.equal(alone.row_values, together.row_values[together.row_indptr[1]:together.row_indptr[2]])
 
 
+def test_native_pass_does_not_depend_on_the_thread_count(monkeypatch):
+    """Blocks split into per-thread ranges at client boundaries give the one-thread sums to the bit."""
+    spec, theta, rows, owner, items, labels, weights = float32_problem((8, 8), 8, 12, 3000, 5)
+    client_of_row = torch.arange(6).repeat_interleave(2)  # several rows per client: the per-row sums are split too
+    samples = BlockedSamples.of_samples(owner, items, labels, weights, client_of_row[owner], 6, spec.num_items)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, 6, native=True)
+        monkeypatch.setattr(ncf_native, "MIN_BLOCKS_PER_THREAD", 1)
+        torch.set_num_threads(4)
+        assert len(ncf_native._client_ranges(samples.block_client, 4)) == 5
+        four = blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, 6, native=True)
+    finally:
+        torch.set_num_threads(threads)
+    for name, value in one.dense.items():
+        assert torch.equal(four.dense[name], value), name
+    assert torch.equal(four.row_values, one.row_values) and torch.equal(four.row_grad, one.row_grad)
+    assert torch.equal(four.losses, one.losses)
+
+
 def test_out_of_range_rows_raise_instead_of_reading_past_the_tables():
     spec, theta, rows, owner, items, labels, weights = float32_problem((8, 8), 8, 4, 64, 2)
     client_of_row = torch.arange(4)

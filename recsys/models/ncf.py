@@ -412,7 +412,7 @@ def _native_block_pass(theta: Theta, item_part: torch.Tensor, row_part: torch.Te
     layers = [(theta[f"mlp.{k}.weight"], theta[f"mlp.{k}.bias"]) for k in range(1, num_linear)]
     losses, flat, per_touched, per_row = ncf_native.block_grads(
         samples.items, samples.owner, samples.labels, samples.weights, samples.sample_row, len(samples.row_items),
-        item_part, row_part, theta[ITEM_EMBEDDING], layers, row_sums)
+        item_part, row_part, theta[ITEM_EMBEDDING], layers, row_sums, samples.block_client)
     shapes = [(f"mlp.{k}.{kind}", tensor.shape) for k, pair in enumerate(layers, 1) for kind, tensor in zip(("weight", "bias"), pair)]
     shapes += [("mlp.0.bias", (item_part.shape[1],)), (ITEM_WEIGHT, (item_part.shape[1], theta[ITEM_EMBEDDING].shape[1]))]
     sizes = [torch.Size(shape).numel() for _, shape in shapes]

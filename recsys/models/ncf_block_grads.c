@@ -7,7 +7,7 @@
  * vectorise, and a block's result does not depend on the other blocks, the batch or the thread.
  *
  * Returns 0, 1 if scratch memory could not be allocated, 2 if an item, owner or sample_row index is out of range
- * (checked before anything is written).
+ * (checked before the range of blocks holding it writes anything).
  *
  * Layer 0 (W0 [p; q] + b0) arrives split: item_part[i] = W_q q_i, row_part[r] = W_p p_r + b0.
  * widths[0..num_layers]: widths[0] = h0 (layer 0's output), widths[k] = output of linear layer k, widths[L] = 1.
@@ -50,18 +50,23 @@ static float block_sum(const float *a) {
     return lanes_total(lane);
 }
 
-int ncf_block_grads(int64_t num_blocks, int64_t num_layers, const int64_t *widths, int64_t dim, int64_t num_items,
-                    int64_t num_rows, int64_t num_touched, const int64_t *items, const int64_t *owner, const float *labels, const float *weights,
-                    const int64_t *sample_row, const float *item_part, const float *row_part, const float *item_emb,
-                    const float *params, float *block_losses, float *block_grads, float *touched_grad,
-                    float *row_grad) {
-    int64_t total_width = 0, max_width = dim, grads_per_block = 0;
+static int64_t gradients_per_block(int64_t num_layers, const int64_t *widths, int64_t dim) {
+    int64_t count = widths[0] * (1 + dim);
+    for (int64_t k = 1; k <= num_layers; ++k) count += widths[k] * (widths[k - 1] + 1);
+    return count;
+}
+
+/* blocks 0 .. num_blocks - 1 of the pointers given (the caller offsets them to a range of blocks) */
+static int block_range(int64_t num_blocks, int64_t num_layers, const int64_t *widths, int64_t dim, int64_t num_items,
+                       int64_t num_rows, int64_t num_touched, const int64_t *items, const int64_t *owner,
+                       const float *labels, const float *weights, const int64_t *sample_row, const float *item_part,
+                       const float *row_part, const float *item_emb, const float *params, float *block_losses,
+                       float *block_grads, float *touched_grad, float *row_grad) {
+    int64_t total_width = 0, max_width = dim, grads_per_block = gradients_per_block(num_layers, widths, dim);
     for (int64_t k = 0; k <= num_layers; ++k) {
         total_width += widths[k];
         if (widths[k] > max_width) max_width = widths[k];
-        if (k > 0) grads_per_block += widths[k] * (widths[k - 1] + 1);
     }
-    grads_per_block += widths[0] * (1 + dim);
     /* acts: every layer's output, channel-major; up: ∂L/∂(current layer's output); next_up, q: scratch */
     float *scratch = malloc(sizeof(float) * CHUNK * (total_width + 3 * max_width));
     if (scratch == NULL) return 1;
@@ -162,6 +167,29 @@ int ncf_block_grads(int64_t num_blocks, int64_t num_layers, const int64_t *width
     }
     free(scratch);
     return 0;
+}
+
+/* Blocks bounds[r] .. bounds[r + 1] - 1 for r < num_ranges, the ranges in parallel (OpenMP, when built with it:
+ * torch's own runtime, so its thread count and its idle threads). Every client's blocks lie in one range, so the
+ * rows a range adds to are its own and the sums do not depend on the number of ranges or threads. */
+int ncf_block_grads(int64_t num_ranges, const int64_t *bounds, int64_t num_layers, const int64_t *widths, int64_t dim,
+                    int64_t num_items, int64_t num_rows, int64_t num_touched, const int64_t *items,
+                    const int64_t *owner, const float *labels, const float *weights, const int64_t *sample_row,
+                    const float *item_part, const float *row_part, const float *item_emb, const float *params,
+                    float *block_losses, float *block_grads, float *touched_grad, float *row_grad) {
+    const int64_t per_block = gradients_per_block(num_layers, widths, dim);
+    int status = 0;
+#pragma omp parallel for schedule(static, 1) reduction(max : status)
+    for (int64_t r = 0; r < num_ranges; ++r) {
+        const int64_t first = bounds[r], samples = bounds[r] * CHUNK;
+        const int range_status = block_range(bounds[r + 1] - first, num_layers, widths, dim, num_items, num_rows,
+                                             num_touched, items + samples, owner + samples, labels + samples,
+                                             weights + samples, sample_row + samples, item_part, row_part, item_emb,
+                                             params, block_losses + first, block_grads + first * per_block,
+                                             touched_grad, row_grad);
+        if (range_status > status) status = range_status;
+    }
+    return status;
 }
 
 /* out[index[i]] += values[i] for i in order (rows of `width` floats): the additions of torch's index_add_ and

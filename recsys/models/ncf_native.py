@@ -29,7 +29,8 @@ log = logging.getLogger("fedrec.recsys")
 
 SOURCE = Path(__file__).with_name("ncf_block_grads.c")
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC")
-VECTOR_MATH = ("-DVECTOR_MATH", "-lmvec")  # glibc's vector expf/log1pf; the build retries without them
+OPTIONAL_FLAGS = (("-fopenmp", "-DVECTOR_MATH", "-lmvec"), ("-fopenmp",), ())  # tried in this order: OpenMP
+# threads (libgomp.so.1, resolved to the copy torch has loaded), glibc's vector expf/log1pf
 BLOCK = 64  # CHUNK in the C source
 
 _library: ctypes.CDLL | None | bool = None  # False once building or loading has failed
@@ -49,16 +50,17 @@ def _build() -> Path:
     if compiler is None:
         raise RuntimeError("no C compiler (set $CC)")
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join((compiler, *FLAGS, _cpu_id())).encode()).hexdigest()[:16]
+    key = hashlib.sha256(source + " ".join((compiler, *FLAGS, str(OPTIONAL_FLAGS), _cpu_id())).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("FEDREC_CACHE_DIR") or Path.home() / ".cache" / "fedrec-sim")
     target = cache / f"ncf_block_grads-{key}.so"
     if not target.exists():
         with atomic_path(target) as tmp:
-            command = [compiler, *FLAGS, "-o", str(tmp), str(SOURCE)]
-            try:
-                subprocess.run([*command, *VECTOR_MATH, "-lm"], check=True, capture_output=True, text=True)
-            except subprocess.CalledProcessError:
-                subprocess.run([*command, "-lm"], check=True, capture_output=True, text=True)
+            for optional in OPTIONAL_FLAGS:
+                built = subprocess.run([compiler, *FLAGS, "-o", str(tmp), str(SOURCE), *optional, "-lm"],
+                                       capture_output=True, text=True)
+                if built.returncode == 0:
+                    break
+            built.check_returncode()
     return target
 
 
@@ -72,8 +74,8 @@ def library() -> ctypes.CDLL | None:
             try:
                 lib = ctypes.CDLL(str(_build()))
                 lib.ncf_block_grads.restype = ctypes.c_int
-                lib.ncf_block_grads.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p] + [ctypes.c_int64] * 4 + [
-                    ctypes.c_void_p] * 13
+                lib.ncf_block_grads.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p] + [
+                    ctypes.c_int64] * 4 + [ctypes.c_void_p] * 13
                 lib.ncf_add_rows.restype = ctypes.c_int
                 lib.ncf_add_rows.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                                              ctypes.c_void_p, ctypes.c_void_p]
@@ -93,13 +95,16 @@ def supports(*tensors: torch.Tensor) -> bool:
 def block_grads(items: torch.Tensor, owner: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
                 sample_row: torch.Tensor, num_touched: int, item_part: torch.Tensor, row_part: torch.Tensor,
                 item_emb: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]], row_sums: bool,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                block_client: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Per block of ``BLOCK`` samples: the weighted BCE loss ``[nb]`` and the gradients ``[nb, P]`` (for each
     ``(W_k, b_k)`` of ``layers``, W_k then b_k, flattened; then the first layer's bias and item weight ``W_q``
     ``[h0, d]``); with δ_s = ∂L/∂(first layer's output) of sample s, Σ δ_s per touched row (``sample_row``,
     ``[num_touched, h0]``) and, if ``row_sums``, per row (``owner``, ``[R, h0]``).
 
     ``item_part[i] = W_q q_i``, ``row_part[r] = W_p p_r + b0``; sample s is (row ``owner[s]``, item ``items[s]``).
+    With torch's intra-op thread count above 1, ranges of blocks run in parallel (OpenMP, torch's runtime), split
+    where ``block_client`` (ascending) changes: a client's rows are written by one thread, in sample order, so the
+    result does not depend on the thread count.
     """
     lib = library()
     if lib is None:
@@ -117,12 +122,26 @@ def block_grads(items: torch.Tensor, owner: torch.Tensor, labels: torch.Tensor, 
     losses, grads = torch.empty(num_blocks), torch.empty((num_blocks, per_block))
     touched, rows = torch.zeros((num_touched, h0)), torch.zeros((len(row_part), h0)) if row_sums else None
     inputs = [t.contiguous() for t in (items, owner, labels, weights, sample_row, item_part, row_part, item_emb)]
+    bounds = torch.tensor(_client_ranges(block_client, torch.get_num_threads()), dtype=torch.int64)
     pointer = lambda t: ctypes.c_void_p(t.data_ptr() if t is not None else None)  # noqa: E731
-    _check(lib.ncf_block_grads(num_blocks, len(layers), pointer(widths), dim, num_items, len(row_part), num_touched,
-                               *map(pointer, inputs), pointer(params), pointer(losses), pointer(grads), pointer(touched),
-                               pointer(rows)), f"items (0..{num_items - 1}), owner (0..{len(row_part) - 1}) or "
-                                               f"sample_row (0..{num_touched - 1})")
+    _check(lib.ncf_block_grads(len(bounds) - 1, pointer(bounds), len(layers), pointer(widths), dim, num_items,
+                               len(row_part), num_touched, *map(pointer, inputs), pointer(params), pointer(losses),
+                               pointer(grads), pointer(touched), pointer(rows)),
+           f"items (0..{num_items - 1}), owner (0..{len(row_part) - 1}) or sample_row (0..{num_touched - 1})")
     return losses, grads, touched, rows
+
+
+MIN_BLOCKS_PER_THREAD = 256
+
+
+def _client_ranges(block_client: torch.Tensor, threads: int) -> list[int]:
+    """Block boundaries ``[0, ..., num_blocks]`` of at most ``threads`` ranges of about equal size (at least
+    ``MIN_BLOCKS_PER_THREAD`` blocks each), each starting at a client's first block."""
+    num_blocks = len(block_client)
+    parts = max(1, min(threads, num_blocks // MIN_BLOCKS_PER_THREAD))
+    targets = block_client[torch.arange(1, parts) * num_blocks // parts]
+    starts = torch.searchsorted(block_client, targets).tolist()
+    return sorted({0, *starts, num_blocks})
 
 
 def add_rows(out: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
