@@ -1,13 +1,18 @@
 /* Per-block NCF weighted-BCE gradients in one pass over the samples (see recsys/models/ncf_native.py).
  *
- * Samples come in blocks of CHUNK; block b holds samples b*CHUNK .. b*CHUNK + CHUNK - 1 of one client. For every
- * block the MLP runs forward and backward on channel-major scratch arrays ([width][CHUNK], the sample index
- * innermost, so the compiler vectorises every loop over samples), and every per-block sum Σ_s a_s b_s is kept in
- * LANES independent partial sums that are added in a fixed order at the end: no reassociation is needed to
- * vectorise, and a block's result does not depend on the other blocks, the batch or the thread.
+ * Samples come in blocks of CHUNK; block b holds samples b*CHUNK .. b*CHUNK + CHUNK - 1 of one client. Two
+ * implementations, each deterministic (a block's result does not depend on the other blocks, the batch or the
+ * thread):
+ * - block_range_8, the default shape (first layer 8 units, hidden layers (8, 8), d = 8): a sample's 8 units are one
+ *   8-float vector (GCC/Clang vector extensions); each sample runs forward and backward and adds its rank-one
+ *   terms to the block's sums, kept in registers, in sample order;
+ * - block_range, any shape: the MLP runs on channel-major scratch arrays ([width][CHUNK], the sample index
+ *   innermost, so the compiler vectorises every loop over samples), and every per-block sum Σ_s a_s b_s is kept in
+ *   LANES independent partial sums added in a fixed order at the end.
+ * Both compute the loss and ∂L/∂logit of a block's samples together (vector expf/log1pf where glibc has them).
  *
  * Returns 0, 1 if scratch memory could not be allocated, 2 if an item, owner or sample_row index is out of range
- * (checked before the range of blocks holding it writes anything).
+ * (the outputs are then incomplete).
  *
  * Layer 0 (W0 [p; q] + b0) arrives split: item_part[i] = W_q q_i, row_part[r] = W_p p_r + b0.
  * widths[0..num_layers]: widths[0] = h0 (layer 0's output), widths[k] = output of linear layer k, widths[L] = 1.
@@ -20,6 +25,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #ifdef VECTOR_MATH /* glibc's libmvec: the loss loop calls 8- or 16-wide expf and log1pf */
 __attribute__((simd("notinbranch"))) float expf(float);
@@ -169,6 +175,104 @@ static int block_range(int64_t num_blocks, int64_t num_layers, const int64_t *wi
     return 0;
 }
 
+typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t m8 __attribute__((vector_size(32)));
+
+static inline v8 load8(const float *p) {
+    v8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void add8(float *p, v8 v) {
+    v8 sum = load8(p) + v;
+    memcpy(p, &sum, sizeof sum);
+}
+
+static inline v8 where_positive(v8 value, v8 x) { return (v8)((m8)value & (x > 0)); } /* value where x > 0, else 0 */
+
+static inline float sum8(v8 t) { return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7])); }
+
+/* block_range for widths {8, 8, 1} and dim 8 (the default NCF); same arguments, same outputs */
+static int block_range_8(int64_t num_blocks, int64_t num_items, int64_t num_rows, int64_t num_touched,
+                         const int64_t *items, const int64_t *owner, const float *labels, const float *weights,
+                         const int64_t *sample_row, const float *item_part, const float *row_part,
+                         const float *item_emb, const float *params, float *block_losses, float *block_grads,
+                         float *touched_grad, float *row_grad) {
+    enum { H = 8, PER_BLOCK = H * H + H + H + 1 + H + H * H };
+    v8 weight1[H], column1[H]; /* rows and columns of W_1 */
+    for (int j = 0; j < H; ++j) weight1[j] = load8(params + H * j);
+    for (int c = 0; c < H; ++c)
+        for (int j = 0; j < H; ++j) column1[c][j] = params[H * j + c];
+    const v8 bias1 = load8(params + H * H), weight2 = load8(params + H * H + H);
+    const float bias2 = params[H * H + 2 * H];
+    v8 x0[CHUNK], x1[CHUNK];
+    float logits[CHUNK], up[CHUNK];
+    for (int64_t b = 0; b < num_blocks; ++b) {
+        const int64_t first = b * CHUNK;
+        for (int s = 0; s < CHUNK; ++s) {
+            const int64_t item = items[first + s], row = owner[first + s], touched = sample_row[first + s];
+            if (item < 0 || item >= num_items || row < 0 || row >= num_rows || touched < 0 || touched >= num_touched)
+                return 2;
+            const v8 x = load8(item_part + H * item) + load8(row_part + H * row);
+            v8 z = bias1;
+            x0[s] = where_positive(x, x);
+            for (int c = 0; c < H; ++c) z += x0[s][c] * column1[c];
+            x1[s] = where_positive(z, z);
+            logits[s] = bias2 + sum8(x1[s] * weight2);
+        }
+        float loss = 0;
+#pragma omp simd reduction(+ : loss)
+        for (int s = 0; s < CHUNK; ++s) {
+            const float z = logits[s], y = labels[first + s], w = weights[first + s], e = expf(-fabsf(z));
+            loss += w * ((z > 0 ? z : 0) - z * y + log1pf(e));
+            up[s] = ((z >= 0 ? 1.0f : e) / (1.0f + e) - y) * w;
+        }
+        block_losses[b] = loss;
+        v8 grad_weight1[H] = {{0}}, grad_item_weight[H] = {{0}}, grad_weight2 = {0}, grad_bias1 = {0}, grad_bias0 = {0};
+        float grad_bias2 = 0;
+        for (int s = 0; s < CHUNK; ++s) {
+            const float delta2 = up[s];
+            grad_weight2 += delta2 * x1[s];
+            grad_bias2 += delta2;
+            const v8 delta1 = where_positive(delta2 * weight2, x1[s]);
+            v8 delta0 = {0};
+            for (int j = 0; j < H; ++j) {
+                grad_weight1[j] += delta1[j] * x0[s];
+                delta0 += delta1[j] * weight1[j];
+            }
+            grad_bias1 += delta1;
+            delta0 = where_positive(delta0, x0[s]);
+            grad_bias0 += delta0;
+            const v8 q = load8(item_emb + H * items[first + s]);
+            for (int c = 0; c < H; ++c) grad_item_weight[c] += delta0[c] * q;
+            add8(touched_grad + H * sample_row[first + s], delta0);
+            if (row_grad != NULL) add8(row_grad + H * owner[first + s], delta0);
+        }
+        float *grads = block_grads + b * PER_BLOCK;
+        memcpy(grads, grad_weight1, sizeof grad_weight1);
+        memcpy(grads + H * H, &grad_bias1, sizeof grad_bias1);
+        memcpy(grads + H * H + H, &grad_weight2, sizeof grad_weight2);
+        grads[H * H + 2 * H] = grad_bias2;
+        memcpy(grads + H * H + 2 * H + 1, &grad_bias0, sizeof grad_bias0);
+        memcpy(grads + H * H + 3 * H + 1, grad_item_weight, sizeof grad_item_weight);
+    }
+    return 0;
+}
+
+static int any_block_range(int64_t num_blocks, int64_t num_layers, const int64_t *widths, int64_t dim,
+                           int64_t num_items, int64_t num_rows, int64_t num_touched, const int64_t *items,
+                           const int64_t *owner, const float *labels, const float *weights, const int64_t *sample_row,
+                           const float *item_part, const float *row_part, const float *item_emb, const float *params,
+                           float *block_losses, float *block_grads, float *touched_grad, float *row_grad) {
+    if (num_layers == 2 && widths[0] == 8 && widths[1] == 8 && widths[2] == 1 && dim == 8)
+        return block_range_8(num_blocks, num_items, num_rows, num_touched, items, owner, labels, weights, sample_row,
+                             item_part, row_part, item_emb, params, block_losses, block_grads, touched_grad, row_grad);
+    return block_range(num_blocks, num_layers, widths, dim, num_items, num_rows, num_touched, items, owner, labels,
+                       weights, sample_row, item_part, row_part, item_emb, params, block_losses, block_grads,
+                       touched_grad, row_grad);
+}
+
 /* Blocks bounds[r] .. bounds[r + 1] - 1 for r < num_ranges, the ranges in parallel (OpenMP, when built with it:
  * torch's own runtime, so its thread count and its idle threads). Every client's blocks lie in one range, so the
  * rows a range adds to are its own and the sums do not depend on the number of ranges or threads. */
@@ -182,7 +286,7 @@ int ncf_block_grads(int64_t num_ranges, const int64_t *bounds, int64_t num_layer
 #pragma omp parallel for schedule(static, 1) reduction(max : status)
     for (int64_t r = 0; r < num_ranges; ++r) {
         const int64_t first = bounds[r], samples = bounds[r] * CHUNK;
-        const int range_status = block_range(bounds[r + 1] - first, num_layers, widths, dim, num_items, num_rows,
+        const int range_status = any_block_range(bounds[r + 1] - first, num_layers, widths, dim, num_items, num_rows,
                                              num_touched, items + samples, owner + samples, labels + samples,
                                              weights + samples, sample_row + samples, item_part, row_part, item_emb,
                                              params, block_losses + first, block_grads + first * per_block,
