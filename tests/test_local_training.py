@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from recsys.models.ncf import (ITEM_EMBEDDING, add_rows, ncf_logits, per_client_bce_grads, score_all_items,
-                               weighted_bce_grads)
+from recsys.models.ncf import (ITEM_EMBEDDING, add_rows, item_first_layer, ncf_logits, paired_row_grad,
+                               per_client_bce_grads, score_all_items, weighted_bce_grads)
 from tests.helpers import client_gradient, random_samples, random_shard
 
 
@@ -72,6 +72,19 @@ def test_hand_written_backward_matches_autograd():
     torch.testing.assert_close(user_grad, users.grad)
     for name in theta:
         torch.testing.assert_close(grads[name], leaves[name].grad, msg=name)
+
+
+def test_paired_row_gradient_matches_autograd():
+    """A-hum's mining step: ∂/∂rows of Σ_r BCE(Υ(rows[r], q_{i_r}), y_r) with the item half computed once."""
+    shard, theta = random_shard(num_items=30)
+    gen = torch.Generator().manual_seed(2)
+    items, labels = torch.randint(0, 30, (12,), generator=gen), torch.randint(0, 2, (12,), generator=gen).double()
+    rows = (torch.randn((12, 8), generator=gen, dtype=torch.float64) * 0.3).requires_grad_(True)
+    logits = ncf_logits(rows, theta[ITEM_EMBEDDING][items], theta, 3)
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum").backward()
+    got = paired_row_grad(theta, rows.detach(), item_first_layer(theta, items), labels, 3)
+    torch.testing.assert_close(got, rows.grad)
+    assert float(rows.grad.abs().max()) > 1e-4
 
 
 def test_score_all_items_equals_pairwise_scores():

@@ -11,17 +11,17 @@ import torch
 
 from attacks.federated.base import MaliciousStrategy, approximated_users, promotion_upload
 from clients.strategy import ClientUpdate, LocalBatch, StrategyContext, WeightedBCE
-from recsys.models.ncf import Theta, weighted_bce_user_grad
+from recsys.models.ncf import Theta, item_first_layer, paired_row_grad
 
 
 def mine_hard_users(theta: Theta, rows: torch.Tensor, items: torch.Tensor, step: float, iterations: int,
                     num_linear: int) -> torch.Tensor:
-    """β steps of p ← p − ξ ∂l_i/∂p with l_i(p) = −log(1 − Υ(p, q_i)), row r paired with item ``items[r]``."""
-    owner = torch.arange(len(rows), device=rows.device)
-    zeros, ones = torch.zeros(len(rows), dtype=rows.dtype, device=rows.device), torch.ones(len(rows), dtype=rows.dtype,
-                                                                                           device=rows.device)
+    """β steps of p ← p − ξ ∂l_i/∂p with l_i(p) = −log(1 − Υ(p, q_i)) (BCE with label 0), row r paired with item
+    ``items[r]``."""
+    item_part = item_first_layer(theta, items)
+    labels = torch.zeros(len(rows), dtype=rows.dtype, device=rows.device)
     for _ in range(iterations):
-        rows = rows - step * weighted_bce_user_grad(theta, rows, owner, items, zeros, ones, num_linear)
+        rows = rows - step * paired_row_grad(theta, rows, item_part, labels, num_linear)
     return rows
 
 

@@ -239,28 +239,44 @@ def weighted_bce_grads(
     tests check it against autograd.
     """
     dim = user_emb.shape[1]
-    loss, grads, input_grad = _input_grads(theta, user_emb, owner, items, labels, weights, num_linear, True)
+    loss, grads, input_grad = _input_grads(theta, user_emb, owner, items, labels, weights, num_linear)
     item_grad = add_rows(torch.zeros_like(theta[ITEM_EMBEDDING]), items, input_grad[:, dim:])
     user_grad = add_rows(torch.zeros_like(user_emb), owner, input_grad[:, :dim])
     return loss, {ITEM_EMBEDDING: item_grad, **{n: grads[n] for n in theta if n != ITEM_EMBEDDING}}, user_grad
 
 
 @torch.no_grad()
-def weighted_bce_user_grad(theta: Theta, user_emb: torch.Tensor, owner: torch.Tensor, items: torch.Tensor,
-                           labels: torch.Tensor, weights: torch.Tensor, num_linear: int) -> torch.Tensor:
-    """∂L/∂user_emb of ``weighted_bce_grads`` alone (the same numbers, without the Θ gradients)."""
-    input_grad = _input_grads(theta, user_emb, owner, items, labels, weights, num_linear, False)[2]
-    return add_rows(torch.zeros_like(user_emb), owner, input_grad[:, :user_emb.shape[1]])
+def item_first_layer(theta: Theta, items: torch.Tensor) -> torch.Tensor:
+    """W_q q_i + b0 for each of ``items``: the item half of the first layer, fixed while Θ is (``paired_row_grad``)."""
+    dim = theta[ITEM_EMBEDDING].shape[1]
+    return torch.addmm(theta["mlp.0.bias"], theta[ITEM_EMBEDDING][items], theta["mlp.0.weight"][:, dim:].T)
+
+
+@torch.no_grad()
+def paired_row_grad(theta: Theta, rows: torch.Tensor, item_part: torch.Tensor, labels: torch.Tensor,
+                    num_linear: int) -> torch.Tensor:
+    """∂/∂rows of Σ_r BCE(Υ(rows[r], q_{i_r}), labels[r]), row r paired with one item whose ``item_first_layer``
+    is ``item_part[r]``: computed once by a caller that steps the rows many times under one Θ (A-hum's mining), so a
+    step is a dozen small ops."""
+    user_weight = theta["mlp.0.weight"][:, :rows.shape[1]]
+    inputs = [torch.addmm(item_part, rows, user_weight.T).relu_()]  # the input of layer k is inputs[k - 1]
+    for k in range(1, num_linear - 1):
+        inputs.append(torch.addmm(theta[f"mlp.{k}.bias"], inputs[-1], theta[f"mlp.{k}.weight"].T).relu_())
+    last = num_linear - 1
+    upstream = torch.sigmoid(torch.addmm(theta[f"mlp.{last}.bias"], inputs[-1], theta[f"mlp.{last}.weight"].T))
+    upstream.sub_(labels[:, None])  # ∂BCE/∂logit
+    for k in reversed(range(1, num_linear)):
+        upstream = (upstream @ theta[f"mlp.{k}.weight"]).mul_(inputs[k - 1] > 0)
+    return upstream @ user_weight
 
 
 def _input_grads(theta: Theta, user_emb: torch.Tensor, owner: torch.Tensor, items: torch.Tensor, labels: torch.Tensor,
-                 weights: torch.Tensor, num_linear: int, mlp_grads: bool) -> tuple[torch.Tensor, Theta, torch.Tensor]:
-    """L, ∂L/∂(MLP weights and biases) (empty unless ``mlp_grads``) and ∂L/∂[p_owner; q_item] per sample."""
+                 weights: torch.Tensor, num_linear: int) -> tuple[torch.Tensor, Theta, torch.Tensor]:
+    """L, ∂L/∂(MLP weights and biases) and ∂L/∂[p_owner; q_item] per sample."""
     inputs, logits = _layer_inputs(theta, user_emb, owner, items, num_linear)
     loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum()
     upstream = ((torch.sigmoid(logits) - labels) * weights)[:, None]
-    reductions = (lambda up, x: up.T @ x, lambda up: up.sum(0)) if mlp_grads else (lambda up, x: None, lambda up: None)
-    grads, first = _backward(theta, inputs, upstream, num_linear, *reductions)
+    grads, first = _backward(theta, inputs, upstream, num_linear, lambda up, x: up.T @ x, lambda up: up.sum(0))
     return loss, grads, first @ theta["mlp.0.weight"]
 
 
