@@ -103,11 +103,10 @@ class ClientUploads:
         return None
 
     def squared_norms(self) -> torch.Tensor:
-        """‖∇Θ_u‖² of every client's whole upload."""
-        total = sum(v.flatten(1).pow(2).sum(1) for v in self.dense.values())
-        rows = self.row_values.pow(2).sum(1)
-        return total + torch.zeros(self.num_clients, dtype=rows.dtype, device=rows.device).index_add_(
-            0, self.row_owner(), rows)
+        """‖∇Θ_u‖² of every client's whole upload (a client's rows summed in order, as ``index_add_`` would)."""
+        total = sum(torch.einsum("bi,bi->b", v, v) for v in (value.flatten(1) for value in self.dense.values()))
+        rows = torch.einsum("ij,ij->i", self.row_values, self.row_values)
+        return total + torch.segment_reduce(rows, "sum", lengths=self.row_indptr.diff())
 
     def summed(self, num_items: int) -> Theta:
         """Σ_u ∇Θ_u as a dense Θ-shaped dict (eq. 6's sum), clients added in their order."""

@@ -75,14 +75,14 @@ class EpochStats:
         self.norms["malicious"].append(norms[flags])
         self.loss_sum += float(uploads.losses.cpu()[~flags].sum())
         self.benign_clients += int((~flags).sum())
-        on_target = torch.isin(uploads.row_items, targets.to(uploads.row_items.device)).cpu()
-        owner_malicious = flags[uploads.row_owner().cpu()]
+        on_target = torch.nonzero(_on_target(uploads.row_items, targets)).view(-1)  # few rows: find their clients
+        target_owners = (torch.searchsorted(uploads.row_indptr, on_target, right=True) - 1).cpu()
         row = {
             "uploads/benign_clients": int((~flags).sum()), "uploads/malicious_clients": int(flags.sum()),
             "uploads/benign_norm_mean": _mean(norms[~flags]), "uploads/benign_norm_max": _max(norms[~flags]),
             "uploads/malicious_norm_mean": _mean(norms[flags]), "uploads/malicious_norm_max": _max(norms[flags]),
-            "target_rows/uploaders": int(on_target.sum()) / max(1, len(targets)),
-            "target_rows/malicious_uploaders": int((on_target & owner_malicious).sum()) / max(1, len(targets)),
+            "target_rows/uploaders": len(on_target) / max(1, len(targets)),
+            "target_rows/malicious_uploaders": int(flags[target_owners].sum()) / max(1, len(targets)),
             "rejected": rejected, **{f"defense/{k}": v for k, v in report.items()},
         }
         for key in ("target_rows/uploaders", "target_rows/malicious_uploaders", *(f"defense/{k}" for k in report)):
@@ -97,6 +97,15 @@ class EpochStats:
             out[f"uploads/{kind}_norm_mean"], out[f"uploads/{kind}_norm_max"] = _mean(values), _max(values)
         out.update({k: v / max(1, rounds) for k, v in self.counters.items()})
         return out
+
+
+def _on_target(items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``torch.isin(items, targets)`` for non-negative ids as a lookup in a table of the ids up to the largest
+    target (several times faster for the few targets of a run)."""
+    size = int(targets.max()) + 1 if len(targets) else 0
+    table = torch.zeros(size + 1, dtype=torch.bool, device=items.device)
+    table[targets.to(items.device)] = True
+    return table.index_select(0, items.clamp(max=size))
 
 
 def _mean(values: torch.Tensor) -> float | None:

@@ -62,26 +62,32 @@ def validate_uploads(record: ArrayRecord, spec: NCFSpec, selected: np.ndarray,
         raise UploadRejected(f"{ROW_ITEMS}: {len(items)} rows, more than {count} clients x {spec.num_items} items")
     values = decode_array(record, ROW_VALUES, dtype, (len(items), spec.dim))
 
-    owner = np.repeat(np.arange(count), np.diff(indptr))
     reasons: dict[int, str] = {}
 
     def reject(mask: np.ndarray, reason: str) -> None:
         for position in np.flatnonzero(mask):
             reasons.setdefault(int(position), reason)
 
+    def reject_rows(bad_rows: np.ndarray, reason: str) -> None:  # the clients owning these item rows
+        reject(np.bincount(np.searchsorted(indptr, bad_rows, side="right") - 1, minlength=count) > 0, reason)
+
     reject(~np.isin(clients, selected), "client id was not selected on this node in this round")
     _, first, counts = np.unique(clients, return_index=True, return_counts=True)
     reject(np.isin(clients, clients[first[counts > 1]]), "client id appears more than once")
+    # Each check below first looks at the whole array in one pass (the common case: nothing wrong) and only then
+    # finds the offending clients.
     for name, value in dense.items():
-        finite = np.isfinite(value.reshape(count, int(np.prod(value.shape[1:]))))  # count may be 0
-        reject(~finite.all(axis=1), f"{name}: contains NaN or Inf")
+        if not _all_finite(value):
+            reject(~np.isfinite(value.reshape(count, -1)).all(axis=1), f"{name}: contains NaN or Inf")
     reject(~np.isfinite(losses), "loss is not finite")
-    out_of_range = (items < 0) | (items >= spec.num_items)
-    reject(np.bincount(owner[out_of_range], minlength=count) > 0, f"{ITEM_EMBEDDING} row ids outside [0, {spec.num_items})")
-    reject(np.bincount(owner[~np.isfinite(values).all(axis=1)], minlength=count) > 0, f"{ROW_VALUES}: contains NaN or Inf")
-    unordered = owner[1:][(items[1:] <= items[:-1]) & (owner[1:] == owner[:-1])]
-    reject(np.bincount(unordered, minlength=count) > 0,
-           f"{ITEM_EMBEDDING} row ids of one client must be unique and ascending")
+    if len(items) and (items.min() < 0 or items.max() >= spec.num_items):
+        reject_rows(np.flatnonzero((items < 0) | (items >= spec.num_items)),
+                    f"{ITEM_EMBEDDING} row ids outside [0, {spec.num_items})")
+    if not _all_finite(values):
+        reject_rows(np.flatnonzero(~np.isfinite(values).all(axis=1)), f"{ROW_VALUES}: contains NaN or Inf")
+    descending = np.flatnonzero(items[1:] <= items[:-1]) + 1  # rows not above the previous row...
+    descending = descending[~np.isin(descending, indptr)]  # ...that are not a client's first row
+    reject_rows(descending, f"{ITEM_EMBEDDING} row ids of one client must be unique and ascending")
 
     uploads = ClientUploads(clients, {k: torch.from_numpy(v) for k, v in dense.items()}, torch.from_numpy(indptr),
                             torch.from_numpy(items), torch.from_numpy(values), torch.from_numpy(losses))
@@ -91,6 +97,12 @@ def validate_uploads(record: ArrayRecord, spec: NCFSpec, selected: np.ndarray,
     keep = np.ones(count, dtype=bool)
     keep[list(reasons)] = False
     return uploads.select(keep), rejected
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    """No NaN or Inf in ``values``: one float64 sum (NaN and Inf propagate; float64 does not overflow on finite
+    float32 values), without the boolean array of ``np.isfinite``."""
+    return values.size == 0 or bool(np.isfinite(values.sum(dtype=np.float64)))
 
 
 def validate_parameters(record: ArrayRecord, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

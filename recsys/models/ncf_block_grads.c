@@ -274,7 +274,7 @@ static int any_block_range(int64_t num_blocks, int64_t num_layers, const int64_t
 }
 
 /* Blocks bounds[r] .. bounds[r + 1] - 1 for r < num_ranges, the ranges in parallel (OpenMP, when built with it:
- * torch's own runtime, so its thread count and its idle threads). Every client's blocks lie in one range, so the
+ * torch's own runtime and its idle threads; one thread per range, none started for one range). Every client's blocks lie in one range, so the
  * rows a range adds to are its own and the sums do not depend on the number of ranges or threads. */
 int ncf_block_grads(int64_t num_ranges, const int64_t *bounds, int64_t num_layers, const int64_t *widths, int64_t dim,
                     int64_t num_items, int64_t num_rows, int64_t num_touched, const int64_t *items,
@@ -283,7 +283,7 @@ int ncf_block_grads(int64_t num_ranges, const int64_t *bounds, int64_t num_layer
                     float *block_losses, float *block_grads, float *touched_grad, float *row_grad) {
     const int64_t per_block = gradients_per_block(num_layers, widths, dim);
     int status = 0;
-#pragma omp parallel for schedule(static, 1) reduction(max : status)
+#pragma omp parallel for schedule(static, 1) if (num_ranges > 1) num_threads(num_ranges) reduction(max : status)
     for (int64_t r = 0; r < num_ranges; ++r) {
         const int64_t first = bounds[r], samples = bounds[r] * CHUNK;
         const int range_status = any_block_range(bounds[r + 1] - first, num_layers, widths, dim, num_items, num_rows,
