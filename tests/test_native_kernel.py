@@ -1,14 +1,14 @@
-"""The C kernel of the per-block gradient pass (``recsys/models/ncf_native.py``) gives the torch ops' gradients."""
+"""The C kernels (``recsys/native``) give the torch ops' results: the per-block gradient pass, row sums, top rows."""
 
 import numpy as np
 import pytest
 import torch
 
-from recsys.models import ncf_native
+from recsys import native
 from recsys.models.ncf import BlockedSamples, NCFSpec, add_rows, blocked_bce_grads, init_theta
 from tests.helpers import random_samples, random_shard
 
-pytestmark = pytest.mark.skipif(ncf_native.library() is None, reason="no C compiler to build the native kernel")
+pytestmark = pytest.mark.skipif(native.library() is None, reason="no C compiler to build the native kernel")
 
 
 def float32_problem(layers: tuple[int, ...], dim: int, num_rows: int, count: int, seed: int):
@@ -62,9 +62,9 @@ def test_native_pass_does_not_depend_on_the_thread_count(monkeypatch):
     try:
         torch.set_num_threads(1)
         one = blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, 6, native=True)
-        monkeypatch.setattr(ncf_native, "MIN_BLOCKS_PER_THREAD", 1)
+        monkeypatch.setattr(native, "MIN_BLOCKS_PER_THREAD", 1)
         torch.set_num_threads(4)
-        assert len(ncf_native._client_ranges(samples.block_client, 4)) == 5
+        assert len(native._client_ranges(samples.block_client, 4)) == 5
         four = blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, 6, native=True)
     finally:
         torch.set_num_threads(threads)
@@ -88,16 +88,37 @@ def test_native_add_rows_equals_index_add_bit_for_bit_and_checks_its_index():
     values, index = torch.randn((5000, 3, 2), generator=gen), torch.randint(0, 40, (5000,), generator=gen)
     start = torch.randn((40, 3, 2), generator=gen)
     expected = start.clone().index_add_(0, index, values)
-    assert torch.equal(ncf_native.add_rows(start.clone(), index, values), expected)
+    assert torch.equal(native.add_rows(start.clone(), index, values), expected)
     assert torch.equal(add_rows(start.clone(), index, values), expected)
     index[-1] = 40
     out = start.clone()
     with pytest.raises(IndexError, match="out of range"):
-        ncf_native.add_rows(out, index, values)
+        native.add_rows(out, index, values)
     assert torch.equal(out, start)
 
 
+@pytest.mark.parametrize("depth", [1, 46, 300])
+def test_top_rows_equals_topk(depth):
+    """Distinct scores: the values and columns of ``torch.topk``, also for rows that are a view with a longer
+    stride and rows holding -inf."""
+    scores = torch.randn((50, 700), generator=torch.Generator().manual_seed(depth))[:, :300]
+    scores[3, ::2] = -torch.inf
+    expected = scores.topk(depth, dim=1)
+    values, index = native.top_rows(scores, depth)
+    assert torch.equal(values, expected.values)
+    finite = expected.values.isfinite()
+    assert torch.equal(index[finite], expected.indices[finite])  # -inf ties may be listed in any order
+
+
+def test_top_rows_lists_equal_scores_in_column_order():
+    scores = torch.tensor([[1.0, 3.0, 3.0, 2.0, 3.0, 1.0] * 20])
+    values, index = native.top_rows(scores, 70)
+    threes, twos = [c for c in range(120) if c % 6 in (1, 2, 4)], [c for c in range(120) if c % 6 == 3]
+    assert index[0].tolist() == threes + twos[:10]
+    assert values[0, :61].tolist() == [3.0] * 60 + [2.0]
+
+
 def test_fedrec_native_0_turns_the_kernel_off(monkeypatch):
-    monkeypatch.setattr(ncf_native, "_library", None)
+    monkeypatch.setattr(native, "_library", None)
     monkeypatch.setenv("FEDREC_NATIVE", "0")
-    assert ncf_native.library() is None and not ncf_native.supports(torch.zeros(1))
+    assert native.library() is None and not native.supports(torch.zeros(1))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from recsys.models import ncf_native
+from recsys import native
 
 Theta = dict[str, torch.Tensor]
 
@@ -194,8 +194,8 @@ def add_rows(out: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> to
     """``out.index_add_(0, index, values)`` (rows added in index order, the same result): a sequential loop in the
     native kernel for float32 on the CPU (scatter_add_ sorts its index first), else a ``scatter_add_`` over a
     broadcast index (about twice as fast as ``index_add_`` on the CPU, which materialises that index)."""
-    if len(index) and ncf_native.supports(out, values) and out.is_contiguous():
-        return ncf_native.add_rows(out, index, values)
+    if len(index) and native.supports(out, values) and out.is_contiguous():
+        return native.add_rows(out, index, values)
     return out.scatter_add_(0, index.view(-1, *[1] * (values.dim() - 1)).expand_as(values), values)
 
 
@@ -391,7 +391,7 @@ def per_client_bce_grads(
 
 def _eager_block_pass(theta: Theta, item_part: torch.Tensor, row_part: torch.Tensor, samples: BlockedSamples,
                       num_linear: int, row_sums: bool) -> tuple[torch.Tensor, Theta, torch.Tensor, torch.Tensor | None]:
-    """``ncf_native.block_grads`` in torch ops (any device and dtype): per block the loss and the gradients of every
+    """``native.block_grads`` in torch ops (any device and dtype): per block the loss and the gradients of every
     layer after the first, of the first layer's bias and of its item weight (``ITEM_WEIGHT``); with δ_s = ∂L/∂(first
     layer's output) of sample s, Σ δ_s per touched row and, if ``row_sums``, per row (repeated rows are added in
     sample order, ``add_rows``)."""
@@ -424,9 +424,9 @@ def _eager_block_pass(theta: Theta, item_part: torch.Tensor, row_part: torch.Ten
 
 def _native_block_pass(theta: Theta, item_part: torch.Tensor, row_part: torch.Tensor, samples: BlockedSamples,
                        num_linear: int, row_sums: bool) -> tuple[torch.Tensor, Theta, torch.Tensor, torch.Tensor | None]:
-    """``_eager_block_pass`` through the C kernel (``recsys/models/ncf_native.py``)."""
+    """``_eager_block_pass`` through the C kernel (``recsys.native.block_grads``)."""
     layers = [(theta[f"mlp.{k}.weight"], theta[f"mlp.{k}.bias"]) for k in range(1, num_linear)]
-    losses, flat, per_touched, per_row = ncf_native.block_grads(
+    losses, flat, per_touched, per_row = native.block_grads(
         samples.items, samples.owner, samples.labels, samples.weights, samples.sample_row, len(samples.row_items),
         item_part, row_part, theta[ITEM_EMBEDDING], layers, row_sums, samples.block_client)
     shapes = [(f"mlp.{k}.{kind}", tensor.shape) for k, pair in enumerate(layers, 1) for kind, tensor in zip(("weight", "bias"), pair)]
@@ -440,7 +440,7 @@ ITEM_WEIGHT = "item_weight"  # per-block key of the first layer's item half W_q
 
 
 def _use_native(theta: Theta, rows: torch.Tensor) -> bool:
-    return CHUNK == ncf_native.BLOCK and ncf_native.supports(rows, *theta.values())
+    return CHUNK == native.BLOCK and native.supports(rows, *theta.values())
 
 
 @torch.no_grad()
@@ -453,7 +453,7 @@ def blocked_bce_grads(theta: Theta, rows: torch.Tensor, samples: BlockedSamples,
     computed once per row and W_q q once per item, and everything that is linear in the row's part is reduced per
     row before it is multiplied (Σ_s δ_s p_{owner s}ᵀ = Σ_r (Σ_{s: owner s = r} δ_s) p_rᵀ; ∂L/∂p_r =
     (Σ_{s: owner s = r} δ_s) W_p), which holds for clients with one row (honest) and with many (attackers'
-    approximated rows) alike. The per-block pass runs in the C kernel of ``ncf_native`` for float32 on the CPU
+    approximated rows) alike. The per-block pass runs in the C kernel of ``recsys.native`` for float32 on the CPU
     where it builds (``native=None``; ``True`` requires it, ``False`` uses torch ops), else in torch ops; both give
     the same gradients up to float rounding. Gathers use ``index_select`` (several times faster than indexing).
     """

@@ -1,13 +1,19 @@
-"""The per-block NCF gradient pass (``ncf_block_grads.c``) as a C function, built on first use and loaded with ctypes.
+"""Hot loops in C, built on first use with the system C compiler and loaded with ctypes.
 
-``blocked_bce_grads`` spends its time in some twenty memory-bound passes over a round's samples (gathers, adds,
-ReLU masks, narrow matmuls of width 8); this kernel does the forward and backward pass of a whole block of
-``CHUNK`` samples in registers and L1 cache. ``torch.compile`` was tried first: for this graph (about 150
-per-block sums) inductor re-computes the forward pass in each of its reduction loops and was 1.6x slower than
-eager torch. The shared library is compiled once per machine with the system C compiler (``$CC``, else ``cc``;
-about a second) into ``$FEDREC_CACHE_DIR`` (default ``~/.cache/fedrec-sim``), keyed by the source, the flags and
-the CPU; where no compiler works, or ``FEDREC_NATIVE=0``, callers use the eager torch path, which gives the same
-gradients up to float rounding (``tests/test_native_kernel.py``).
+- ``block_grads`` (``ncf_block_grads.c``): the per-block NCF gradient pass of ``recsys.models.ncf.blocked_bce_grads``;
+- ``add_rows``: ``index_add_`` over rows without torch's index sort;
+- ``top_rows`` (``top_rows.c``): the sorted top entries of every row of a score matrix, for ``recsys.metrics``
+  (``torch.topk`` takes about 60 % of a compiled evaluation).
+
+In torch ops ``blocked_bce_grads`` makes some twenty memory-bound passes over a round's samples (gathers, adds,
+ReLU masks, narrow matmuls of width 8); the kernel does the forward and backward pass of a block of ``BLOCK``
+samples in registers and L1 cache. ``torch.compile`` was tried first: for this graph (about 150 per-block sums)
+inductor re-computes the forward pass in each of its reduction loops and was 1.6x slower than eager torch.
+
+The shared library is compiled once per machine (``$CC``, else ``cc``; under a second) into ``$FEDREC_CACHE_DIR``
+(default ``~/.cache/fedrec-sim``), keyed by the sources, the flags and the CPU. Where no compiler works, or with
+``FEDREC_NATIVE=0``, callers use torch ops, which give the same results up to float rounding (gradients) or
+exactly (row sums, top entries without ties) (``tests/test_native_kernel.py``).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from recsys.atomic import atomic_path
 
 log = logging.getLogger("fedrec.recsys")
 
-SOURCE = Path(__file__).with_name("ncf_block_grads.c")
+SOURCES = [Path(__file__).with_name(name) for name in ("ncf_block_grads.c", "top_rows.c")]
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC")
 OPTIONAL_FLAGS = (("-fopenmp", "-DVECTOR_MATH", "-lmvec"), ("-fopenmp",), ())  # tried in this order: OpenMP
 # threads (libgomp.so.1, resolved to the copy torch has loaded), glibc's vector expf/log1pf
@@ -49,14 +55,14 @@ def _build() -> Path:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise RuntimeError("no C compiler (set $CC)")
-    source = SOURCE.read_bytes()
+    source = b"".join(path.read_bytes() for path in SOURCES)
     key = hashlib.sha256(source + " ".join((compiler, *FLAGS, str(OPTIONAL_FLAGS), _cpu_id())).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("FEDREC_CACHE_DIR") or Path.home() / ".cache" / "fedrec-sim")
-    target = cache / f"ncf_block_grads-{key}.so"
+    target = cache / f"fedrec-native-{key}.so"
     if not target.exists():
         with atomic_path(target) as tmp:
             for optional in OPTIONAL_FLAGS:
-                built = subprocess.run([compiler, *FLAGS, "-o", str(tmp), str(SOURCE), *optional, "-lm"],
+                built = subprocess.run([compiler, *FLAGS, "-o", str(tmp), *map(str, SOURCES), *optional, "-lm"],
                                        capture_output=True, text=True)
                 if built.returncode == 0:
                     break
@@ -65,7 +71,7 @@ def _build() -> Path:
 
 
 def library() -> ctypes.CDLL | None:
-    """The loaded kernel, or None where it is disabled or cannot be built (logged once)."""
+    """The loaded kernels, or None where they are disabled or cannot be built (logged once)."""
     global _library
     if _library is None:
         if os.environ.get("FEDREC_NATIVE", "1") == "0":
@@ -76,19 +82,29 @@ def library() -> ctypes.CDLL | None:
                 lib.ncf_block_grads.restype = ctypes.c_int
                 lib.ncf_block_grads.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p] + [
                     ctypes.c_int64] * 4 + [ctypes.c_void_p] * 13
+                lib.top_rows.restype = None
+                lib.top_rows.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] + [ctypes.c_int64] * 2 + [
+                    ctypes.c_void_p] * 2
                 lib.ncf_add_rows.restype = ctypes.c_int
                 lib.ncf_add_rows.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                                              ctypes.c_void_p, ctypes.c_void_p]
                 _library = lib
             except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
                 detail = getattr(error, "stderr", "") or error
-                log.warning("native NCF kernel unavailable (%s); using the eager torch path", detail)
+                log.warning("native kernels unavailable (%s); using torch ops instead", detail)
                 _library = False
     return _library or None
 
 
+def _loaded() -> ctypes.CDLL:
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the native kernels are not available (no C compiler, or FEDREC_NATIVE=0)")
+    return lib
+
+
 def supports(*tensors: torch.Tensor) -> bool:
-    """Whether the kernel can take these tensors (float32, on the CPU) and is available."""
+    """Whether the kernels can take these tensors (float32, on the CPU) and are available."""
     return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and library() is not None
 
 
@@ -106,9 +122,7 @@ def block_grads(items: torch.Tensor, owner: torch.Tensor, labels: torch.Tensor, 
     where ``block_client`` (ascending) changes: a client's rows are written by one thread, in sample order, so the
     result does not depend on the thread count.
     """
-    lib = library()
-    if lib is None:
-        raise RuntimeError("the native NCF kernel is not available")
+    lib = _loaded()
     num_samples, (num_items, h0), dim = len(items), item_part.shape, item_emb.shape[1]
     if num_samples % BLOCK:
         raise ValueError(f"{num_samples} samples are not whole blocks of {BLOCK}")
@@ -147,9 +161,7 @@ def _client_ranges(block_client: torch.Tensor, threads: int) -> list[int]:
 def add_rows(out: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """``out.index_add_(0, index, values)`` (the same additions in the same order) for contiguous float32 CPU
     tensors; raises IndexError, leaving ``out`` unchanged, if an index is out of range."""
-    lib = library()
-    if lib is None:
-        raise RuntimeError("the native NCF kernel is not available")
+    lib = _loaded()
     width = out[0].numel() if len(out) else 0
     if values.shape[1:] != out.shape[1:] or len(index) != len(values) or not out.is_contiguous():
         raise ValueError(f"cannot add rows {tuple(values.shape)} at {tuple(index.shape)} to {tuple(out.shape)}")
@@ -160,8 +172,22 @@ def add_rows(out: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> to
     return out
 
 
+def top_rows(scores: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scores.topk(depth, dim=1)`` for a float32 CPU matrix whose rows are contiguous: the values and columns of
+    each row's ``depth`` largest entries, descending, equal values in column order (rows in parallel on torch's
+    intra-op threads)."""
+    lib = _loaded()
+    num_rows, num_cols = scores.shape
+    if not 0 < depth <= num_cols or scores.stride(1) != 1 or not supports(scores):
+        raise ValueError(f"top {depth} of a {scores.dtype} {tuple(scores.shape)} matrix with strides {scores.stride()}")
+    values, index = torch.empty((num_rows, depth)), torch.empty((num_rows, depth), dtype=torch.int64)
+    lib.top_rows(num_rows, num_cols, scores.stride(0), ctypes.c_void_p(scores.data_ptr()), depth,
+                 torch.get_num_threads(), ctypes.c_void_p(values.data_ptr()), ctypes.c_void_p(index.data_ptr()))
+    return values, index
+
+
 def _check(status: int, indices: str) -> None:
     if status == 1:
-        raise MemoryError("the native NCF kernel could not allocate its scratch memory")
+        raise MemoryError("the native NCF gradient kernel could not allocate its scratch memory")
     if status == 2:
         raise IndexError(f"{indices} out of range")

@@ -1,4 +1,4 @@
-/* Per-block NCF weighted-BCE gradients in one pass over the samples (see recsys/models/ncf_native.py).
+/* Per-block NCF weighted-BCE gradients in one pass over the samples (see recsys/native/__init__.py).
  *
  * Samples come in blocks of CHUNK; block b holds samples b*CHUNK .. b*CHUNK + CHUNK - 1 of one client. Two
  * implementations, each deterministic (a block's result does not depend on the other blocks, the batch or the
@@ -18,9 +18,10 @@
  * widths[0..num_layers]: widths[0] = h0 (layer 0's output), widths[k] = output of linear layer k, widths[L] = 1.
  * params: for k = 1..L, W_k ([widths[k]][widths[k-1]], row-major) then b_k ([widths[k]]).
  * block_grads, per block (same order): for k = 1..L, dW_k then db_k; then db0 [h0]; then dW_q [h0][dim].
- * With δ_s = ∂L/∂(layer 0's output) of sample s (zero for padding, whose weight is 0), the kernel adds δ_s to
- * touched_grad[sample_row[s]] and, unless row_grad is NULL, to row_grad[owner[s]], in sample order (as torch's
- * scatter_add_ does).
+ * With δ_s = ∂L/∂(layer 0's output) of sample s, the kernel adds δ_s to touched_grad[sample_row[s]] and, unless
+ * row_grad is NULL, to row_grad[owner[s]], in sample order (as torch's scatter_add_ does). Samples of weight 0
+ * (padding) are skipped there: their δ is zero, and their rows may belong to another client, which another
+ * thread may be adding to.
  */
 #include <math.h>
 #include <stdint.h>
@@ -163,6 +164,7 @@ static int block_range(int64_t num_blocks, int64_t num_layers, const int64_t *wi
             for (int64_t e = 0; e < dim; ++e) item_weight[c * dim + e] = block_dot(up + c * CHUNK, q + e * CHUNK);
         }
         for (int s = 0; s < CHUNK; ++s) {
+            if (weights[first + s] == 0) continue; /* padding: adds zeros, and may point at another client's row */
             float *touched = touched_grad + sample_row[first + s] * h0;
             for (int64_t c = 0; c < h0; ++c) touched[c] += up[c * CHUNK + s];
             if (row_grad != NULL) {
@@ -232,6 +234,7 @@ static int block_range_8(int64_t num_blocks, int64_t num_items, int64_t num_rows
         v8 grad_weight1[H] = {{0}}, grad_item_weight[H] = {{0}}, grad_weight2 = {0}, grad_bias1 = {0}, grad_bias0 = {0};
         float grad_bias2 = 0;
         for (int s = 0; s < CHUNK; ++s) {
+            if (weights[first + s] == 0) continue; /* padding: adds zeros, and may point at another client's row */
             const float delta2 = up[s];
             grad_weight2 += delta2 * x1[s];
             grad_bias2 += delta2;
