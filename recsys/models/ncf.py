@@ -390,11 +390,11 @@ def per_client_bce_grads(
 
 
 def _eager_block_pass(theta: Theta, item_part: torch.Tensor, row_part: torch.Tensor, samples: BlockedSamples,
-                      num_linear: int, row_sums: bool) -> tuple[torch.Tensor, Theta, torch.Tensor, torch.Tensor | None]:
-    """``native.block_grads`` in torch ops (any device and dtype): per block the loss and the gradients of every
-    layer after the first, of the first layer's bias and of its item weight (``ITEM_WEIGHT``); with δ_s = ∂L/∂(first
-    layer's output) of sample s, Σ δ_s per touched row and, if ``row_sums``, per row (repeated rows are added in
-    sample order, ``add_rows``)."""
+                      num_linear: int, row_sums: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``native.block_grads`` in torch ops (any device and dtype): per block the loss and the gradients
+    (``_gradient_columns``: every layer after the first, the first layer's bias and its item weight); with
+    δ_s = ∂L/∂(first layer's output) of sample s, Σ δ_s per touched row and, if ``row_sums``, per row (repeated rows
+    are added in sample order, ``add_rows``)."""
     items, labels, weights, blocks = samples.items, samples.labels, samples.weights, samples.blocks
     x = item_part.index_select(0, items)  # W_q q of every sample, [T, h]
     if samples.row_per_block:
@@ -417,23 +417,29 @@ def _eager_block_pass(theta: Theta, item_part: torch.Tensor, row_part: torch.Ten
         upstream = torch.ops.aten.threshold_backward(upstream @ theta[f"mlp.{k}.weight"], x, 0)
     per_block["mlp.0.bias"] = blocks(upstream).sum(1)
     per_block[ITEM_WEIGHT] = torch.bmm(blocks(upstream).transpose(1, 2), blocks(theta[ITEM_EMBEDDING].index_select(0, items)))
+    columns = _gradient_columns(theta, num_linear)
+    flat = torch.cat([per_block[name].reshape(len(losses), -1) for name, _ in columns], dim=1)
     per_touched = add_rows(upstream.new_zeros((len(samples.row_items), upstream.shape[1])), samples.sample_row, upstream)
     per_row = add_rows(upstream.new_zeros((len(row_part), upstream.shape[1])), samples.owner, upstream) if row_sums else None
-    return losses, per_block, per_touched, per_row
+    return losses, flat, per_touched, per_row
 
 
 def _native_block_pass(theta: Theta, item_part: torch.Tensor, row_part: torch.Tensor, samples: BlockedSamples,
-                       num_linear: int, row_sums: bool) -> tuple[torch.Tensor, Theta, torch.Tensor, torch.Tensor | None]:
+                       num_linear: int, row_sums: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``_eager_block_pass`` through the C kernel (``recsys.native.block_grads``)."""
     layers = [(theta[f"mlp.{k}.weight"], theta[f"mlp.{k}.bias"]) for k in range(1, num_linear)]
-    losses, flat, per_touched, per_row = native.block_grads(
-        samples.items, samples.owner, samples.labels, samples.weights, samples.sample_row, len(samples.row_items),
-        item_part, row_part, theta[ITEM_EMBEDDING], layers, row_sums, samples.block_client)
-    shapes = [(f"mlp.{k}.{kind}", tensor.shape) for k, pair in enumerate(layers, 1) for kind, tensor in zip(("weight", "bias"), pair)]
-    shapes += [("mlp.0.bias", (item_part.shape[1],)), (ITEM_WEIGHT, (item_part.shape[1], theta[ITEM_EMBEDDING].shape[1]))]
-    sizes = [torch.Size(shape).numel() for _, shape in shapes]
-    per_block = {name: part.view(-1, *shape) for (name, shape), part in zip(shapes, flat.split(sizes, dim=1))}
-    return losses, per_block, per_touched, per_row
+    return native.block_grads(samples.items, samples.owner, samples.labels, samples.weights, samples.sample_row,
+                              len(samples.row_items), item_part, row_part, theta[ITEM_EMBEDDING], layers, row_sums,
+                              samples.block_client)
+
+
+def _gradient_columns(theta: Theta, num_linear: int) -> list[tuple[str, tuple[int, ...]]]:
+    """The per-block gradients as columns of one matrix, in this order: W_k and b_k of every layer after the first,
+    then the first layer's bias and item weight ``W_q`` (``ITEM_WEIGHT``, ``[h0, d]``)."""
+    columns = [(f"mlp.{k}.{kind}", tuple(theta[f"mlp.{k}.{kind}"].shape)) for k in range(1, num_linear)
+               for kind in ("weight", "bias")]
+    hidden, dim = theta["mlp.0.bias"].shape[0], theta[ITEM_EMBEDDING].shape[1]
+    return columns + [("mlp.0.bias", (hidden,)), (ITEM_WEIGHT, (hidden, dim))]
 
 
 ITEM_WEIGHT = "item_weight"  # per-block key of the first layer's item half W_q
@@ -459,23 +465,24 @@ def blocked_bce_grads(theta: Theta, rows: torch.Tensor, samples: BlockedSamples,
     """
     dim, item_emb, weight0 = rows.shape[1], theta[ITEM_EMBEDDING], theta["mlp.0.weight"]
     native = _use_native(theta, rows) if native is None else native
-    if native:  # each row's W x as its own sum: BLAS results can depend on the number of rows and their alignment
+    item_part = item_emb @ weight0[:, dim:].T  # [M, h]: the same shape every round
+    if native:  # each row's W p as its own sum: BLAS results can depend on the number of rows (the batch)
         row_part = (rows[:, None, :] * weight0[:, :dim]).sum(2).add_(theta["mlp.0.bias"])  # [R, h]
-        item_part = (item_emb[:, None, :] * weight0[:, dim:]).sum(2)  # [M, h]
     else:
         row_part = torch.addmm(theta["mlp.0.bias"], rows, weight0[:, :dim].T)
-        item_part = item_emb @ weight0[:, dim:].T
     block_pass = _native_block_pass if native else _eager_block_pass
     one_row_per_client = len(rows) == num_clients and torch.equal(client_of_row, torch.arange(num_clients, device=rows.device))
     block_losses, per_block, per_touched, per_row = block_pass(theta, item_part, row_part, samples, num_linear,
                                                                not one_row_per_client)
-    per_client = lambda values: samples.per_client(values, num_clients)  # noqa: E731
-    dense = {name: per_client(values) for name, values in per_block.items()}
+    columns = _gradient_columns(theta, num_linear)
+    sums = samples.per_client(torch.cat((block_losses[:, None], per_block), dim=1), num_clients)  # [B, 1 + P]
+    parts = sums[:, 1:].split([torch.Size(shape).numel() for _, shape in columns], dim=1)
+    dense = {name: part.view(num_clients, *shape) for (name, shape), part in zip(columns, parts)}
     if one_row_per_client:
         per_row = dense["mlp.0.bias"]  # honest clients: Σ δ per row is the bias gradient
     user_weight = per_row.new_zeros((num_clients, per_row.shape[1], dim)).index_add_(
         0, client_of_row, per_row[:, :, None] * rows[:, None, :])
     dense["mlp.0.weight"] = torch.cat((user_weight, dense.pop(ITEM_WEIGHT)), dim=2)
-    dense = {name: dense[name] for name in theta if name != ITEM_EMBEDDING}
-    return PerClientGrads(per_client(block_losses), dense, samples.row_indptr, samples.row_items,
+    dense = {name: dense[name].contiguous() for name in theta if name != ITEM_EMBEDDING}
+    return PerClientGrads(sums[:, 0].contiguous(), dense, samples.row_indptr, samples.row_items,
                           per_touched @ weight0[:, dim:], per_row @ weight0[:, :dim])
