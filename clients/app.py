@@ -100,7 +100,7 @@ def _shard(context: Context) -> _Cached:
         raise RuntimeError(f"shard {meta['shard']} at round version {version} is held by another worker and its "
                            "node state carries no embeddings: the transport broke its promise to pin the node "
                            f"('{PINNED}')")
-    embeddings = context.state.array_records[_EMBEDDINGS]["p"].numpy()
+    embeddings = protocol.array_numpy(context.state.array_records[_EMBEDDINGS]["p"])
     if cached is None:
         config = SimulationConfig.from_json(str(meta["config"]))
         cached = _Cached(version, _build_shard(config, int(meta["first-client"]), int(meta["num-clients"]),
@@ -143,7 +143,7 @@ def train(message: Message, context: Context) -> Message:
     cached = _shard(context)
     shard = cached.shard
     theta = protocol.record_theta(message.content.array_records[protocol.THETA], shard.device)
-    clients = message.content.array_records[protocol.SELECTION]["clients"].numpy()
+    clients = protocol.array_numpy(message.content.array_records[protocol.SELECTION]["clients"])
     round_index = int(message.content.config_records[protocol.ROUND]["round"])
     uploads = shard.train_round(theta, clients, round_index, _targets(context))
     cached.version += 1

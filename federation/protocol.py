@@ -7,6 +7,8 @@ metric sums. User embeddings and interactions never appear in any message.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
@@ -31,8 +33,19 @@ def theta_record(theta: Theta) -> ArrayRecord:
     return ArrayRecord({name: Array(value.detach().cpu().numpy()) for name, value in theta.items()})
 
 
+_DECODING = threading.Lock()
+
+
+def array_numpy(array: Array) -> np.ndarray:
+    """``array.numpy()``, one thread at a time: numpy parses the ``.npy`` header with ``ast.literal_eval``, and
+    CPython 3.11 can raise ``SystemError: AST constructor recursion depth mismatch`` when two threads build ASTs
+    at once (the in-process backend runs shards in threads; seen once in a two-shard evaluation)."""
+    with _DECODING:
+        return array.numpy()
+
+
 def record_theta(record: ArrayRecord, device: torch.device | str = "cpu") -> Theta:
-    return {name: torch.from_numpy(array.numpy()).to(device) for name, array in record.items()}
+    return {name: torch.from_numpy(array_numpy(array)).to(device) for name, array in record.items()}
 
 
 def train_instruction(theta: Theta, client_ids: np.ndarray, round_index: int) -> RecordDict:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 
+from recsys import native
 from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec, Theta, add_rows
 
 CLIENTS = "clients"
@@ -103,8 +104,10 @@ class ClientUploads:
         return None
 
     def squared_norms(self) -> torch.Tensor:
-        """‖∇Θ_u‖² of every client's whole upload (a client's rows summed in order, as ``index_add_`` would)."""
+        """‖∇Θ_u‖² of every client's whole upload (a client's item rows summed in order)."""
         total = sum(torch.einsum("bi,bi->b", v, v) for v in (value.flatten(1) for value in self.dense.values()))
+        if native.supports(self.row_values):
+            return total + native.segment_square_sums(self.row_values, self.row_indptr)
         rows = torch.einsum("ij,ij->i", self.row_values, self.row_values)
         return total + torch.segment_reduce(rows, "sum", lengths=self.row_indptr.diff())
 

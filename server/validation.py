@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord
 
+from federation.protocol import array_numpy
 from federation.uploads import CLIENTS, LOSSES, ROW_INDPTR, ROW_ITEMS, ROW_VALUES, ClientUploads
 from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec
 
@@ -29,7 +30,7 @@ class Rejection:
 def decode_array(record: ArrayRecord, name: str, dtype: np.dtype, shape: tuple[int | None, ...] | None) -> np.ndarray:
     """``record[name]`` as numpy, checked for dtype and shape (``None``: any size on that axis, or any shape)."""
     try:
-        value = record[name].numpy()
+        value = array_numpy(record[name])
     except Exception as error:  # noqa: BLE001 - any decoding failure is the client's fault
         raise UploadRejected(f"{name}: cannot decode array ({error})") from None
     if value.dtype != dtype:

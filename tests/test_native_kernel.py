@@ -97,6 +97,14 @@ def test_native_add_rows_equals_index_add_bit_for_bit_and_checks_its_index():
     assert torch.equal(out, start)
 
 
+def test_segment_square_sums_equal_the_torch_ops():
+    values = torch.randn((500, 8), generator=torch.Generator().manual_seed(3))
+    indptr = torch.tensor([0, 0, 7, 250, 250, 500])  # empty segments too
+    expected = torch.segment_reduce((values * values).sum(1), "sum", lengths=indptr.diff())
+    torch.testing.assert_close(native.segment_square_sums(values, indptr), expected, rtol=1e-6, atol=0)
+    assert native.segment_square_sums(values, indptr)[[0, 3]].tolist() == [0.0, 0.0]
+
+
 @pytest.mark.parametrize("depth", [1, 46, 300])
 def test_top_rows_equals_topk(depth):
     """Distinct scores: the values and columns of ``torch.topk``, also for rows that are a view with a longer

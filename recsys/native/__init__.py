@@ -1,7 +1,8 @@
 """Hot loops in C, built on first use with the system C compiler and loaded with ctypes.
 
 - ``block_grads`` (``ncf_block_grads.c``): the per-block NCF gradient pass of ``recsys.models.ncf.blocked_bce_grads``;
-- ``add_rows``: ``index_add_`` over rows without torch's index sort;
+- ``add_rows``: ``index_add_`` over rows without torch's index sort; ``segment_square_sums``: squared norms of
+  segments of rows (the server's per-client upload norms);
 - ``top_rows`` (``top_rows.c``): the sorted top entries of every row of a score matrix, for ``recsys.metrics``
   (a compiled Amazon evaluation spent about 60 % of its time in ``torch.topk``).
 
@@ -85,6 +86,9 @@ def library() -> ctypes.CDLL | None:
                 lib.top_rows.restype = None
                 lib.top_rows.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] + [ctypes.c_int64] * 2 + [
                     ctypes.c_void_p] * 2
+                lib.segment_square_sums.restype = None
+                lib.segment_square_sums.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                                                    ctypes.c_void_p]
                 lib.ncf_add_rows.restype = ctypes.c_int
                 lib.ncf_add_rows.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                                              ctypes.c_void_p, ctypes.c_void_p]
@@ -169,6 +173,19 @@ def add_rows(out: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> to
     _check(lib.ncf_add_rows(len(index), width, ctypes.c_void_p(index.data_ptr()), len(out),
                             ctypes.c_void_p(values.data_ptr()), ctypes.c_void_p(out.data_ptr())),
            f"index (0..{len(out) - 1})")
+    return out
+
+
+def segment_square_sums(values: torch.Tensor, indptr: torch.Tensor) -> torch.Tensor:
+    """Σ of the squared entries of each segment ``values[indptr[c]:indptr[c + 1]]`` (rows of a float32 CPU matrix;
+    ``indptr`` non-decreasing, from 0 to ``len(values)``), each sum in row order."""
+    lib = _loaded()
+    if not supports(values) or values.dim() != 2 or int(indptr[0]) != 0 or int(indptr[-1]) != len(values):
+        raise ValueError(f"segments {tuple(indptr.shape)} of a {values.dtype} {tuple(values.shape)} matrix")
+    values, indptr = values.contiguous(), indptr.contiguous()
+    out = torch.empty(len(indptr) - 1)
+    lib.segment_square_sums(len(out), ctypes.c_void_p(indptr.data_ptr()), values.shape[1],
+                            ctypes.c_void_p(values.data_ptr()), ctypes.c_void_p(out.data_ptr()))
     return out
 
 

@@ -312,3 +312,17 @@ int ncf_add_rows(int64_t count, int64_t width, const int64_t *index, int64_t num
     }
     return 0;
 }
+
+/* out[c] = Σ_{r in indptr[c] .. indptr[c + 1] - 1} Σ_j values[r][j]² (rows of `width` floats), each sum in order */
+void segment_square_sums(int64_t num_segments, const int64_t *indptr, int64_t width, const float *values,
+                         float *out) {
+    for (int64_t c = 0; c < num_segments; ++c) {
+        float total = 0;
+        for (int64_t r = indptr[c]; r < indptr[c + 1]; ++r) {
+            float row = 0;
+            for (int64_t j = 0; j < width; ++j) row += values[r * width + j] * values[r * width + j];
+            total += row;
+        }
+        out[c] = total;
+    }
+}
