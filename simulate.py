@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     backend = p.add_argument_group("execution")
     backend.add_argument("--backend", default=DEFAULTS.backend, choices=BACKENDS,
                          help="inprocess: lean single-machine transport; ray: Flower's simulation engine (many cores, clusters)")
-    backend.add_argument("--shards", type=int, default=DEFAULTS.num_shards, help="supernodes hosting the clients (0: one per core)")
+    backend.add_argument("--shards", type=int, default=DEFAULTS.num_shards, help="supernodes hosting the clients (0: one in process, one per core with Ray)")
     backend.add_argument("--num-cpus", type=float, default=DEFAULTS.client_num_cpus, help="ray: CPUs per ClientApp actor")
     backend.add_argument("--num-gpus", type=float, default=DEFAULTS.client_num_gpus, help="ray: GPUs per ClientApp actor")
     backend.add_argument("--device", default=DEFAULTS.device, choices=DEVICES, help="torch device (auto: cuda if available)")

@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--items-per-user", type=int, default=30)
-    parser.add_argument("--shards", type=int, default=0, help="supernodes (0: one per usable core)")
+    parser.add_argument("--shards", type=int, default=0, help="supernodes (0: the default, one in process)")
     parser.add_argument("--max-rss-gb", type=float, default=13.0)
     parser.add_argument("--out", default="runs/bench-scale")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

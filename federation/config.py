@@ -67,7 +67,7 @@ class SimulationConfig:
     mining_lr: float = 0.001  # ξ: hard-user-mining step (A-hum, eq. 9)
     mining_steps: int = 30  # β: hard-user-mining iterations
     fake_profile_items: int = 30  # RA: items of a fake user's profile, targets included
-    num_shards: int = 0  # supernodes hosting the clients; 0: one per available CPU core
+    num_shards: int = 0  # supernodes hosting the clients; 0: one in process, one per available CPU core with Ray
     backend: str = "inprocess"
     client_num_cpus: float = 1.0
     client_num_gpus: float = 0.0
@@ -143,10 +143,12 @@ class SimulationConfig:
         return tuple(StrategyAssignment.parse(t) for t in self.client_strategies)
 
     def resolved_shards(self) -> int:
-        """Shards actually used: 1 in central mode, else ``num_shards`` or the number of CPU cores."""
+        """Shards actually used: 1 in central mode, else ``num_shards``, or by default one per CPU core with Ray
+        (worker processes) and one in process (shards there are threads sharing Python's lock, while one shard's
+        batched math uses every core: ML-1M epoch 0.43 s with one shard against 0.55 s with two on 2 cores)."""
         if self.mode == "central":
             return 1
-        return self.num_shards or usable_cores()
+        return self.num_shards or (1 if self.backend == "inprocess" else usable_cores())
 
     def resolved_device(self) -> str:
         import torch
