@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from recsys import native
-from recsys.models.ncf import BlockedSamples, NCFSpec, add_rows, blocked_bce_grads, init_theta
+from recsys.models.ncf import (BlockedSamples, NCFSpec, add_rows, blocked_bce_grads, init_theta, item_first_layer,
+                               paired_row_grad)
 from tests.helpers import random_samples, random_shard
 
 pytestmark = pytest.mark.skipif(native.library() is None, reason="no C compiler to build the native kernel")
@@ -95,6 +96,21 @@ def test_native_add_rows_equals_index_add_bit_for_bit_and_checks_its_index():
     with pytest.raises(IndexError, match="out of range"):
         native.add_rows(out, index, values)
     assert torch.equal(out, start)
+
+
+@pytest.mark.parametrize("layers, dim", [((8, 8), 8), ((16, 4), 6)])
+def test_mined_rows_equal_the_torch_ops(layers, dim):
+    """A-hum's mining in one C call: the rows of the torch-ops loop (``paired_row_grad`` steps)."""
+    spec, theta, rows, *_ = float32_problem(layers, dim, 24, 64, 6)
+    items = torch.randint(0, spec.num_items, (24,), generator=torch.Generator().manual_seed(7))
+    item_part = item_first_layer(theta, items)
+    expected, zeros = rows, torch.zeros(24)
+    for _ in range(30):
+        expected = expected - 0.05 * paired_row_grad(theta, expected, item_part, zeros, spec.num_linear)
+    layer_pairs = [(theta[f"mlp.{k}.weight"], theta[f"mlp.{k}.bias"]) for k in range(1, spec.num_linear)]
+    got = native.mine_rows(rows, item_part, theta["mlp.0.weight"][:, :dim], layer_pairs, 0.05, 30)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    assert float((got - rows).abs().max()) > 1e-3  # the rows moved
 
 
 def test_segment_square_sums_equal_the_torch_ops():

@@ -11,6 +11,7 @@ import torch
 
 from attacks.federated.base import MaliciousStrategy, approximated_users, promotion_upload
 from clients.strategy import ClientUpdate, LocalBatch, StrategyContext, WeightedBCE
+from recsys import native
 from recsys.models.ncf import Theta, item_first_layer, paired_row_grad
 
 
@@ -19,6 +20,9 @@ def mine_hard_users(theta: Theta, rows: torch.Tensor, items: torch.Tensor, step:
     """β steps of p ← p − ξ ∂l_i/∂p with l_i(p) = −log(1 − Υ(p, q_i)) (BCE with label 0), row r paired with item
     ``items[r]``."""
     item_part = item_first_layer(theta, items)
+    if native.supports(rows, *theta.values()):  # one C call instead of iterations x a dozen tiny torch ops
+        layers = [(theta[f"mlp.{k}.weight"], theta[f"mlp.{k}.bias"]) for k in range(1, num_linear)]
+        return native.mine_rows(rows, item_part, theta["mlp.0.weight"][:, :rows.shape[1]], layers, step, iterations)
     labels = torch.zeros(len(rows), dtype=rows.dtype, device=rows.device)
     for _ in range(iterations):
         rows = rows - step * paired_row_grad(theta, rows, item_part, labels, num_linear)

@@ -1,6 +1,8 @@
 """Hot loops in C, built on first use with the system C compiler and loaded with ctypes.
 
 - ``block_grads`` (``ncf_block_grads.c``): the per-block NCF gradient pass of ``recsys.models.ncf.blocked_bce_grads``;
+- ``mine_rows`` (``mine_rows.c``): A-hum's hard-user mining, a few dozen gradient steps on a few user vectors,
+  which in torch ops is hundreds of tiny calls;
 - ``add_rows``: ``index_add_`` over rows without torch's index sort; ``segment_square_sums``: squared norms of
   segments of rows (the server's per-client upload norms);
 - ``top_rows`` (``top_rows.c``): the sorted top entries of every row of a score matrix, for ``recsys.metrics``
@@ -34,7 +36,7 @@ from recsys.atomic import atomic_path
 
 log = logging.getLogger("fedrec.recsys")
 
-SOURCES = [Path(__file__).with_name(name) for name in ("ncf_block_grads.c", "top_rows.c")]
+SOURCES = [Path(__file__).with_name(name) for name in ("ncf_block_grads.c", "top_rows.c", "mine_rows.c")]
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC")
 OPTIONAL_FLAGS = (("-fopenmp", "-DVECTOR_MATH", "-lmvec"), ("-fopenmp",), ())  # tried in this order: OpenMP
 # threads (libgomp.so.1, resolved to the copy torch has loaded), glibc's vector expf/log1pf
@@ -86,6 +88,10 @@ def library() -> ctypes.CDLL | None:
                 lib.top_rows.restype = None
                 lib.top_rows.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] + [ctypes.c_int64] * 2 + [
                     ctypes.c_void_p] * 2
+                lib.mine_rows.restype = ctypes.c_int
+                lib.mine_rows.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                                          ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                          ctypes.c_float, ctypes.c_int64, ctypes.c_void_p]
                 lib.segment_square_sums.restype = None
                 lib.segment_square_sums.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
                                                     ctypes.c_void_p]
@@ -176,6 +182,24 @@ def add_rows(out: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> to
     return out
 
 
+def mine_rows(rows: torch.Tensor, item_part: torch.Tensor, user_weight: torch.Tensor,
+              layers: list[tuple[torch.Tensor, torch.Tensor]], step: float, iterations: int) -> torch.Tensor:
+    """``iterations`` steps p ← p − step · ∂l/∂p with l(p) = −log(1 − Υ(p, q_r)) for each row r of ``rows``
+    (float32 CPU, ``[R, d]``), where ``item_part[r] = W_q q_r + b0`` and ``user_weight`` is W_p; a new tensor."""
+    lib = _loaded()
+    if not supports(rows, item_part, user_weight) or item_part.shape != (len(rows), user_weight.shape[0]):
+        raise ValueError(f"rows {tuple(rows.shape)}, item_part {tuple(item_part.shape)} and W_p "
+                         f"{tuple(user_weight.shape)} do not match")
+    out = rows.contiguous().clone()
+    widths = torch.tensor([user_weight.shape[0], *(w.shape[0] for w, _ in layers)], dtype=torch.int64)
+    params = torch.cat([t.reshape(-1) for pair in layers for t in pair]).contiguous()
+    weight, item_part = user_weight.contiguous(), item_part.contiguous()
+    pointer = lambda t: ctypes.c_void_p(t.data_ptr())  # noqa: E731
+    _check(lib.mine_rows(len(out), len(layers), pointer(widths), out.shape[1], pointer(weight), weight.shape[1],
+                         pointer(item_part), pointer(params), step, iterations, pointer(out)), "")
+    return out
+
+
 def segment_square_sums(values: torch.Tensor, indptr: torch.Tensor) -> torch.Tensor:
     """Σ of the squared entries of each segment ``values[indptr[c]:indptr[c + 1]]`` (rows of a float32 CPU matrix;
     ``indptr`` non-decreasing, from 0 to ``len(values)``), each sum in row order."""
@@ -205,6 +229,8 @@ def top_rows(scores: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tens
 
 def _check(status: int, indices: str) -> None:
     if status == 1:
-        raise MemoryError("the native NCF gradient kernel could not allocate its scratch memory")
+        raise MemoryError("a native kernel could not allocate its scratch memory")
     if status == 2:
         raise IndexError(f"{indices} out of range")
+    if status == 3:
+        raise ValueError("the native kernels take at most 16 linear layers after the first")
