@@ -57,6 +57,18 @@ static float block_sum(const float *a) {
     return lanes_total(lane);
 }
 
+/* Σ_s w_s BCE(z_s, y_s) over a block's logits z, and ∂/∂z_s of it into up[s] (one exp per sample, vectorised) */
+static inline float block_loss(const float *logits, const float *labels, const float *weights, float *up) {
+    float loss = 0;
+#pragma omp simd reduction(+ : loss)
+    for (int s = 0; s < CHUNK; ++s) {
+        const float z = logits[s], y = labels[s], w = weights[s], e = expf(-fabsf(z));
+        loss += w * ((z > 0 ? z : 0) - z * y + log1pf(e));
+        up[s] = ((z >= 0 ? 1.0f : e) / (1.0f + e) - y) * w;
+    }
+    return loss;
+}
+
 static int64_t gradients_per_block(int64_t num_layers, const int64_t *widths, int64_t dim) {
     int64_t count = widths[0] * (1 + dim);
     for (int64_t k = 1; k <= num_layers; ++k) count += widths[k] * (widths[k - 1] + 1);
@@ -116,15 +128,7 @@ static int block_range(int64_t num_blocks, int64_t num_layers, const int64_t *wi
             weight = bias + fan_out;
             in = out;
         }
-        /* in: the logits; loss and ∂L/∂logit */
-        float loss = 0;
-#pragma omp simd reduction(+ : loss)
-        for (int s = 0; s < CHUNK; ++s) {
-            const float z = in[s], y = labels[first + s], w = weights[first + s], e = expf(-fabsf(z));
-            loss += w * ((z > 0 ? z : 0) - z * y + log1pf(e));
-            up[s] = ((z >= 0 ? 1.0f : e) / (1.0f + e) - y) * w;
-        }
-        block_losses[b] = loss;
+        block_losses[b] = block_loss(in, labels + first, weights + first, up); /* in: the logits */
 
         /* backward, layer L down to 1; layer k's gradients go to their slot in the block's output */
         int64_t offset = grads_per_block - widths[0] * (1 + dim);
@@ -223,14 +227,7 @@ static int block_range_8(int64_t num_blocks, int64_t num_items, int64_t num_rows
             x1[s] = where_positive(z, z);
             logits[s] = bias2 + sum8(x1[s] * weight2);
         }
-        float loss = 0;
-#pragma omp simd reduction(+ : loss)
-        for (int s = 0; s < CHUNK; ++s) {
-            const float z = logits[s], y = labels[first + s], w = weights[first + s], e = expf(-fabsf(z));
-            loss += w * ((z > 0 ? z : 0) - z * y + log1pf(e));
-            up[s] = ((z >= 0 ? 1.0f : e) / (1.0f + e) - y) * w;
-        }
-        block_losses[b] = loss;
+        block_losses[b] = block_loss(logits, labels + first, weights + first, up);
         v8 grad_weight1[H] = {{0}}, grad_item_weight[H] = {{0}}, grad_weight2 = {0}, grad_bias1 = {0}, grad_bias0 = {0};
         float grad_bias2 = 0;
         for (int s = 0; s < CHUNK; ++s) {
