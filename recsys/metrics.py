@@ -24,7 +24,8 @@ from recsys.data.dataset import Interactions
 from recsys.models.ncf import ITEM_EMBEDDING, ScoreBuffers, Theta, score_all_items
 
 EVAL_CHUNK_CELLS = 4_000_000  # users x items scored and ranked at once during evaluation (16 MB of float32 scores:
-# the ranking's few dozen small ops per chunk cost little; 10x smaller chunks made an Amazon evaluation 25 % slower)
+# the ranking's few dozen small ops per chunk cost little; with 10x smaller chunks an Amazon evaluation took 1.28 s
+# instead of 1.00 s)
 
 
 @dataclass

@@ -31,14 +31,14 @@ def test_native_pass_equals_torch_ops(layers, dim, rows_per_client):
     spec, theta, rows, owner, items, labels, weights = float32_problem(layers, dim, num_clients * rows_per_client, 900, 1)
     client_of_row = torch.arange(num_clients).repeat_interleave(rows_per_client)
     samples = BlockedSamples.of_samples(owner, items, labels, weights, client_of_row[owner], num_clients, spec.num_items)
-    native = blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, num_clients, native=True)
-    eager = blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, num_clients, native=False)
-    torch.testing.assert_close(native.losses, eager.losses, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(native.row_values, eager.row_values, rtol=1e-4, atol=1e-7)
-    torch.testing.assert_close(native.row_grad, eager.row_grad, rtol=1e-4, atol=1e-7)
-    assert torch.equal(native.row_items, eager.row_items) and torch.equal(native.row_indptr, eager.row_indptr)
+    kernel = blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, num_clients, use_native=True)
+    eager = blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, num_clients, use_native=False)
+    torch.testing.assert_close(kernel.losses, eager.losses, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(kernel.row_values, eager.row_values, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(kernel.row_grad, eager.row_grad, rtol=1e-4, atol=1e-7)
+    assert torch.equal(kernel.row_items, eager.row_items) and torch.equal(kernel.row_indptr, eager.row_indptr)
     for name, value in eager.dense.items():
-        torch.testing.assert_close(native.dense[name], value, rtol=1e-4, atol=1e-7, msg=name)
+        torch.testing.assert_close(kernel.dense[name], value, rtol=1e-4, atol=1e-7, msg=name)
     assert float(eager.dense["mlp.1.weight"].abs().max()) > 1e-3  # the comparison is not between zeros
 
 
@@ -62,11 +62,11 @@ def test_native_pass_does_not_depend_on_the_thread_count(monkeypatch):
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, 6, native=True)
+        one = blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, 6, use_native=True)
         monkeypatch.setattr(native, "MIN_BLOCKS_PER_THREAD", 1)
         torch.set_num_threads(4)
         assert len(native._client_ranges(samples.block_client, 4)) == 5
-        four = blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, 6, native=True)
+        four = blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, 6, use_native=True)
     finally:
         torch.set_num_threads(threads)
     for name, value in one.dense.items():
@@ -81,7 +81,7 @@ def test_out_of_range_rows_raise_instead_of_reading_past_the_tables():
     samples = BlockedSamples.of_samples(owner, items, labels, weights, owner, 4, spec.num_items)
     samples.items[0] = spec.num_items  # one past the last item
     with pytest.raises(IndexError, match="out of range"):
-        blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, 4, native=True)
+        blocked_bce_grads(theta, rows, samples, spec.num_linear, client_of_row, 4, use_native=True)
 
 
 def test_native_add_rows_equals_index_add_bit_for_bit_and_checks_its_index():

@@ -451,7 +451,7 @@ def _use_native(theta: Theta, rows: torch.Tensor) -> bool:
 
 @torch.no_grad()
 def blocked_bce_grads(theta: Theta, rows: torch.Tensor, samples: BlockedSamples, num_linear: int,
-                      client_of_row: torch.Tensor, num_clients: int, native: bool | None = None) -> PerClientGrads:
+                      client_of_row: torch.Tensor, num_clients: int, use_native: bool | None = None) -> PerClientGrads:
     """Every client's own loss and ∂L_c/∂Θ, and ∂L/∂rows, for samples laid out in per-client blocks.
 
     A per-client weight gradient Σ_s δ_s x_sᵀ is a sum over each block plus a sum of each client's blocks: no
@@ -460,17 +460,17 @@ def blocked_bce_grads(theta: Theta, rows: torch.Tensor, samples: BlockedSamples,
     row before it is multiplied (Σ_s δ_s p_{owner s}ᵀ = Σ_r (Σ_{s: owner s = r} δ_s) p_rᵀ; ∂L/∂p_r =
     (Σ_{s: owner s = r} δ_s) W_p), which holds for clients with one row (honest) and with many (attackers'
     approximated rows) alike. The per-block pass runs in the C kernel of ``recsys.native`` for float32 on the CPU
-    where it builds (``native=None``; ``True`` requires it, ``False`` uses torch ops), else in torch ops; both give
+    where it builds (``use_native=None``; ``True`` requires it, ``False`` uses torch ops), else in torch ops; both give
     the same gradients up to float rounding. Gathers use ``index_select`` (several times faster than indexing).
     """
     dim, item_emb, weight0 = rows.shape[1], theta[ITEM_EMBEDDING], theta["mlp.0.weight"]
-    native = _use_native(theta, rows) if native is None else native
+    use_native = _use_native(theta, rows) if use_native is None else use_native
     item_part = item_emb @ weight0[:, dim:].T  # [M, h]: the same shape every round
-    if native:  # each row's W p as its own sum: BLAS results can depend on the number of rows (the batch)
+    if use_native:  # each row's W p as its own sum: BLAS results can depend on the number of rows (the batch)
         row_part = (rows[:, None, :] * weight0[:, :dim]).sum(2).add_(theta["mlp.0.bias"])  # [R, h]
     else:
         row_part = torch.addmm(theta["mlp.0.bias"], rows, weight0[:, :dim].T)
-    block_pass = _native_block_pass if native else _eager_block_pass
+    block_pass = _native_block_pass if use_native else _eager_block_pass
     one_row_per_client = len(rows) == num_clients and torch.equal(client_of_row, torch.arange(num_clients, device=rows.device))
     block_losses, per_block, per_touched, per_row = block_pass(theta, item_part, row_part, samples, num_linear,
                                                                not one_row_per_client)

@@ -106,6 +106,25 @@ def library() -> ctypes.CDLL | None:
     return _library or None
 
 
+def _pointer(tensor: torch.Tensor | None) -> ctypes.c_void_p:
+    return ctypes.c_void_p(tensor.data_ptr() if tensor is not None else None)
+
+
+def _ints(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to(torch.int64).contiguous()  # the C side reads int64; no copy when it already is
+
+
+def _floats(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to(torch.float32).contiguous()
+
+
+def _mlp(first_width: int, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The C side's description of the layers after the first: widths (the first layer's, then each layer's
+    output) and every W_k then b_k, flattened."""
+    widths = torch.tensor([first_width, *(weight.shape[0] for weight, _ in layers)], dtype=torch.int64)
+    return widths, _floats(torch.cat([t.reshape(-1) for pair in layers for t in pair]))
+
+
 def _loaded() -> ctypes.CDLL:
     lib = library()
     if lib is None:
@@ -139,18 +158,17 @@ def block_grads(items: torch.Tensor, owner: torch.Tensor, labels: torch.Tensor, 
     if item_emb.shape[0] != num_items or row_part.shape[1] != h0:
         raise ValueError(f"item_part {tuple(item_part.shape)}, row_part {tuple(row_part.shape)} and item_emb "
                          f"{tuple(item_emb.shape)} do not match")
-    widths = torch.tensor([h0, *(w.shape[0] for w, _ in layers)], dtype=torch.int64)
-    params = torch.cat([t.reshape(-1) for pair in layers for t in pair]).float().contiguous()
+    widths, params = _mlp(h0, layers)
     per_block = sum(w.numel() + b.numel() for w, b in layers) + h0 * (1 + dim)
     num_blocks = num_samples // BLOCK
     losses, grads = torch.empty(num_blocks), torch.empty((num_blocks, per_block))
     touched, rows = torch.zeros((num_touched, h0)), torch.zeros((len(row_part), h0)) if row_sums else None
-    inputs = [t.contiguous() for t in (items, owner, labels, weights, sample_row, item_part, row_part, item_emb)]
+    inputs = [*map(_ints, (items, owner)), *map(_floats, (labels, weights)), _ints(sample_row),
+              *map(_floats, (item_part, row_part, item_emb))]
     bounds = torch.tensor(_client_ranges(block_client, torch.get_num_threads()), dtype=torch.int64)
-    pointer = lambda t: ctypes.c_void_p(t.data_ptr() if t is not None else None)  # noqa: E731
-    _check(lib.ncf_block_grads(len(bounds) - 1, pointer(bounds), len(layers), pointer(widths), dim, num_items,
-                               len(row_part), num_touched, *map(pointer, inputs), pointer(params), pointer(losses),
-                               pointer(grads), pointer(touched), pointer(rows)),
+    _check(lib.ncf_block_grads(len(bounds) - 1, _pointer(bounds), len(layers), _pointer(widths), dim, num_items,
+                               len(row_part), num_touched, *map(_pointer, inputs), _pointer(params), _pointer(losses),
+                               _pointer(grads), _pointer(touched), _pointer(rows)),
            f"items (0..{num_items - 1}), owner (0..{len(row_part) - 1}) or sample_row (0..{num_touched - 1})")
     return losses, grads, touched, rows
 
@@ -173,11 +191,11 @@ def add_rows(out: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> to
     tensors; raises IndexError, leaving ``out`` unchanged, if an index is out of range."""
     lib = _loaded()
     width = out[0].numel() if len(out) else 0
-    if values.shape[1:] != out.shape[1:] or len(index) != len(values) or not out.is_contiguous():
+    if (values.shape[1:] != out.shape[1:] or len(index) != len(values) or not out.is_contiguous()
+            or not supports(out, values)):
         raise ValueError(f"cannot add rows {tuple(values.shape)} at {tuple(index.shape)} to {tuple(out.shape)}")
-    index, values = index.contiguous(), values.contiguous()
-    _check(lib.ncf_add_rows(len(index), width, ctypes.c_void_p(index.data_ptr()), len(out),
-                            ctypes.c_void_p(values.data_ptr()), ctypes.c_void_p(out.data_ptr())),
+    index, values = _ints(index), values.contiguous()
+    _check(lib.ncf_add_rows(len(index), width, _pointer(index), len(out), _pointer(values), _pointer(out)),
            f"index (0..{len(out) - 1})")
     return out
 
@@ -191,12 +209,10 @@ def mine_rows(rows: torch.Tensor, item_part: torch.Tensor, user_weight: torch.Te
         raise ValueError(f"rows {tuple(rows.shape)}, item_part {tuple(item_part.shape)} and W_p "
                          f"{tuple(user_weight.shape)} do not match")
     out = rows.contiguous().clone()
-    widths = torch.tensor([user_weight.shape[0], *(w.shape[0] for w, _ in layers)], dtype=torch.int64)
-    params = torch.cat([t.reshape(-1) for pair in layers for t in pair]).contiguous()
+    widths, params = _mlp(user_weight.shape[0], layers)
     weight, item_part = user_weight.contiguous(), item_part.contiguous()
-    pointer = lambda t: ctypes.c_void_p(t.data_ptr())  # noqa: E731
-    _check(lib.mine_rows(len(out), len(layers), pointer(widths), out.shape[1], pointer(weight), weight.shape[1],
-                         pointer(item_part), pointer(params), step, iterations, pointer(out)), "")
+    _check(lib.mine_rows(len(out), len(layers), _pointer(widths), out.shape[1], _pointer(weight), weight.shape[1],
+                         _pointer(item_part), _pointer(params), step, iterations, _pointer(out)), "")
     return out
 
 
@@ -206,10 +222,9 @@ def segment_square_sums(values: torch.Tensor, indptr: torch.Tensor) -> torch.Ten
     lib = _loaded()
     if not supports(values) or values.dim() != 2 or int(indptr[0]) != 0 or int(indptr[-1]) != len(values):
         raise ValueError(f"segments {tuple(indptr.shape)} of a {values.dtype} {tuple(values.shape)} matrix")
-    values, indptr = values.contiguous(), indptr.contiguous()
+    values, indptr = values.contiguous(), _ints(indptr)
     out = torch.empty(len(indptr) - 1)
-    lib.segment_square_sums(len(out), ctypes.c_void_p(indptr.data_ptr()), values.shape[1],
-                            ctypes.c_void_p(values.data_ptr()), ctypes.c_void_p(out.data_ptr()))
+    lib.segment_square_sums(len(out), _pointer(indptr), values.shape[1], _pointer(values), _pointer(out))
     return out
 
 
@@ -222,8 +237,8 @@ def top_rows(scores: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tens
     if not 0 < depth <= num_cols or scores.stride(1) != 1 or not supports(scores):
         raise ValueError(f"top {depth} of a {scores.dtype} {tuple(scores.shape)} matrix with strides {scores.stride()}")
     values, index = torch.empty((num_rows, depth)), torch.empty((num_rows, depth), dtype=torch.int64)
-    lib.top_rows(num_rows, num_cols, scores.stride(0), ctypes.c_void_p(scores.data_ptr()), depth,
-                 torch.get_num_threads(), ctypes.c_void_p(values.data_ptr()), ctypes.c_void_p(index.data_ptr()))
+    lib.top_rows(num_rows, num_cols, scores.stride(0), _pointer(scores), depth, torch.get_num_threads(),
+                 _pointer(values), _pointer(index))
     return values, index
 
 
