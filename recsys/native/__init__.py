@@ -3,8 +3,8 @@
 - ``block_grads`` (``ncf_block_grads.c``): the per-block NCF gradient pass of ``recsys.models.ncf.blocked_bce_grads``;
 - ``mine_rows`` (``mine_rows.c``): A-hum's hard-user mining, a few dozen gradient steps on a few user vectors,
   which in torch ops is hundreds of tiny calls;
-- ``add_rows``: ``index_add_`` over rows without torch's index sort; ``segment_square_sums``: squared norms of
-  segments of rows (the server's per-client upload norms);
+- ``add_rows`` and ``segment_square_sums`` (``row_sums.c``): ``index_add_`` over rows without torch's index sort,
+  and the squared norms of segments of rows (the server's per-client upload norms);
 - ``top_rows`` (``top_rows.c``): the sorted top entries of every row of a score matrix, for ``recsys.metrics``
   (a compiled Amazon evaluation spent about 60 % of its time in ``torch.topk``).
 
@@ -36,7 +36,8 @@ from recsys.atomic import atomic_path
 
 log = logging.getLogger("fedrec.recsys")
 
-SOURCES = [Path(__file__).with_name(name) for name in ("ncf_block_grads.c", "top_rows.c", "mine_rows.c")]
+SOURCES = [Path(__file__).with_name(name) for name in ("ncf_block_grads.c", "row_sums.c", "top_rows.c",
+                                                        "mine_rows.c")]
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC")
 OPTIONAL_FLAGS = (("-fopenmp", "-DVECTOR_MATH", "-lmvec"), ("-fopenmp",), ())  # tried in this order: OpenMP
 # threads (libgomp.so.1, resolved to the copy torch has loaded), glibc's vector expf/log1pf
@@ -95,8 +96,8 @@ def library() -> ctypes.CDLL | None:
                 lib.segment_square_sums.restype = None
                 lib.segment_square_sums.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
                                                     ctypes.c_void_p]
-                lib.ncf_add_rows.restype = ctypes.c_int
-                lib.ncf_add_rows.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                lib.add_rows.restype = ctypes.c_int
+                lib.add_rows.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                                              ctypes.c_void_p, ctypes.c_void_p]
                 _library = lib
             except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
@@ -195,7 +196,7 @@ def add_rows(out: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> to
             or not supports(out, values)):
         raise ValueError(f"cannot add rows {tuple(values.shape)} at {tuple(index.shape)} to {tuple(out.shape)}")
     index, values = _ints(index), values.contiguous()
-    _check(lib.ncf_add_rows(len(index), width, _pointer(index), len(out), _pointer(values), _pointer(out)),
+    _check(lib.add_rows(len(index), width, _pointer(index), len(out), _pointer(values), _pointer(out)),
            f"index (0..{len(out) - 1})")
     return out
 
