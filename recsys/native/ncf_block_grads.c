@@ -274,8 +274,9 @@ static int any_block_range(int64_t num_blocks, int64_t num_layers, const int64_t
 }
 
 /* Blocks bounds[r] .. bounds[r + 1] - 1 for r < num_ranges, the ranges in parallel (OpenMP, when built with it:
- * torch's own runtime and its idle threads; one thread per range, none started for one range). Every client's blocks lie in one range, so the
- * rows a range adds to are its own and the sums do not depend on the number of ranges or threads. */
+ * torch's own runtime and its idle threads; one thread per range, none started for one range). Every client's
+ * blocks lie in one range, so the rows a range adds to are its own and the sums do not depend on the number of
+ * ranges or threads. */
 int ncf_block_grads(int64_t num_ranges, const int64_t *bounds, int64_t num_layers, const int64_t *widths, int64_t dim,
                     int64_t num_items, int64_t num_rows, int64_t num_touched, const int64_t *items,
                     const int64_t *owner, const float *labels, const float *weights, const int64_t *sample_row,
