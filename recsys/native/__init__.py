@@ -144,8 +144,9 @@ def block_grads(items: torch.Tensor, owner: torch.Tensor, labels: torch.Tensor, 
                 block_client: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Per block of ``BLOCK`` samples: the weighted BCE loss ``[nb]`` and the gradients ``[nb, P]`` (for each
     ``(W_k, b_k)`` of ``layers``, W_k then b_k, flattened; then the first layer's bias and item weight ``W_q``
-    ``[h0, d]``: the columns of ``recsys.models.ncf._gradient_columns``); with δ_s = ∂L/∂(first layer's output) of sample s, Σ δ_s per touched row (``sample_row``,
-    ``[num_touched, h0]``) and, if ``row_sums``, per row (``owner``, ``[R, h0]``).
+    ``[h0, d]``: the columns of ``recsys.models.ncf._gradient_columns``); with δ_s = ∂L/∂(first layer's output)
+    of sample s, Σ δ_s per touched row (``sample_row``, ``[num_touched, h0]``) and, if ``row_sums``, per row
+    (``owner``, ``[R, h0]``).
 
     ``item_part[i] = W_q q_i``, ``row_part[r] = W_p p_r + b0``; sample s is (row ``owner[s]``, item ``items[s]``).
     With torch's intra-op thread count above 1, ranges of blocks run in parallel (OpenMP, torch's runtime), split
