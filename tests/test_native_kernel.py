@@ -142,6 +142,20 @@ def test_top_rows_lists_equal_scores_in_column_order():
     assert values[0, :61].tolist() == [3.0] * 60 + [2.0]
 
 
+def test_a_compiler_that_fails_leaves_the_torch_ops(monkeypatch, tmp_path, caplog):
+    """No working C compiler: one warning, no kernels, and the gradients still come (from torch ops)."""
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.setenv("FEDREC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    with caplog.at_level("WARNING", logger="fedrec.recsys"):
+        assert native.library() is None
+    assert "native kernels unavailable" in caplog.text and not list(tmp_path.iterdir())
+    shard, theta = random_shard(num_users=4, dtype=torch.float32)
+    uploads = shard.train_round({name: value.float() for name, value in theta.items()}, np.arange(4), 0,
+                                torch.tensor([1]))
+    assert uploads.num_clients == 4 and all(torch.isfinite(v).all() for v in uploads.dense.values())
+
+
 def test_fedrec_native_0_turns_the_kernel_off(monkeypatch):
     monkeypatch.setattr(native, "_library", None)
     monkeypatch.setenv("FEDREC_NATIVE", "0")
