@@ -6,7 +6,7 @@
 - ``add_rows`` and ``segment_square_sums`` (``row_sums.c``): ``index_add_`` over rows without torch's index sort,
   and the squared norms of segments of rows (the server's per-client upload norms);
 - ``top_rows`` (``top_rows.c``): the sorted top entries of every row of a score matrix, for ``recsys.metrics``
-  (a compiled Amazon evaluation spent about 60 % of its time in ``torch.topk``).
+  (a compiled Amazon evaluation spent about 45 % of its CPU time in ``torch.topk``).
 
 In torch ops ``blocked_bce_grads`` makes some twenty memory-bound passes over a round's samples (gathers, adds,
 ReLU masks, narrow matmuls of width 8); the kernel does the forward and backward pass of a block of ``BLOCK``
