@@ -159,6 +159,27 @@ def test_fast_cpu_sorts_give_torchs_order_and_values() -> None:
     rows = torch.randn((40, 8, 33), generator=gen).masked_fill_(torch.rand((40, 1, 33), generator=gen) < 0.3, float("inf"))
     assert torch.equal(sort_last_(rows.clone()), rows.sort(dim=-1).values)
 
+def float32_uploads(uploads: ClientUploads) -> ClientUploads:
+    """The same uploads in float32, the dtype a run uses (and the native row grouping takes)."""
+    return ClientUploads(uploads.client_ids, {k: v.float() for k, v in uploads.dense.items()}, uploads.row_indptr,
+                         uploads.row_items, uploads.row_values.float(), uploads.losses.float())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", ["median", "trimmed-mean", "krum", "multi-krum", "bulyan", "centered-clip",
+                                  "norm-bound", "dp-clip", "row-gate"])
+def test_aggregation_leaves_the_uploads_unchanged(name: str, dtype: torch.dtype) -> None:
+    """A rule works on copies: the server's diagnostics read the same uploads after it (sorting the [B, 1] last bias
+    in place once permuted the clients' values)."""
+    uploads = make_uploads(*random_uploads(12, seed=5))
+    if dtype == torch.float32:
+        uploads = float32_uploads(uploads)
+    before = [t.clone() for t in (*uploads.dense.values(), uploads.row_values)]
+    run(rule(name), uploads, malicious=np.arange(12) % 4 == 0)
+    for old, new in zip(before, (*uploads.dense.values(), uploads.row_values)):
+        assert torch.equal(old, new)
+
+
 # ---- (2) f = 0 reduces to the sum ------------------------------------------------------------------------
 @pytest.mark.parametrize("scope", ["row", "vector"])
 @pytest.mark.parametrize("policy", ["fraction:0", "bound:0"])

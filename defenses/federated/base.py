@@ -68,7 +68,9 @@ def sort_last_(values: torch.Tensor) -> torch.Tensor:
 
 def sorted_values(groups: Groups) -> torch.Tensor:
     """Each coordinate's values in ascending order along the last axis, ``[G, D, N]``, padding (+inf) last."""
-    return sort_last_(groups.values.transpose(1, 2).contiguous().masked_fill_(~groups.valid[:, None, :], float("inf")))
+    columns = groups.values.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # a copy even where the
+    # transpose is contiguous already (a [B, 1] bias), so sorting never permutes the clients' uploads
+    return sort_last_(columns.masked_fill_(~groups.valid[:, None, :], float("inf")))
 
 
 def at_rank(ordered: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
