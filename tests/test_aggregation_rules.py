@@ -12,9 +12,12 @@ from flwr.server.strategy.aggregate import (aggregate_bulyan, aggregate_krum, ag
 from flwr.serverapp.strategy.bulyan import aggregate_n_closest_weights
 from flwr.serverapp.strategy.multikrum import select_multikrum
 
-from defenses.federated.base import sort_last_, stable_order
+from defenses.federated import base
+from defenses.federated.base import (Groups, coordinate_median, row_groups, sort_last_, sorted_values, stable_order,
+                                      trimmed_sum)
 from federation.config import SimulationConfig
 from federation.uploads import ClientUploads
+from recsys import native
 from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec
 from server.aggregation import Aggregate, AggregationRule, RoundInfo, load_rule
 
@@ -163,6 +166,35 @@ def float32_uploads(uploads: ClientUploads) -> ClientUploads:
     """The same uploads in float32, the dtype a run uses (and the native row grouping takes)."""
     return ClientUploads(uploads.client_ids, {k: v.float() for k, v in uploads.dense.items()}, uploads.row_indptr,
                          uploads.row_items, uploads.row_values.float(), uploads.losses.float())
+
+
+@pytest.mark.skipif(native.library() is None, reason="no C compiler to build the native kernel")
+def test_native_grouping_and_rank_sums_equal_the_torch_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On float32 CPU uploads the C kernels form the groups the torch ops form, with each group's columns (its
+    transposed values, +inf padding); the medians agree to the bit and the trimmed sums to float rounding (summed in
+    rank order instead of by ``torch.sum``)."""
+    uploads = float32_uploads(make_uploads(*random_uploads(40, seed=3, density=(1, 0.9, 0.5, 0.3, 0.1, 0.05, 0))[:2]))
+    malicious = torch.as_tensor(np.random.default_rng(3).random(40) < 0.3)
+
+    def statistics() -> tuple[list[Groups], list[torch.Tensor], list[torch.Tensor]]:
+        groups = list(row_groups(uploads, malicious, SPEC.num_items, columns=True))
+        padded = [g.values.transpose(1, 2).masked_fill(~g.valid[:, None, :], float("inf")) for g in groups]
+        assert all(g.columns is None or torch.equal(g.columns, p) for g, p in zip(groups, padded))
+        trims = [torch.div(g.counts, 5, rounding_mode="floor") for g in groups]
+        trimmed = [trimmed_sum(sorted_values(g), g.counts, trim) for g, trim in zip(groups, trims)]
+        return groups, [coordinate_median(g) for g in groups], trimmed
+
+    built, medians, trimmed = statistics()
+    assert all(g.columns is not None for g in built)
+    monkeypatch.setattr(base.native, "supports", lambda *tensors: False)
+    reference, reference_medians, reference_trimmed = statistics()
+    assert len(built) == len(reference) == 4  # n_j of 40, ~36, ~20, ~12, ~4, ~2: buckets 2^6, 2^5, 2^4 .. 2^2, 2^1
+    for group, expected, median, expected_median, kept, expected_kept in zip(
+            built, reference, medians, reference_medians, trimmed, reference_trimmed):
+        for field in ("values", "counts", "malicious", "rows"):
+            assert torch.equal(getattr(group, field), getattr(expected, field)), field
+        assert torch.equal(median, expected_median)
+        torch.testing.assert_close(kept, expected_kept, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

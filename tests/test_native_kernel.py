@@ -160,3 +160,41 @@ def test_fedrec_native_0_turns_the_kernel_off(monkeypatch):
     monkeypatch.setattr(native, "_library", None)
     monkeypatch.setenv("FEDREC_NATIVE", "0")
     assert native.library() is None and not native.supports(torch.zeros(1))
+
+
+def test_group_rows_builds_padded_groups_and_rejects_bad_layouts():
+    """Entries take their row's slots in entry order: values, flags and columns (padding 0 / +inf); an item outside
+    every group, more entries than slots, or groups that overrun the slots raise."""
+    items = torch.tensor([4, 0, 4, 4, 0])
+    first, size = torch.tensor([0, -1, -1, -1, 3]), torch.tensor([3, 0, 0, 0, 4])
+    values = torch.arange(15, dtype=torch.float32).view(5, 3)
+    flags = torch.tensor([True, False, False, True, False])
+    out, out_flags, columns = native.group_rows(items, values, flags, first, size, 7, columns=True)
+    slots = torch.tensor([1, 4, -1, 0, 2, 3, -1])  # row 0: entries 1, 4 in 3 slots; row 4: entries 0, 2, 3 in 4 slots
+    held = slots >= 0
+    expected = torch.zeros((7, 3)).masked_scatter_(held[:, None], values[slots[held]])
+    assert torch.equal(out, expected) and torch.equal(out_flags, held & flags[slots.clamp(min=0)])
+    padded = expected.masked_fill(~held[:, None], float("inf"))
+    assert torch.equal(columns, torch.cat([padded[:3].T.flatten(), padded[3:].T.flatten()]))
+    no_flags = torch.zeros(5, dtype=torch.bool)
+    for bad_items in ([1, 0, 4, 4, 0], [0, 0, 0, 0, 4]):  # an item without a group; more entries than slots
+        with pytest.raises(IndexError):
+            native.group_rows(torch.tensor(bad_items), values, no_flags, first, size, 7, False)
+    with pytest.raises(ValueError):  # groups that overrun the slots
+        native.group_rows(items, values, no_flags, first, size + 1, 7, False)
+
+
+def test_range_sums_add_each_rows_range_in_order():
+    """``rows[g, c, low[g]:high[g]]`` summed left to right (the trimmed mean's kept ranks); bad ranges raise."""
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randn((5, 3, 40), generator=gen)
+    low, high = torch.tensor([0, 3, 5, 10, 0]), torch.tensor([40, 37, 5, 11, 1])
+    out = native.range_sums(rows, low, high)
+    for g in range(5):
+        for c in range(3):
+            total = torch.tensor(0.0)
+            for k in range(int(low[g]), int(high[g])):
+                total = rows[g, c, k] if k == low[g] else total + rows[g, c, k]
+            assert torch.equal(out[g, c], total)
+    with pytest.raises(IndexError):
+        native.range_sums(rows, low, high + 1)

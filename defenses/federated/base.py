@@ -16,16 +16,21 @@ FedRec semantics (docs/federated-defenses.md):
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 
+from federation.config import SimulationConfig
 from federation.uploads import ClientUploads
-from recsys.models.ncf import ITEM_EMBEDDING, Theta
+from recsys import native
+from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec
 from server.aggregation import Aggregate, AggregationRule, RoundInfo
 
 WHOLE_UPLOAD = "upload"  # ``Groups.tensor`` in scope ``vector``: each client's whole upload is one vector
+MLP_TENSORS = "mlp"  # ``Groups.tensor`` of a coordinate-wise rule's one group of all MLP tensors
 
 
 @dataclass
@@ -36,17 +41,20 @@ class Groups:
     values: torch.Tensor  # [G, N, D]
     counts: torch.Tensor  # int64 [G]
     malicious: torch.Tensor  # bool [G, N], ground truth (padding False)
-    tensor: str = WHOLE_UPLOAD  # the Θ tensor the groups belong to (WHOLE_UPLOAD in scope ``vector``)
+    tensor: str = WHOLE_UPLOAD  # the Θ tensor the groups belong to (WHOLE_UPLOAD in scope ``vector``, MLP_TENSORS)
     rows: torch.Tensor | None = None  # int64 [G]: each group's item row / neuron in that tensor; None: the whole tensor
+    columns: torch.Tensor | None = None  # [G, D, N]: each coordinate's values, +inf padding, in any order along N
+    # (``sorted_values`` sorts it in place); built with the values for the coordinate-wise rules (``coordinatewise``)
 
-    @property
+    @cached_property
     def valid(self) -> torch.Tensor:
         """[G, N] mask of real uploads."""
         return torch.arange(self.values.shape[1], device=self.counts.device)[None, :] < self.counts[:, None]
 
     def subset(self, mask: torch.Tensor) -> Groups:
         return Groups(self.values[mask], self.counts[mask], self.malicious[mask], self.tensor,
-                      None if self.rows is None else self.rows[mask])
+                      None if self.rows is None else self.rows[mask],
+                      None if self.columns is None else self.columns[mask])
 
 
 @dataclass
@@ -68,6 +76,8 @@ def sort_last_(values: torch.Tensor) -> torch.Tensor:
 
 def sorted_values(groups: Groups) -> torch.Tensor:
     """Each coordinate's values in ascending order along the last axis, ``[G, D, N]``, padding (+inf) last."""
+    if groups.columns is not None:
+        return sort_last_(groups.columns)
     columns = groups.values.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # a copy even where the
     # transpose is contiguous already (a [B, 1] bias), so sorting never permutes the clients' uploads
     return sort_last_(columns.masked_fill_(~groups.valid[:, None, :], float("inf")))
@@ -104,10 +114,76 @@ def stable_order(keys: torch.Tensor, bound: int) -> torch.Tensor:
     return torch.argsort(keys, stable=True)
 
 
+def row_groups(uploads: ClientUploads, malicious: torch.Tensor, num_items: int, columns: bool,
+               buffers: native.Buffers | None = None) -> Iterator[Groups]:
+    """Each touched item row's uploads as one group, in buckets of rows whose n_j round up to the same power of two
+    (at most 2x padding; rows ascending within a bucket); an upload's slot in its row is its rank among the row's
+    uploaders in client-id order. ``columns``: the groups also carry their ``[D, N]`` columns where the native
+    kernel builds them (float32 CPU), in ``buffers`` if given (valid until their next use)."""
+    items, values, device = uploads.row_items, uploads.row_values, uploads.row_items.device
+    counts = torch.bincount(items, minlength=num_items).cpu().numpy()  # the bookkeeping per row: numpy, on the CPU
+    touched = np.flatnonzero(counts)
+    if not len(touched):
+        return
+    bucket = np.frexp(counts[touched] - 1)[1]  # ⌈log2 n_j⌉
+    order = np.argsort(bucket, kind="stable")
+    rows, bucket = touched[order], bucket[order]
+    row_counts = counts[rows]
+    starts = np.flatnonzero(np.diff(bucket, prepend=-1))
+    per_bucket = np.diff(starts, append=len(rows))
+    sizes = np.maximum.reduceat(row_counts, starts)
+    slot_size = np.repeat(sizes, per_bucket)
+    first_slot = np.cumsum(slot_size) - slot_size
+    entry_malicious = malicious.index_select(0, uploads.row_owner())
+    flat_columns = None
+    if native.supports(values):
+        first, size = np.full(num_items, -1), np.zeros(num_items, dtype=np.int64)
+        first[rows], size[rows] = first_slot, slot_size
+        padded, flags, flat_columns = native.group_rows(items, values, entry_malicious, torch.from_numpy(first),
+                                                        torch.from_numpy(size), int(slot_size.sum()), columns, buffers)
+    else:
+        padded, flags = _scatter_rows(uploads, entry_malicious, num_items, *(torch.from_numpy(a).to(device) for a in (
+            rows, bucket.astype(np.int64), row_counts, first_slot)), int(slot_size.sum()))
+    start, dim, per_bucket = 0, values.shape[1], per_bucket.tolist()
+    for size_b, group_rows, group_counts in zip(sizes.tolist(), torch.from_numpy(rows).to(device).split(per_bucket),
+                                                torch.from_numpy(row_counts).to(device).split(per_bucket)):
+        stop = start + len(group_rows) * size_b
+        group_columns = None if flat_columns is None else flat_columns[start * dim:stop * dim].view(-1, dim, size_b)
+        yield Groups(padded[start:stop].view(-1, size_b, dim), group_counts, flags[start:stop].view(-1, size_b),
+                     ITEM_EMBEDDING, group_rows, group_columns)
+        start = stop
+
+
+def _scatter_rows(uploads: ClientUploads, entry_malicious: torch.Tensor, num_items: int, rows: torch.Tensor,
+                  bucket: torch.Tensor, row_counts: torch.Tensor, first_slot: torch.Tensor,
+                  num_slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``native.group_rows`` in torch ops: the entries ordered by (bucket, item), client-id order within an item,
+    then each copied to its row's first slot plus its rank among the row's entries."""
+    items, values = uploads.row_items, uploads.row_values
+    bucket_of = torch.zeros(num_items, dtype=torch.int64, device=items.device).index_copy_(0, rows, bucket)
+    entry_order = stable_order(bucket_of.index_select(0, items) * num_items + items, (int(bucket[-1]) + 1) * num_items
+                               if len(bucket) else 1)
+    sorted_items = items.index_select(0, entry_order)
+    first_entry = torch.zeros_like(bucket_of).index_copy_(0, rows, torch.cumsum(row_counts, 0) - row_counts)
+    first = torch.zeros_like(bucket_of).index_copy_(0, rows, first_slot)
+    rank = torch.arange(len(items), device=items.device) - first_entry.index_select(0, sorted_items)
+    slot = first.index_select(0, sorted_items) + rank
+    padded = values.new_zeros((num_slots, values.shape[1])).index_copy_(0, slot, values.index_select(0, entry_order))
+    flags = torch.zeros(num_slots, dtype=torch.bool, device=items.device).index_copy_(
+        0, slot, entry_malicious.index_select(0, entry_order))
+    return padded, flags
+
+
 class GroupedRule(AggregationRule):
     """A rule defined on groups of vectors (``combine``); this class forms the groups and writes the step."""
 
     mlp_grouping = "tensor"  # "tensor": one group per MLP tensor; "neuron": a weight matrix's rows are groups
+    coordinatewise = False  # True: ``combine`` treats each coordinate on its own (median, trimmed mean), so the
+    # item-row groups come with their columns and all MLP tensors form one group (the same result as one per tensor)
+
+    def __init__(self, config: SimulationConfig, spec: NCFSpec) -> None:
+        super().__init__(config, spec)
+        self.buffers = native.Buffers()  # the memory of each round's item-row groups
 
     @abstractmethod
     def combine(self, groups: Groups, f: torch.Tensor) -> Combined:
@@ -138,6 +214,13 @@ class GroupedRule(AggregationRule):
                 offset += size
             return Aggregate(step, self.report)
         self._aggregate_rows(uploads, malicious, info.targets, step[ITEM_EMBEDDING])
+        if self.coordinatewise:
+            vectors = torch.cat([value.flatten(1) for value in uploads.dense.values()], dim=1)
+            count = torch.tensor([uploads.num_clients], device=vectors.device)
+            flat = self._run(Groups(vectors[None], count, malicious[None], MLP_TENSORS))[0]
+            for name, part in zip(uploads.dense, flat.split([step[name].numel() for name in uploads.dense])):
+                step[name] = part.view_as(step[name])
+            return Aggregate(step, self.report)
         for name, value in uploads.dense.items():
             by_neuron = self.mlp_grouping == "neuron" and value.dim() == 3
             vectors = value.transpose(0, 1) if by_neuron else value.flatten(1)[None]
@@ -149,37 +232,11 @@ class GroupedRule(AggregationRule):
 
     def _aggregate_rows(self, uploads: ClientUploads, malicious: torch.Tensor, targets: torch.Tensor,
                         out: torch.Tensor) -> None:
-        """Each touched item row over its uploaders, in buckets of similar n_j (at most 2x padding); an upload's
-        slot in its row is its rank among the row's uploaders in client-id order."""
-        items, dim, num_items = uploads.row_items, uploads.row_values.shape[1], self.spec.num_items
-        counts = torch.bincount(items, minlength=num_items)
-        bucket = torch.where(counts > 0, torch.ceil(torch.log2(counts.clamp(min=1).double())).long(), 0)
-        # entries ordered by (bucket, item), client-id order within an item: each bucket is one slice
-        order = stable_order(bucket.index_select(0, items) * num_items + items, int(bucket.max() + 1) * num_items)
-        items = items.index_select(0, order)
-        values = uploads.row_values.index_select(0, order)
-        entry_malicious = malicious.index_select(0, uploads.row_owner().index_select(0, order))
-        first = torch.zeros_like(counts)
-        is_target = torch.zeros(num_items, dtype=torch.bool, device=items.device)
-        is_target[targets.to(items.device)] = True
-        start = 0
-        for b in torch.unique(bucket[counts > 0]).tolist():
-            rows = torch.nonzero((bucket == b) & (counts > 0)).squeeze(1)
-            row_counts = counts[rows]
-            stop, size = start + int(row_counts.sum()), int(row_counts.max())
-            local = torch.zeros_like(counts)  # each bucket item's group, and its first entry in the slice
-            local[rows] = torch.arange(len(rows), device=rows.device)
-            first[rows] = torch.cumsum(row_counts, 0) - row_counts
-            part = items[start:stop]
-            rank = torch.arange(stop - start, device=items.device) - first.index_select(0, part)
-            slot = local.index_select(0, part) * size + rank
-            padded = values.new_zeros((len(rows) * size, dim)).index_copy_(0, slot, values[start:stop])
-            flags = torch.zeros(len(rows) * size, dtype=torch.bool, device=values.device).index_copy_(
-                0, slot, entry_malicious[start:stop])
-            groups = Groups(padded.view(len(rows), size, dim), counts[rows], flags.view(len(rows), size), ITEM_EMBEDDING,
-                            rows)
-            out[rows] = self._run(groups, is_target[rows])
-            start = stop
+        """Each touched item row over its uploaders (``row_groups``)."""
+        is_target = torch.zeros(self.spec.num_items, dtype=torch.bool, device=out.device)
+        is_target[targets.to(out.device)] = True
+        for groups in row_groups(uploads, malicious, self.spec.num_items, self.coordinatewise, self.buffers):
+            out[groups.rows] = self._run(groups, is_target[groups.rows])
 
     def _run(self, groups: Groups, target_groups: torch.Tensor | None = None) -> torch.Tensor:
         """``combine`` where the rule is defined, the coordinate median elsewhere; updates the report."""
@@ -188,6 +245,8 @@ class GroupedRule(AggregationRule):
         if not bool(fallback.any()):  # the common case: no copy of the groups
             combined = self.combine(groups, f)
             sums, used = combined.sums, combined.used
+            if used is groups.valid:  # nothing dropped (the non-selecting rules)
+                return sums
         else:
             sums = groups.values.new_zeros((groups.values.shape[0], groups.values.shape[2]))
             used = groups.valid.clone()
@@ -207,10 +266,14 @@ class GroupedRule(AggregationRule):
 
 def trimmed_sum(ordered: torch.Tensor, counts: torch.Tensor, trim: torch.Tensor) -> torch.Tensor:
     """n_g × the mean of the sorted values ``ordered`` ([G, D, N], padding last) at ranks trim_g .. n_g − trim_g − 1,
-    summed directly (as Flower's mean of the sorted slice)."""
-    ranks = torch.arange(ordered.shape[2], device=ordered.device)
-    dropped = (ranks[None, :] < trim[:, None]) | (ranks[None, :] >= (counts - trim)[:, None])
-    kept = ordered.masked_fill(dropped[:, None, :], 0).sum(2)
+    summed directly (as Flower's mean of the sorted slice; in rank order by the native kernel on float32 CPU values).
+    May overwrite the other ranks of ``ordered``."""
+    if native.supports(ordered):
+        kept = native.range_sums(ordered, trim, counts - trim)
+    else:
+        ranks = torch.arange(ordered.shape[2], device=ordered.device)
+        dropped = (ranks[None, :] < trim[:, None]) | (ranks[None, :] >= (counts - trim)[:, None])
+        kept = ordered.masked_fill_(dropped[:, None, :], 0).sum(2)
     return kept * (counts.to(kept.dtype) / (counts - 2 * trim).clamp(min=1).to(kept.dtype))[:, None]
 
 

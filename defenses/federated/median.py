@@ -11,6 +11,7 @@ class Median(GroupedRule):
     """Coordinate-wise median per item row (over its uploaders) and per MLP tensor; even n: mean of the middle two."""
 
     name = "median"
+    coordinatewise = True
 
     def combine(self, groups: Groups, f: torch.Tensor) -> Combined:
         return Combined(coordinate_median(groups) * groups.counts[:, None].to(groups.values.dtype), groups.valid)

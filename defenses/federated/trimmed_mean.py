@@ -12,6 +12,7 @@ class TrimmedMean(GroupedRule):
     β = ``trim_fraction``; β = 0 is the plain sum."""
 
     name = "trimmed-mean"
+    coordinatewise = True
 
     def combine(self, groups: Groups, f: torch.Tensor) -> Combined:
         trim = torch.floor(groups.counts.double() * self.config.trim_fraction + 1e-9).long()

@@ -3,8 +3,11 @@
 - ``block_grads`` (``ncf_block_grads.c``): the per-block NCF gradient pass of ``recsys.models.ncf.blocked_bce_grads``;
 - ``mine_rows`` (``mine_rows.c``): A-hum's hard-user mining, a few dozen gradient steps on a few user vectors,
   which in torch ops is hundreds of tiny calls;
-- ``add_rows`` and ``segment_square_sums`` (``row_sums.c``): ``index_add_`` over rows without torch's index sort,
-  and the squared norms of segments of rows (the server's per-client upload norms);
+- ``add_rows``, ``segment_square_sums`` and ``range_sums`` (``row_sums.c``): ``index_add_`` over rows without torch's
+  index sort, the squared norms of segments of rows (the server's per-client upload norms), and sums over a range of
+  each row (the trimmed mean's kept ranks);
+- ``group_rows`` (``group_rows.c``): a round's uploaded item rows scattered into padded per-row groups, for the
+  grouped aggregation rules of ``defenses.federated.base``;
 - ``top_rows`` (``top_rows.c``): the sorted top entries of every row of a score matrix, for ``recsys.metrics``
   (a compiled Amazon evaluation spent about 45 % of its CPU time in ``torch.topk``).
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
+import math
 import os
 import platform
 import shutil
@@ -37,7 +41,7 @@ from recsys.atomic import atomic_path
 log = logging.getLogger("fedrec.recsys")
 
 SOURCES = [Path(__file__).with_name(name) for name in ("ncf_block_grads.c", "row_sums.c", "top_rows.c",
-                                                        "mine_rows.c")]
+                                                        "mine_rows.c", "group_rows.c")]
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC")
 OPTIONAL_FLAGS = (("-fopenmp", "-DVECTOR_MATH", "-lmvec"), ("-fopenmp",), ())  # tried in this order: OpenMP
 # threads (libgomp.so.1, resolved to the copy torch has loaded), glibc's vector expf/log1pf
@@ -99,6 +103,12 @@ def library() -> ctypes.CDLL | None:
                 lib.add_rows.restype = ctypes.c_int
                 lib.add_rows.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                                              ctypes.c_void_p, ctypes.c_void_p]
+                lib.group_rows.restype = ctypes.c_int
+                lib.group_rows.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                           ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                           ctypes.c_int64] + [ctypes.c_void_p] * 3
+                lib.range_sums.restype = ctypes.c_int
+                lib.range_sums.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 4
                 _library = lib
             except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
                 detail = getattr(error, "stderr", "") or error
@@ -202,6 +212,59 @@ def add_rows(out: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> to
     return out
 
 
+class Buffers:
+    """Output memory reused from call to call: a fresh multi-megabyte tensor costs its page faults, about half as
+    much as ``group_rows``'s own work. A call's outputs are overwritten by the next call that takes the same buffers."""
+
+    def __init__(self) -> None:
+        self._memory: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """An uninitialised ``shape`` tensor in the memory kept under ``name`` (grown by a quarter when too small)."""
+        numel = math.prod(shape)
+        memory = self._memory.get(name)
+        if memory is None or memory.dtype != dtype or memory.numel() < numel:
+            memory = self._memory[name] = torch.empty(numel + numel // 4, dtype=dtype)
+        return memory[:numel].view(shape)
+
+
+def group_rows(items: torch.Tensor, values: torch.Tensor, flags: torch.Tensor, first: torch.Tensor,
+               size: torch.Tensor, slots: int, columns: bool,
+               buffers: Buffers | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Entries (``items`` [E], float32 CPU ``values`` [E, D], bool ``flags`` [E]) scattered into per-row groups: row
+    j's group is slots ``first[j] .. first[j] + size[j] − 1`` (``first[j] < 0``: no group; the groups tile the
+    ``slots``), and entry e is upload k of its row, k = its rank among the row's entries in entry order. Returns the
+    slots' values ``[slots, D]`` and flags ``[slots]`` (zero where unfilled) and, if ``columns``, the values again
+    with each group laid out ``[D, size]`` (+inf where unfilled), flat ``[slots * D]``; in ``buffers`` if given."""
+    lib = _loaded()
+    num_items, width = len(first), values.shape[1]
+    if not supports(values) or len(items) != len(values) or len(flags) != len(values) or len(size) != num_items:
+        raise ValueError(f"cannot group {tuple(values.shape)} {values.dtype} values by {tuple(items.shape)} items "
+                         f"into {num_items} rows")
+    buffers = buffers or Buffers()
+    out, out_flags = buffers.take("values", (slots, width)), buffers.take("flags", (slots,), torch.bool)
+    out_columns = buffers.take("columns", (slots * width,)) if columns else None
+    inputs = [_ints(items), values.contiguous(), flags.to(torch.bool).contiguous(), _ints(first), _ints(size)]
+    _check(lib.group_rows(len(items), width, *map(_pointer, inputs[:3]), num_items, *map(_pointer, inputs[3:]),
+                          slots, _pointer(out), _pointer(out_columns), _pointer(out_flags)),
+           f"items (0..{num_items - 1}, each in a group with a slot for each of its entries)",
+           f"groups (first, size) that do not tile the {slots} slots")
+    return out, out_flags, out_columns
+
+
+def range_sums(rows: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """``[G, D]``: ``rows[g, c, low[g]:high[g]].sum()`` for float32 CPU ``rows`` ``[G, D, N]``, each sum in index
+    order (for sorted rows: a sum over ranks)."""
+    lib = _loaded()
+    num_groups, width, size = rows.shape
+    if not supports(rows) or not len(low) == len(high) == num_groups:
+        raise ValueError(f"range sums of {tuple(rows.shape)} {rows.dtype} rows with {len(low)} ranges")
+    out, inputs = torch.empty((num_groups, width)), [rows.contiguous(), _ints(low), _ints(high)]
+    _check(lib.range_sums(num_groups * width, width, size, *map(_pointer, inputs), _pointer(out)),
+           f"ranges (0 <= low <= high <= {size})")
+    return out
+
+
 def mine_rows(rows: torch.Tensor, item_part: torch.Tensor, user_weight: torch.Tensor,
               layers: list[tuple[torch.Tensor, torch.Tensor]], step: float, iterations: int) -> torch.Tensor:
     """``iterations`` steps p ← p − step · ∂l/∂p with l(p) = −log(1 − Υ(p, q_r)) for each row r of ``rows``
@@ -244,10 +307,10 @@ def top_rows(scores: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tens
     return values, index
 
 
-def _check(status: int, indices: str) -> None:
+def _check(status: int, indices: str, invalid: str = "more than 16 linear layers after the first") -> None:
     if status == 1:
         raise MemoryError("a native kernel could not allocate its scratch memory")
     if status == 2:
         raise IndexError(f"{indices} out of range")
     if status == 3:
-        raise ValueError("the native kernels take at most 16 linear layers after the first")
+        raise ValueError(f"the native kernels cannot take {invalid}")
