@@ -13,8 +13,8 @@ from flwr.serverapp.strategy.bulyan import aggregate_n_closest_weights
 from flwr.serverapp.strategy.multikrum import select_multikrum
 
 from defenses.federated import base
-from defenses.federated.base import (Groups, coordinate_median, row_groups, sort_last_, sorted_values, stable_order,
-                                      trimmed_sum)
+from defenses.federated.base import (coordinate_median, padded_columns, row_columns, row_groups, sort_last_,
+                                      sorted_median, sorted_values, stable_order, trimmed_sum)
 from federation.config import SimulationConfig
 from federation.uploads import ClientUploads
 from recsys import native
@@ -169,32 +169,28 @@ def float32_uploads(uploads: ClientUploads) -> ClientUploads:
 
 
 @pytest.mark.skipif(native.library() is None, reason="no C compiler to build the native kernel")
-def test_native_grouping_and_rank_sums_equal_the_torch_ops(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On float32 CPU uploads the C kernels form the groups the torch ops form, with each group's columns (its
-    transposed values, +inf padding); the medians agree to the bit and the trimmed sums to float rounding (summed in
-    rank order instead of by ``torch.sum``)."""
+def test_native_row_grouping_equals_the_torch_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On float32 CPU uploads the C kernel forms the groups the torch ops form, and the columns it writes for the
+    coordinate-wise rules are those groups' ``padded_columns``; a median then agrees to the bit, a trimmed sum to
+    float rounding (its kept ranks summed in rank order instead of by ``torch.sum``)."""
     uploads = float32_uploads(make_uploads(*random_uploads(40, seed=3, density=(1, 0.9, 0.5, 0.3, 0.1, 0.05, 0))[:2]))
     malicious = torch.as_tensor(np.random.default_rng(3).random(40) < 0.3)
-
-    def statistics() -> tuple[list[Groups], list[torch.Tensor], list[torch.Tensor]]:
-        groups = list(row_groups(uploads, malicious, SPEC.num_items, columns=True))
-        padded = [g.values.transpose(1, 2).masked_fill(~g.valid[:, None, :], float("inf")) for g in groups]
-        assert all(g.columns is None or torch.equal(g.columns, p) for g, p in zip(groups, padded))
-        trims = [torch.div(g.counts, 5, rounding_mode="floor") for g in groups]
-        trimmed = [trimmed_sum(sorted_values(g), g.counts, trim) for g, trim in zip(groups, trims)]
-        return groups, [coordinate_median(g) for g in groups], trimmed
-
-    built, medians, trimmed = statistics()
-    assert all(g.columns is not None for g in built)
+    built = list(row_groups(uploads, malicious, SPEC.num_items))
+    columns = [(rows, counts, c.clone()) for rows, counts, c in row_columns(uploads, SPEC.num_items)]
+    trims = [torch.div(counts, 5, rounding_mode="floor") for _, counts, _ in columns]
+    medians = [sorted_median(sort_last_(c.clone()), counts) for _, counts, c in columns]
+    trimmed = [trimmed_sum(sort_last_(c.clone()), counts, trim) for (_, counts, c), trim in zip(columns, trims)]
     monkeypatch.setattr(base.native, "supports", lambda *tensors: False)
-    reference, reference_medians, reference_trimmed = statistics()
-    assert len(built) == len(reference) == 4  # n_j of 40, ~36, ~20, ~12, ~4, ~2: buckets 2^6, 2^5, 2^4 .. 2^2, 2^1
-    for group, expected, median, expected_median, kept, expected_kept in zip(
-            built, reference, medians, reference_medians, trimmed, reference_trimmed):
+    reference = list(row_groups(uploads, malicious, SPEC.num_items))
+    assert len(built) == len(reference) == len(columns) == 4  # n_j of 40, ~36, ~20, ~12, ~4, ~2: buckets 2^6 .. 2^1
+    for group, expected, (rows, counts, column), median, kept, trim in zip(built, reference, columns, medians, trimmed,
+                                                                          trims):
         for field in ("values", "counts", "malicious", "rows"):
             assert torch.equal(getattr(group, field), getattr(expected, field)), field
-        assert torch.equal(median, expected_median)
-        torch.testing.assert_close(kept, expected_kept, rtol=1e-6, atol=1e-6)
+        assert torch.equal(rows, expected.rows) and torch.equal(counts, expected.counts)
+        assert torch.equal(column, padded_columns(expected))
+        assert torch.equal(median, coordinate_median(expected))
+        torch.testing.assert_close(kept, trimmed_sum(sorted_values(expected), counts, trim), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

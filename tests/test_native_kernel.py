@@ -176,6 +176,8 @@ def test_group_rows_builds_padded_groups_and_rejects_bad_layouts():
     assert torch.equal(out, expected) and torch.equal(out_flags, held & flags[slots.clamp(min=0)])
     padded = expected.masked_fill(~held[:, None], float("inf"))
     assert torch.equal(columns, torch.cat([padded[:3].T.flatten(), padded[3:].T.flatten()]))
+    assert native.group_rows(items, values, None, first, size, 7, columns=False) == (None, None, None)
+    assert torch.equal(native.group_rows(items, values, None, first, size, 7, columns=True)[2], columns)
     no_flags = torch.zeros(5, dtype=torch.bool)
     for bad_items in ([1, 0, 4, 4, 0], [0, 0, 0, 0, 4]):  # an item without a group; more entries than slots
         with pytest.raises(IndexError):

@@ -26,11 +26,10 @@ import torch
 from federation.config import SimulationConfig
 from federation.uploads import ClientUploads
 from recsys import native
-from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec
+from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec, Theta
 from server.aggregation import Aggregate, AggregationRule, RoundInfo
 
 WHOLE_UPLOAD = "upload"  # ``Groups.tensor`` in scope ``vector``: each client's whole upload is one vector
-MLP_TENSORS = "mlp"  # ``Groups.tensor`` of a coordinate-wise rule's one group of all MLP tensors
 
 
 @dataclass
@@ -41,10 +40,8 @@ class Groups:
     values: torch.Tensor  # [G, N, D]
     counts: torch.Tensor  # int64 [G]
     malicious: torch.Tensor  # bool [G, N], ground truth (padding False)
-    tensor: str = WHOLE_UPLOAD  # the Θ tensor the groups belong to (WHOLE_UPLOAD in scope ``vector``, MLP_TENSORS)
+    tensor: str = WHOLE_UPLOAD  # the Θ tensor the groups belong to (WHOLE_UPLOAD in scope ``vector``)
     rows: torch.Tensor | None = None  # int64 [G]: each group's item row / neuron in that tensor; None: the whole tensor
-    columns: torch.Tensor | None = None  # [G, D, N]: each coordinate's values, +inf padding, in any order along N
-    # (``sorted_values`` sorts it in place); built with the values for the coordinate-wise rules (``coordinatewise``)
 
     @cached_property
     def valid(self) -> torch.Tensor:
@@ -53,8 +50,7 @@ class Groups:
 
     def subset(self, mask: torch.Tensor) -> Groups:
         return Groups(self.values[mask], self.counts[mask], self.malicious[mask], self.tensor,
-                      None if self.rows is None else self.rows[mask],
-                      None if self.columns is None else self.columns[mask])
+                      None if self.rows is None else self.rows[mask])
 
 
 @dataclass
@@ -74,13 +70,16 @@ def sort_last_(values: torch.Tensor) -> torch.Tensor:
     return values.copy_(values.sort(dim=-1).values)
 
 
+def padded_columns(groups: Groups) -> torch.Tensor:
+    """A copy of each group's values per coordinate, ``[G, D, N]``, padding +inf (a copy even where the transpose is
+    contiguous already, as for a [B, 1] bias, so that sorting it never permutes the clients' uploads)."""
+    columns = groups.values.transpose(1, 2).clone(memory_format=torch.contiguous_format)
+    return columns.masked_fill_(~groups.valid[:, None, :], float("inf"))
+
+
 def sorted_values(groups: Groups) -> torch.Tensor:
     """Each coordinate's values in ascending order along the last axis, ``[G, D, N]``, padding (+inf) last."""
-    if groups.columns is not None:
-        return sort_last_(groups.columns)
-    columns = groups.values.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # a copy even where the
-    # transpose is contiguous already (a [B, 1] bias), so sorting never permutes the clients' uploads
-    return sort_last_(columns.masked_fill_(~groups.valid[:, None, :], float("inf")))
+    return sort_last_(padded_columns(groups))
 
 
 def at_rank(ordered: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
@@ -88,11 +87,16 @@ def at_rank(ordered: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
     return ordered.gather(2, rank[:, None, None].expand(-1, ordered.shape[1], 1)).squeeze(2)
 
 
+def sorted_median(ordered: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Each coordinate's median from its sorted values ``ordered`` ``[G, D, N]`` (n_g = ``counts``, padding last);
+    for even n_g the mean of the two middle values."""
+    n = counts.clamp(min=1)
+    return (at_rank(ordered, (n - 1) // 2) + at_rank(ordered, n // 2)) / 2
+
+
 def coordinate_median(groups: Groups) -> torch.Tensor:
     """Coordinate-wise median per group; for even n_g the mean of the two middle values."""
-    ordered = sorted_values(groups)
-    n = groups.counts.clamp(min=1)
-    return (at_rank(ordered, (n - 1) // 2) + at_rank(ordered, n // 2)) / 2
+    return sorted_median(sorted_values(groups), groups.counts)
 
 
 def assumed_malicious(policy: str, groups: Groups) -> torch.Tensor:
@@ -114,62 +118,102 @@ def stable_order(keys: torch.Tensor, bound: int) -> torch.Tensor:
     return torch.argsort(keys, stable=True)
 
 
-def row_groups(uploads: ClientUploads, malicious: torch.Tensor, num_items: int, columns: bool,
-               buffers: native.Buffers | None = None) -> Iterator[Groups]:
-    """Each touched item row's uploads as one group, in buckets of rows whose n_j round up to the same power of two
-    (at most 2x padding; rows ascending within a bucket); an upload's slot in its row is its rank among the row's
-    uploaders in client-id order. ``columns``: the groups also carry their ``[D, N]`` columns where the native
-    kernel builds them (float32 CPU), in ``buffers`` if given (valid until their next use)."""
-    items, values, device = uploads.row_items, uploads.row_values, uploads.row_items.device
-    counts = torch.bincount(items, minlength=num_items).cpu().numpy()  # the bookkeeping per row: numpy, on the CPU
-    touched = np.flatnonzero(counts)
-    if not len(touched):
-        return
-    bucket = np.frexp(counts[touched] - 1)[1]  # ⌈log2 n_j⌉
-    order = np.argsort(bucket, kind="stable")
-    rows, bucket = touched[order], bucket[order]
-    row_counts = counts[rows]
-    starts = np.flatnonzero(np.diff(bucket, prepend=-1))
-    per_bucket = np.diff(starts, append=len(rows))
-    sizes = np.maximum.reduceat(row_counts, starts)
-    slot_size = np.repeat(sizes, per_bucket)
-    first_slot = np.cumsum(slot_size) - slot_size
-    entry_malicious = malicious.index_select(0, uploads.row_owner())
-    flat_columns = None
-    if native.supports(values):
+@dataclass
+class RowLayout:
+    """Where each touched item row's uploads go: rows in buckets of rows whose n_j round up to the same power of two
+    (at most 2x padding; rows ascending within a bucket), each row a group of as many slots as its bucket's largest
+    n_j; an upload's slot in its row is its rank among the row's uploaders in client-id order."""
+
+    rows: np.ndarray  # [R] item rows, bucket by bucket
+    counts: np.ndarray  # [R] n_j
+    bucket: np.ndarray  # [R] ⌈log2 n_j⌉
+    sizes: list[int]  # slots per group, per bucket
+    per_bucket: list[int]  # rows per bucket
+    first_slot: np.ndarray  # [R] each row's first slot
+    num_slots: int
+
+    @classmethod
+    def of(cls, items: torch.Tensor, num_items: int) -> RowLayout:
+        counts = torch.bincount(items, minlength=num_items).cpu().numpy()  # bookkeeping per row: numpy, on the CPU
+        touched = np.flatnonzero(counts)
+        bucket = np.frexp(counts[touched] - 1)[1]  # ⌈log2 n_j⌉
+        order = np.argsort(bucket, kind="stable")
+        rows, bucket = touched[order], bucket[order]
+        starts = np.flatnonzero(np.diff(bucket, prepend=-1))
+        per_bucket = np.diff(starts, append=len(rows))
+        sizes = np.maximum.reduceat(counts[rows], starts) if len(rows) else np.zeros(0, dtype=np.int64)
+        slot_size = np.repeat(sizes, per_bucket)
+        return cls(rows, counts[rows], bucket, sizes.tolist(), per_bucket.tolist(), np.cumsum(slot_size) - slot_size,
+                   int(slot_size.sum()))
+
+    def native_slots(self, num_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``first`` and ``size`` per item (−1 and 0 where untouched), as ``native.group_rows`` takes them."""
         first, size = np.full(num_items, -1), np.zeros(num_items, dtype=np.int64)
-        first[rows], size[rows] = first_slot, slot_size
-        padded, flags, flat_columns = native.group_rows(items, values, entry_malicious, torch.from_numpy(first),
-                                                        torch.from_numpy(size), int(slot_size.sum()), columns, buffers)
+        first[self.rows], size[self.rows] = self.first_slot, np.repeat(self.sizes, self.per_bucket)
+        return torch.from_numpy(first), torch.from_numpy(size)
+
+    def buckets(self, device: torch.device) -> Iterator[tuple[slice, int, torch.Tensor, torch.Tensor]]:
+        """Per bucket: its slots, its group size, its rows and their n_j."""
+        start, rows, counts = 0, torch.from_numpy(self.rows).to(device), torch.from_numpy(self.counts).to(device)
+        for size, bucket_rows, bucket_counts in zip(self.sizes, rows.split(self.per_bucket),
+                                                    counts.split(self.per_bucket)):
+            stop = start + len(bucket_rows) * size
+            yield slice(start, stop), size, bucket_rows, bucket_counts
+            start = stop
+
+
+def row_groups(uploads: ClientUploads, malicious: torch.Tensor, num_items: int,
+               buffers: native.Buffers | None = None) -> Iterator[Groups]:
+    """Each touched item row's uploads as one group, bucket by bucket (``RowLayout``); on float32 CPU values gathered
+    by the native kernel into ``buffers`` if given (then valid until their next use)."""
+    items, values = uploads.row_items, uploads.row_values
+    layout = RowLayout.of(items, num_items)
+    entry_malicious = malicious.index_select(0, uploads.row_owner())
+    if native.supports(values):
+        padded, flags, _ = native.group_rows(items, values, entry_malicious, *layout.native_slots(num_items),
+                                             layout.num_slots, False, buffers)
     else:
-        padded, flags = _scatter_rows(uploads, entry_malicious, num_items, *(torch.from_numpy(a).to(device) for a in (
-            rows, bucket.astype(np.int64), row_counts, first_slot)), int(slot_size.sum()))
-    start, dim, per_bucket = 0, values.shape[1], per_bucket.tolist()
-    for size_b, group_rows, group_counts in zip(sizes.tolist(), torch.from_numpy(rows).to(device).split(per_bucket),
-                                                torch.from_numpy(row_counts).to(device).split(per_bucket)):
-        stop = start + len(group_rows) * size_b
-        group_columns = None if flat_columns is None else flat_columns[start * dim:stop * dim].view(-1, dim, size_b)
-        yield Groups(padded[start:stop].view(-1, size_b, dim), group_counts, flags[start:stop].view(-1, size_b),
-                     ITEM_EMBEDDING, group_rows, group_columns)
-        start = stop
+        padded, flags = _scatter_rows(uploads, entry_malicious, num_items, layout)
+    for slots, size, rows, counts in layout.buckets(items.device):
+        yield Groups(padded[slots].view(-1, size, values.shape[1]), counts, flags[slots].view(-1, size), ITEM_EMBEDDING,
+                     rows)
 
 
-def _scatter_rows(uploads: ClientUploads, entry_malicious: torch.Tensor, num_items: int, rows: torch.Tensor,
-                  bucket: torch.Tensor, row_counts: torch.Tensor, first_slot: torch.Tensor,
-                  num_slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+def row_columns(uploads: ClientUploads, num_items: int,
+                buffers: native.Buffers | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per bucket (``RowLayout``): its item rows, their n_j and each row's values per coordinate ``[G, D, N]`` (+inf
+    padding, upload order) -- ``padded_columns`` of ``row_groups``, which the native kernel writes directly."""
+    items, values = uploads.row_items, uploads.row_values
+    if not native.supports(values):
+        for groups in row_groups(uploads, torch.zeros(uploads.num_clients, dtype=torch.bool), num_items):
+            yield groups.rows, groups.counts, padded_columns(groups)
+        return
+    layout = RowLayout.of(items, num_items)
+    _, _, columns = native.group_rows(items, values, None, *layout.native_slots(num_items), layout.num_slots, True,
+                                      buffers)
+    dim = values.shape[1]
+    for slots, size, rows, counts in layout.buckets(items.device):
+        yield rows, counts, columns[slots.start * dim:slots.stop * dim].view(-1, dim, size)
+
+
+def _scatter_rows(uploads: ClientUploads, entry_malicious: torch.Tensor, num_items: int,
+                  layout: RowLayout) -> tuple[torch.Tensor, torch.Tensor]:
     """``native.group_rows`` in torch ops: the entries ordered by (bucket, item), client-id order within an item,
     then each copied to its row's first slot plus its rank among the row's entries."""
     items, values = uploads.row_items, uploads.row_values
+    rows, bucket, counts, first_slot = (torch.from_numpy(a).to(items.device).long() for a in (
+        layout.rows, layout.bucket, layout.counts, layout.first_slot))
     bucket_of = torch.zeros(num_items, dtype=torch.int64, device=items.device).index_copy_(0, rows, bucket)
-    entry_order = stable_order(bucket_of.index_select(0, items) * num_items + items, (int(bucket[-1]) + 1) * num_items
-                               if len(bucket) else 1)
+    entry_order = stable_order(bucket_of.index_select(0, items) * num_items + items,
+                               (int(bucket[-1]) + 1) * num_items if len(bucket) else 1)
     sorted_items = items.index_select(0, entry_order)
-    first_entry = torch.zeros_like(bucket_of).index_copy_(0, rows, torch.cumsum(row_counts, 0) - row_counts)
+    first_entry = torch.zeros_like(bucket_of).index_copy_(0, rows, torch.cumsum(counts, 0) - counts)
     first = torch.zeros_like(bucket_of).index_copy_(0, rows, first_slot)
     rank = torch.arange(len(items), device=items.device) - first_entry.index_select(0, sorted_items)
     slot = first.index_select(0, sorted_items) + rank
-    padded = values.new_zeros((num_slots, values.shape[1])).index_copy_(0, slot, values.index_select(0, entry_order))
-    flags = torch.zeros(num_slots, dtype=torch.bool, device=items.device).index_copy_(
+    padded = values.new_zeros((layout.num_slots, values.shape[1])).index_copy_(0, slot,
+                                                                               values.index_select(0, entry_order))
+    flags = torch.zeros(layout.num_slots, dtype=torch.bool, device=items.device).index_copy_(
         0, slot, entry_malicious.index_select(0, entry_order))
     return padded, flags
 
@@ -178,8 +222,6 @@ class GroupedRule(AggregationRule):
     """A rule defined on groups of vectors (``combine``); this class forms the groups and writes the step."""
 
     mlp_grouping = "tensor"  # "tensor": one group per MLP tensor; "neuron": a weight matrix's rows are groups
-    coordinatewise = False  # True: ``combine`` treats each coordinate on its own (median, trimmed mean), so the
-    # item-row groups come with their columns and all MLP tensors form one group (the same result as one per tensor)
 
     def __init__(self, config: SimulationConfig, spec: NCFSpec) -> None:
         super().__init__(config, spec)
@@ -214,13 +256,11 @@ class GroupedRule(AggregationRule):
                 offset += size
             return Aggregate(step, self.report)
         self._aggregate_rows(uploads, malicious, info.targets, step[ITEM_EMBEDDING])
-        if self.coordinatewise:
-            vectors = torch.cat([value.flatten(1) for value in uploads.dense.values()], dim=1)
-            count = torch.tensor([uploads.num_clients], device=vectors.device)
-            flat = self._run(Groups(vectors[None], count, malicious[None], MLP_TENSORS))[0]
-            for name, part in zip(uploads.dense, flat.split([step[name].numel() for name in uploads.dense])):
-                step[name] = part.view_as(step[name])
-            return Aggregate(step, self.report)
+        self._aggregate_mlp(uploads, malicious, step)
+        return Aggregate(step, self.report)
+
+    def _aggregate_mlp(self, uploads: ClientUploads, malicious: torch.Tensor, step: Theta) -> None:
+        """Each MLP tensor over every client (or each neuron, ``mlp_grouping``)."""
         for name, value in uploads.dense.items():
             by_neuron = self.mlp_grouping == "neuron" and value.dim() == 3
             vectors = value.transpose(0, 1) if by_neuron else value.flatten(1)[None]
@@ -228,14 +268,13 @@ class GroupedRule(AggregationRule):
             rows = torch.arange(vectors.shape[0], device=vectors.device) if by_neuron else None
             groups = Groups(vectors, count, malicious[None].expand(vectors.shape[0], -1), name, rows)
             step[name] = self._run(groups).view_as(step[name])
-        return Aggregate(step, self.report)
 
     def _aggregate_rows(self, uploads: ClientUploads, malicious: torch.Tensor, targets: torch.Tensor,
                         out: torch.Tensor) -> None:
         """Each touched item row over its uploaders (``row_groups``)."""
         is_target = torch.zeros(self.spec.num_items, dtype=torch.bool, device=out.device)
         is_target[targets.to(out.device)] = True
-        for groups in row_groups(uploads, malicious, self.spec.num_items, self.coordinatewise, self.buffers):
+        for groups in row_groups(uploads, malicious, self.spec.num_items, self.buffers):
             out[groups.rows] = self._run(groups, is_target[groups.rows])
 
     def _run(self, groups: Groups, target_groups: torch.Tensor | None = None) -> torch.Tensor:
@@ -262,6 +301,33 @@ class GroupedRule(AggregationRule):
         self.report["dropped_uploads"] += int(dropped.sum())
         self.report["dropped_malicious_uploads"] += int((dropped & groups.malicious).sum())
         return sums
+
+
+class CoordinatewiseRule(GroupedRule):
+    """A rule that takes each coordinate on its own, from its sorted values (median, trimmed mean): it uses every
+    upload and needs no f (nothing dropped, no fallback). So the native kernel writes each item row's values straight
+    into sorted columns (no per-upload groups), and all MLP tensors form one group (the same result as one group per
+    tensor, in one call)."""
+
+    @abstractmethod
+    def combine_sorted(self, ordered: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """``[G, D]``: n_g × the rule's statistic of each coordinate's sorted values ``ordered`` ``[G, D, N]``
+        (n_g = ``counts``, padding +inf last); may overwrite ``ordered``."""
+
+    def combine(self, groups: Groups, f: torch.Tensor) -> Combined:
+        return Combined(self.combine_sorted(sorted_values(groups), groups.counts), groups.valid)
+
+    def _aggregate_rows(self, uploads: ClientUploads, malicious: torch.Tensor, targets: torch.Tensor,
+                        out: torch.Tensor) -> None:
+        for rows, counts, columns in row_columns(uploads, self.spec.num_items, self.buffers):
+            out[rows] = self.combine_sorted(sort_last_(columns), counts)
+
+    def _aggregate_mlp(self, uploads: ClientUploads, malicious: torch.Tensor, step: Theta) -> None:
+        vectors = torch.cat([value.flatten(1) for value in uploads.dense.values()], dim=1)[None]
+        count = torch.tensor([uploads.num_clients], device=vectors.device)
+        flat = self.combine_sorted(sorted_values(Groups(vectors, count, malicious[None])), count)[0]
+        for name, part in zip(uploads.dense, flat.split([step[name].numel() for name in uploads.dense])):
+            step[name] = part.view_as(step[name])
 
 
 def trimmed_sum(ordered: torch.Tensor, counts: torch.Tensor, trim: torch.Tensor) -> torch.Tensor:

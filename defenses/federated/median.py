@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from defenses.federated.base import Combined, GroupedRule, Groups, coordinate_median
+from defenses.federated.base import CoordinatewiseRule, sorted_median
 
 
-class Median(GroupedRule):
+class Median(CoordinatewiseRule):
     """Coordinate-wise median per item row (over its uploaders) and per MLP tensor; even n: mean of the middle two."""
 
     name = "median"
-    coordinatewise = True
 
-    def combine(self, groups: Groups, f: torch.Tensor) -> Combined:
-        return Combined(coordinate_median(groups) * groups.counts[:, None].to(groups.values.dtype), groups.valid)
+    def combine_sorted(self, ordered: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        return sorted_median(ordered, counts) * counts[:, None].to(ordered.dtype)

@@ -228,23 +228,27 @@ class Buffers:
         return memory[:numel].view(shape)
 
 
-def group_rows(items: torch.Tensor, values: torch.Tensor, flags: torch.Tensor, first: torch.Tensor,
+def group_rows(items: torch.Tensor, values: torch.Tensor, flags: torch.Tensor | None, first: torch.Tensor,
                size: torch.Tensor, slots: int, columns: bool,
-               buffers: Buffers | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+               buffers: Buffers | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Entries (``items`` [E], float32 CPU ``values`` [E, D], bool ``flags`` [E]) scattered into per-row groups: row
     j's group is slots ``first[j] .. first[j] + size[j] − 1`` (``first[j] < 0``: no group; the groups tile the
-    ``slots``), and entry e is upload k of its row, k = its rank among the row's entries in entry order. Returns the
-    slots' values ``[slots, D]`` and flags ``[slots]`` (zero where unfilled) and, if ``columns``, the values again
-    with each group laid out ``[D, size]`` (+inf where unfilled), flat ``[slots * D]``; in ``buffers`` if given."""
+    ``slots``), and entry e is upload k of its row, k = its rank among the row's entries in entry order. Returns, in
+    ``buffers`` if given: unless ``flags`` is None, the slots' values ``[slots, D]`` and flags ``[slots]`` (zero where
+    unfilled); if ``columns``, the values with each group laid out ``[D, size]`` (+inf where unfilled), flat
+    ``[slots * D]``."""
     lib = _loaded()
     num_items, width = len(first), values.shape[1]
-    if not supports(values) or len(items) != len(values) or len(flags) != len(values) or len(size) != num_items:
+    if (not supports(values) or len(items) != len(values) or len(size) != num_items
+            or flags is not None and len(flags) != len(values)):
         raise ValueError(f"cannot group {tuple(values.shape)} {values.dtype} values by {tuple(items.shape)} items "
                          f"into {num_items} rows")
     buffers = buffers or Buffers()
-    out, out_flags = buffers.take("values", (slots, width)), buffers.take("flags", (slots,), torch.bool)
+    out = None if flags is None else buffers.take("values", (slots, width))
+    out_flags = None if flags is None else buffers.take("flags", (slots,), torch.bool)
     out_columns = buffers.take("columns", (slots * width,)) if columns else None
-    inputs = [_ints(items), values.contiguous(), flags.to(torch.bool).contiguous(), _ints(first), _ints(size)]
+    inputs = [_ints(items), values.contiguous(), None if flags is None else flags.to(torch.bool).contiguous(),
+              _ints(first), _ints(size)]
     _check(lib.group_rows(len(items), width, *map(_pointer, inputs[:3]), num_items, *map(_pointer, inputs[3:]),
                           slots, _pointer(out), _pointer(out_columns), _pointer(out_flags)),
            f"items (0..{num_items - 1}, each in a group with a slot for each of its entries)",

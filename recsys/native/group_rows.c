@@ -5,9 +5,9 @@
 
 /* Entry e (item row items[e], the `width` floats at values + e * width, flag flags[e]) becomes upload k of its row's
  * group, k = its rank among that row's entries in entry order. Row j's group has size[j] slots starting at slot
- * first[j] (first[j] < 0: no group): upload k's values go to out[(first[j] + k) * width + c] and, if `columns` is not
- * null, to columns[first[j] * width + c * size[j] + k]; its flag to out_flags[first[j] + k]. Unfilled slots get 0
- * (out, flags) and +inf (columns). Two passes: each slot's entry, then the outputs group by group, so that every write
+ * first[j] (first[j] < 0: no group): if `out` is not null, upload k's values go to out[(first[j] + k) * width + c] and
+ * its flag to out_flags[first[j] + k]; if `columns` is not null, its values go to columns[first[j] * width + c * size[j]
+ * + k]. Unfilled slots get 0 (out, flags) and +inf (columns). Two passes: each slot's entry, then the outputs group by group, so that every write
  * is sequential. 3 unless the groups tile the num_slots slots; 2 if an item is out of range, has no group or more
  * entries than slots (nothing written either way); 1 if scratch memory cannot be allocated. */
 int group_rows(int64_t count, int64_t width, const int64_t *items, const float *values, const uint8_t *flags,
@@ -36,12 +36,14 @@ int group_rows(int64_t count, int64_t width, const int64_t *items, const float *
         int64_t n = filled[j], slots = size[j];
         float *column = columns ? columns + first[j] * width : NULL;
         for (int64_t k = 0; k < slots; ++k) {
-            float *row = out + (first[j] + k) * width;
             const float *value = k < n ? values + group[k] * width : NULL;
-            for (int64_t c = 0; c < width; ++c) row[c] = value ? value[c] : 0.0f;
+            if (out) {
+                float *row = out + (first[j] + k) * width;
+                for (int64_t c = 0; c < width; ++c) row[c] = value ? value[c] : 0.0f;
+                out_flags[first[j] + k] = value ? flags[group[k]] : 0;
+            }
             if (column)
                 for (int64_t c = 0; c < width; ++c) column[c * slots + k] = value ? value[c] : INFINITY;
-            out_flags[first[j] + k] = value ? flags[group[k]] : 0;
         }
     }
     free(filled);
