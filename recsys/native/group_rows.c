@@ -7,9 +7,10 @@
  * group, k = its rank among that row's entries in entry order. Row j's group has size[j] slots starting at slot
  * first[j] (first[j] < 0: no group): if `out` is not null, upload k's values go to out[(first[j] + k) * width + c] and
  * its flag to out_flags[first[j] + k]; if `columns` is not null, its values go to columns[first[j] * width + c * size[j]
- * + k]. Unfilled slots get 0 (out, flags) and +inf (columns). Two passes: each slot's entry, then the outputs group by group, so that every write
- * is sequential. 3 unless the groups tile the num_slots slots; 2 if an item is out of range, has no group or more
- * entries than slots (nothing written either way); 1 if scratch memory cannot be allocated. */
+ * + k]. Unfilled slots get 0 (out, flags) and +inf (columns). Two passes: each slot's entry, then the outputs group
+ * by group, so that every write is sequential. 3 unless the groups tile the num_slots slots; 2 if an item is out of
+ * range, has no group or more entries than slots (nothing written either way); 1 if scratch memory cannot be
+ * allocated. */
 int group_rows(int64_t count, int64_t width, const int64_t *items, const float *values, const uint8_t *flags,
                int64_t num_items, const int64_t *first, const int64_t *size, int64_t num_slots, float *out,
                float *columns, uint8_t *out_flags) {
