@@ -185,7 +185,8 @@ def row_columns(uploads: ClientUploads, num_items: int,
     padding, upload order) -- ``padded_columns`` of ``row_groups``, which the native kernel writes directly."""
     items, values = uploads.row_items, uploads.row_values
     if not native.supports(values):
-        for groups in row_groups(uploads, torch.zeros(uploads.num_clients, dtype=torch.bool), num_items):
+        no_flags = torch.zeros(uploads.num_clients, dtype=torch.bool, device=items.device)
+        for groups in row_groups(uploads, no_flags, num_items):
             yield groups.rows, groups.counts, padded_columns(groups)
         return
     layout = RowLayout.of(items, num_items)
