@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--synthetic-items", type=int, default=DEFAULTS.synthetic_items, help="synthetic: number of items")
     data.add_argument("--synthetic-items-per-user", type=int, default=DEFAULTS.synthetic_items_per_user,
                       help="synthetic: mean interactions per user")
+    data.add_argument("--split-seed", type=int, default=DEFAULTS.split_seed,
+                      help="-1: the dataset's own train/test split; else each user's items shuffled with this seed and "
+                      "split again (the same number of test items per user)")
     run = p.add_argument_group("run")
     run.add_argument("--mode", default=DEFAULTS.mode, choices=MODES, help="federated, or central (one client holding every user)")
     run.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="epochs (each visits every client once)")
@@ -111,7 +114,7 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         extra[key] = value
     return SimulationConfig(
         dataset=args.dataset, data_dir=args.data_dir, synthetic_users=args.synthetic_users,
-        synthetic_items=args.synthetic_items, synthetic_items_per_user=args.synthetic_items_per_user, mode=args.mode,
+        synthetic_items=args.synthetic_items, synthetic_items_per_user=args.synthetic_items_per_user, split_seed=args.split_seed, mode=args.mode,
         epochs=args.epochs, seed=args.seed, dim=args.dim, layers=args.layers, negatives=args.negatives, lr=args.lr,
         clients_per_round=args.clients_per_round, aggregation=args.aggregation, top_k=args.top_k, er_ks=args.er_ks,
         targets=args.targets, num_targets=args.num_targets, client_strategies=tuple(args.client_strategy),

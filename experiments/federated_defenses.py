@@ -43,6 +43,7 @@ from server.aggregation import Aggregate, RoundInfo
 
 CLIP_RULES = ("norm-bound", "centered-clip", "dp-clip")
 QUANTILES = (0.5, 0.9, 0.99)
+PAPER_MODEL = (SimulationConfig.dim, SimulationConfig.layers)  # NCF 8 / [8, 8]
 METRIC_KEYS = ("target/er@5", "target/er@10", "target/er@20", "test/hr@20", "test/ndcg@20")
 
 
@@ -68,8 +69,19 @@ class NormQuantiles(SumRule):
 
 
 def base_settings(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
-    return {"dataset": dataset, "data_dir": args.data_dir,
-            "epochs": args.epochs, "lr": args.lr, "negatives": args.negatives}
+    """A run's data and training settings; a re-split and the model's size only where they are not the paper's
+    (the dataset's own split, NCF 8 / [8, 8])."""
+    model = {} if (args.dim, tuple(args.layers)) == PAPER_MODEL else {"dim": args.dim, "layers": list(args.layers)}
+    split = {} if args.split_seed < 0 else {"split_seed": args.split_seed}
+    return {"dataset": dataset, "data_dir": args.data_dir, **split,
+            "epochs": args.epochs, "lr": args.lr, "negatives": args.negatives, **model}
+
+
+def setting_tag(args: argparse.Namespace) -> str:
+    """η, r and (where not the paper's) the split and the model size, as cell keys and file names show them."""
+    model = "" if (args.dim, tuple(args.layers)) == PAPER_MODEL else f"-d{args.dim}-l{'x'.join(map(str, args.layers))}"
+    split = "" if args.split_seed < 0 else f"-resplit{args.split_seed}"
+    return f"lr{args.lr:g}-r{args.negatives}{model}{split}"
 
 
 def run_cell(params: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -84,7 +96,7 @@ def run_cell(params: dict[str, Any], folder: Path) -> dict[str, Any]:
 # ---- calibration ---------------------------------------------------------------------------------------
 def calibrate(args: argparse.Namespace, datasets: list[str]) -> int:
     out = Path(args.out)
-    cells = [Cell(f"calibrate-{d}-lr{args.lr:g}-r{args.negatives}-seed{s}",
+    cells = [Cell(f"calibrate-{d}-{setting_tag(args)}-seed{s}",
                   {**base_settings(args, d), "seed": s, "aggregation": f"{__name__}:NormQuantiles"})
              for d in datasets for s in args.seeds]
     check_settings([cell.params for cell in cells])
@@ -134,7 +146,7 @@ def matrix_cells(args: argparse.Namespace, datasets: list[str]) -> dict[tuple, C
                         params = {**base_settings(args, dataset), "seed": seed, "attack": attack, "malicious_frac": rho,
                                   **defense_settings(defense, bounds, args)}
                         tag = "" if attack == "none" else f"-rho{rho:g}"
-                        key = f"{dataset}-lr{args.lr:g}-r{args.negatives}-{attack}{tag}-{defense}-seed{seed}"
+                        key = f"{dataset}-{setting_tag(args)}-{attack}{tag}-{defense}-seed{seed}"
                         cells[(dataset, attack, rho, defense, seed)] = Cell(key, params)
     return cells
 
@@ -226,9 +238,11 @@ def matrix(args: argparse.Namespace, datasets: list[str]) -> int:
     rows = [{"dataset": d, "attack": a, "rho": rho, "defense": f, **summarise(runs)}
             for (d, a, rho, f), runs in groups.items()]
     out = Path(args.out)
-    stem = out / f"matrix-lr{args.lr:g}-r{args.negatives}".replace(".", "p")  # no dot: with_suffix must not eat it
+    stem = out / f"matrix-{setting_tag(args)}".replace(".", "p")  # no dot: with_suffix must not eat it
     baseline = {d: popularity_hr(SimulationConfig(**base_settings(args, d))) for d in datasets}
-    title = (f"Attack × defense, η = {args.lr:g}, r = {args.negatives}, {args.epochs} epochs, seeds {args.seeds}; "
+    split = "the dataset's split" if args.split_seed < 0 else f"split again at random (seed {args.split_seed})"
+    title = (f"Attack × defense, {split}, NCF {args.dim} / {list(args.layers)}, η = {args.lr:g}, r = {args.negatives}, "
+             f"{args.epochs} epochs, seeds {args.seeds}; "
              f"popularity HR@20: " + ", ".join(f"{d} {v:.4f}" for d, v in baseline.items()))
     write_table(rows, stem, title=title)
     plot_matrix(rows, stem.with_suffix(".png"), baseline)
@@ -251,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=30, help="epochs per run (paper: 30)")
     p.add_argument("--lr", type=float, default=0.001, help="η (paper: 0.001)")
     p.add_argument("--negatives", type=int, default=4, help="r (paper: 4)")
+    p.add_argument("--dim", type=int, default=PAPER_MODEL[0], help="NCF embedding size (paper: 8)")
+    add_list(p, "--layers", int, "integers", list(PAPER_MODEL[1]), "NCF MLP widths (paper: 8,8)")
+    p.add_argument("--split-seed", type=int, default=-1,
+                   help="-1: the dataset's own train/test split; else every user's items split again at random")
     p.add_argument("--assumed-malicious", default="fraction:0.05", help="f policy of the robust rules")
     p.add_argument("--clip-row", type=float, default=0.0, help="absolute τ for item rows (default: per-round quantile)")
     p.add_argument("--clip-mlp", type=float, default=0.0, help="absolute τ for MLP neurons/biases (default: per-round quantile)")

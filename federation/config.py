@@ -34,6 +34,7 @@ class SimulationConfig:
     synthetic_users: int = 1000
     synthetic_items: int = 500
     synthetic_items_per_user: int = 30
+    split_seed: int = -1  # -1: the dataset's own train/test split; else every user's items split again at random
     mode: str = "federated"
     epochs: int = 30
     seed: int = 0
@@ -105,6 +106,7 @@ class SimulationConfig:
              f"malicious_frac={self.malicious_frac} needs an attack: pass --attack (one of a-ra, a-hum, eb, ra or a plug-in)")
         need(self.attack_scale > 0 and self.approx_sigma > 0 and self.mining_lr > 0,
              "attack_scale (α), approx_sigma (σ) and mining_lr (ξ) must be > 0")
+        need(self.split_seed >= -1, f"split_seed must be -1 (the dataset's own split) or a seed >= 0, got {self.split_seed}")
         for name in ("epochs", "num_shards", "checkpoint_every", "seed"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(5 <= self.synthetic_items_per_user <= self.synthetic_items,

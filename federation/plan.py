@@ -10,6 +10,7 @@ import numpy as np
 from federation.assignments import StrategyAssignment
 from federation.config import ConfigError, SimulationConfig
 from recsys.data import load_dataset
+from recsys.data.convert import resplit_at_random
 from recsys.data.dataset import Dataset
 
 
@@ -20,12 +21,13 @@ def _load(config_json: str) -> Dataset:
     if config.dataset == "synthetic":
         options = dict(num_users=config.synthetic_users, num_items=config.synthetic_items,
                        mean_items_per_user=config.synthetic_items_per_user, seed=config.seed)
-    return load_dataset(config.dataset, data_dir=config.data_dir or None, **options)
+    dataset = load_dataset(config.dataset, data_dir=config.data_dir or None, **options)
+    return dataset if config.split_seed < 0 else resplit_at_random(dataset, config.split_seed)
 
 
 def dataset_for(config: SimulationConfig) -> Dataset:
     """The run's dataset, loaded once per process (only the fields that decide the dataset matter)."""
-    keys = ("dataset", "data_dir", "synthetic_users", "synthetic_items", "synthetic_items_per_user")
+    keys = ("dataset", "data_dir", "synthetic_users", "synthetic_items", "synthetic_items_per_user", "split_seed")
     identity = {k: getattr(config, k) for k in keys}
     identity["seed"] = config.seed if config.dataset == "synthetic" else 0
     return _load(SimulationConfig.from_mapping(identity).to_json())

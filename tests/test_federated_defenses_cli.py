@@ -42,6 +42,18 @@ def test_calibrated_bounds_without_calibration_say_how_to_get_them(tmp_path, cap
     assert "run `python -m experiments.federated_defenses calibrate --datasets synthetic`" in capsys.readouterr().err
 
 
+def test_a_larger_model_on_a_new_split_gets_its_own_cells_and_table(tmp_path):
+    common = ["matrix", "--datasets", "synthetic", "--epochs", "1", "--seeds", "0", "--attacks", "none",
+              "--defenses", "sum", "--out", str(tmp_path)]
+    assert main(common) == 0
+    assert main([*common, "--dim", "16", "--layers", "16,8", "--split-seed", "0"]) == 0
+    saved = {p.name: json.loads(p.read_text())["params"] for p in (tmp_path / "cells").glob("*.json")}
+    assert "dim" not in saved["synthetic-lr0.001-r4-none-sum-seed0.json"]  # the paper's model keeps its old keys
+    assert saved["synthetic-lr0.001-r4-d16-l16x8-resplit0-none-sum-seed0.json"]["layers"] == [16, 8]
+    table = (tmp_path / "matrix-lr0p001-r4-d16-l16x8-resplit0.md").read_text()
+    assert "split again at random (seed 0), NCF 16 / [16, 8]" in table
+
+
 def _csv(path):
     import csv
 

@@ -26,6 +26,18 @@ def split_by_user(
     return train, test
 
 
+def resplit_at_random(dataset: Dataset, seed: int, test_fraction: float = TEST_FRACTION) -> Dataset:
+    """The same interactions split again: each user's train and test items shuffled together (seeded), then
+    ``split_by_user``'s rule, so every user keeps the same number of test items as under that rule."""
+    users = np.concatenate((dataset.train.row_ids(), dataset.test.row_ids()))
+    items = np.concatenate((dataset.train.items, dataset.test.items))
+    order = np.lexsort((np.random.default_rng(seed).random(len(items)), users))
+    train, test = split_by_user(users[order], items[order], dataset.num_users, test_fraction)
+    note = f"train/test split again at random (seed {seed}), each user's last {test_fraction:.0%} of a shuffle to test"
+    return Dataset(f"{dataset.name}", dataset.num_users, dataset.num_items, train, test, dataset.ratings,
+                   dataset.notes + (note,))
+
+
 def ratings_to_dataset(
     name: str, raw: Ratings, *, min_user_ratings: int = 0, test_fraction: float = TEST_FRACTION
 ) -> Dataset:
