@@ -7,6 +7,7 @@ import logging
 import sys
 
 from federation.config import BACKENDS, DEVICES, MODES, ConfigError, SimulationConfig
+from federation.plugins import PROFILE_ATTACK_PRESETS
 from harness.cli import CommandParser, guarded, parse
 
 DEFAULTS = SimulationConfig()
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--mining-steps", type=int, default=DEFAULTS.mining_steps, help="β: hard-user-mining iterations (A-hum)")
     attack.add_argument("--fake-profile-items", type=int, default=DEFAULTS.fake_profile_items,
                         help="RA: items of a fake profile, targets included")
+    attack.add_argument("--profile-preset", default=DEFAULTS.profile_preset, choices=PROFILE_ATTACK_PRESETS,
+                        help="profile:revadv(+sharpap): the gradient attack's settings (attacks.implicit.PRESETS)")
     defense = p.add_argument_group("server aggregation (defenses/federated, docs/federated-defenses.md)")
     defense.add_argument("--aggregation", default=DEFAULTS.aggregation, metavar="RULE",
                          help=f"server rule: {', '.join(AGGREGATION_RULES)}, or a plug-in package.module:Class / file.py:Class")
@@ -114,13 +117,15 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         extra[key] = value
     return SimulationConfig(
         dataset=args.dataset, data_dir=args.data_dir, synthetic_users=args.synthetic_users,
-        synthetic_items=args.synthetic_items, synthetic_items_per_user=args.synthetic_items_per_user, split_seed=args.split_seed, mode=args.mode,
+        synthetic_items=args.synthetic_items, synthetic_items_per_user=args.synthetic_items_per_user,
+        split_seed=args.split_seed, mode=args.mode,
         epochs=args.epochs, seed=args.seed, dim=args.dim, layers=args.layers, negatives=args.negatives, lr=args.lr,
         clients_per_round=args.clients_per_round, aggregation=args.aggregation, top_k=args.top_k, er_ks=args.er_ks,
         targets=args.targets, num_targets=args.num_targets, client_strategies=tuple(args.client_strategy),
         attack=args.attack, malicious_frac=args.malicious_frac, attack_scale=args.attack_scale,
         approx_users=args.approx_users, approx_sigma=args.approx_sigma, mining_lr=args.mining_lr,
         mining_steps=args.mining_steps, fake_profile_items=args.fake_profile_items,
+        profile_preset=args.profile_preset,
         aggregation_scope=args.aggregation_scope, assumed_malicious=args.assumed_malicious,
         trim_fraction=args.trim_fraction, clip_row=args.clip_row, clip_mlp=args.clip_mlp, clip_quantile=args.clip_quantile,
         clip_iterations=args.clip_iterations, dp_noise_multiplier=args.dp_noise_multiplier,

@@ -23,7 +23,8 @@ from attacks.implicit.revadv import RevAdvSettings, plain_cotangent, run  # noqa
 from attacks.implicit.sharpap import SharpAP, SharpSettings  # noqa: E402
 from attacks.implicit.wmf_surrogate import WMFSurrogate  # noqa: E402
 from central.ranking_learner import RankingLearner, TrainSettings, native_objective  # noqa: E402
-from experiments.sharpap import PRESETS, VICTIM_DIM, VICTIMS  # noqa: E402
+from attacks.implicit import PRESETS  # noqa: E402
+from experiments.sharpap import VICTIM_DIM, VICTIM_PRESETS, VICTIMS  # noqa: E402
 from experiments.sharpap_cell import load, setting  # noqa: E402
 from recsys.models.ranking import make_model  # noqa: E402
 from recsys.models.wrmf import als_solve  # noqa: E402
@@ -34,7 +35,7 @@ def peak_mib() -> float:
 
 
 def attack_cost(poison, preset: str, iterations: int) -> None:
-    surrogate = PRESETS[preset]["surrogate"]
+    surrogate = PRESETS[preset].surrogate
     for name, rule in (("revadv", plain_cotangent), ("revadv+sharpap", SharpAP(SharpSettings()))):
         _, history = run(WMFSurrogate(poison, surrogate, 0), poison, RevAdvSettings(iterations=iterations, cos_every=0),
                          np.random.default_rng(0), rule)
@@ -45,7 +46,7 @@ def attack_cost(poison, preset: str, iterations: int) -> None:
 
 def victim_cost(dataset, preset: str, epochs: int) -> None:
     for name in VICTIMS:
-        training = PRESETS[preset]["victims"][name]
+        training = VICTIM_PRESETS[preset][name]
         model = make_model(name, dataset.num_users, dataset.num_items, VICTIM_DIM[preset], torch.Generator().manual_seed(0),
                            **training.options)
         model.bind(dataset.train)

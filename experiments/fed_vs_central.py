@@ -42,7 +42,7 @@ from central.ncf_trainer import Evaluation, train_central_ncf
 from central.ranking_learner import TrainSettings
 from federation.config import SimulationConfig, usable_cores
 from federation.plan import Plan, dataset_for, make_plan
-from federation.plugins import MALICIOUS_STRATEGIES
+from federation.plugins import MALICIOUS_STRATEGIES, PROFILE_ATTACK_PRESETS
 from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
 from harness.runner import check_run, run_in_folder
 from harness.sweep import Cell, cached_results, run_sweep
@@ -139,6 +139,9 @@ def make_cells(args: argparse.Namespace) -> dict[tuple, Cell]:
                             if mode == "central":
                                 params["central"] = central
                             tag = "" if attack == "none" else f"-rho{rho:g}"
+                            if attack.startswith("revadv"):  # a gradient attack: its preset is part of the cell
+                                params["profile_preset"] = args.profile_preset
+                                tag += f"-{args.profile_preset}"
                             key = (f"{dataset_name}-{kind}-{mode}-{attack}{tag}-e{args.epochs}-lr{args.lr:g}"
                                    f"-r{args.negatives}-seed{seed}")
                             cells[(dataset_name, kind, mode, attack, rho, seed)] = Cell(key, params)
@@ -267,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--central-lr", type=float, default=0.01, help="Adam learning rate of central training")
     p.add_argument("--central-batch", type=int, default=1024, help="observed pairs per central mini-batch")
     p.add_argument("--profile-items", type=int, default=30, help="items per fake profile, targets included")
+    p.add_argument("--profile-preset", choices=PROFILE_ATTACK_PRESETS, default="lean",
+                   help="settings of the gradient profile attacks (revadv, revadv+sharpap; attacks.implicit.PRESETS)")
     p.add_argument("--cached-only", action="store_true", help="report the cells that already ran; run nothing")
     return p
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from attacks.implicit import ATTACKS
+from attacks.implicit import PRESETS as ATTACK_PRESETS
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import MODES, SharpSettings
-from attacks.implicit.wmf_surrogate import WMFSettings
 from experiments.sharpap_cell import FAKE_SHARE, load, popularity, run_attack, run_victim
 from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
 from harness.sweep import Cell, run_sweep
@@ -52,20 +52,13 @@ def _victims(**entries: tuple) -> dict[str, VictimTraining]:
     return {name: VictimTraining(*entry) for name, entry in entries.items()}
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {  # the spec's hyper-parameters (CPU-days on ML-1M)
-        "surrogate": WMFSettings(), "revadv": RevAdvSettings(),
-        "victims": _victims(wrmf=(15, 1e-3, 2048), bpr=(200, 1e-3, 2048), lightgcn=(200, 1e-3, 2048),
-                            sgl=(100, 1e-3, 2048), simgcl=(100, 1e-3, 2048))},
-    "lean": {  # one ML-1M condition (attack + five victims) within an hour on 2 cores
-        "surrogate": WMFSettings(dim=64, epochs=40, unroll=3, warm_epochs=10), "revadv": RevAdvSettings(),
-        "victims": _victims(wrmf=(10, 1e-3, 2048), bpr=(30, 5e-3, 8192), lightgcn=(20, 1e-3, 32768),
-                            sgl=(10, 1e-3, 32768, {"include_ego": False}), simgcl=(10, 5e-3, 32768))},
-    "ci": {  # the synthetic end-to-end check (seconds)
-        "surrogate": WMFSettings(dim=16, epochs=8, unroll=2, batch_rows=128, warm_epochs=4),
-        "revadv": RevAdvSettings(iterations=6, cos_every=3),
-        "victims": _victims(wrmf=(4, 1e-3, 2048), bpr=(10, 1e-2, 1024), lightgcn=(6, 1e-2, 1024),
-                            sgl=(4, 1e-2, 1024), simgcl=(4, 1e-2, 1024))},
+VICTIM_PRESETS: dict[str, dict[str, VictimTraining]] = {  # the attacks' settings: attacks.implicit.PRESETS
+    "paper": _victims(wrmf=(15, 1e-3, 2048), bpr=(200, 1e-3, 2048), lightgcn=(200, 1e-3, 2048),
+                      sgl=(100, 1e-3, 2048), simgcl=(100, 1e-3, 2048)),
+    "lean": _victims(wrmf=(10, 1e-3, 2048), bpr=(30, 5e-3, 8192), lightgcn=(20, 1e-3, 32768),  # one ML-1M condition
+                     sgl=(10, 1e-3, 32768, {"include_ego": False}), simgcl=(10, 5e-3, 32768)),  # in an hour on 2 cores
+    "ci": _victims(wrmf=(4, 1e-3, 2048), bpr=(10, 1e-2, 1024), lightgcn=(6, 1e-2, 1024),
+                   sgl=(4, 1e-2, 1024), simgcl=(4, 1e-2, 1024)),
 }
 VICTIM_DIM = {"paper": 64, "lean": 64, "ci": 16}
 
@@ -97,14 +90,12 @@ def paired_p(a: Sequence[float], b: Sequence[float]) -> float:
 class Experiment:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args, self.out = args, Path(args.out)
-        preset = PRESETS[args.preset]
-        surrogate = preset["surrogate"]
-        revadv = preset["revadv"]
+        surrogate, revadv = ATTACK_PRESETS[args.preset].surrogate, ATTACK_PRESETS[args.preset].revadv
         if args.iterations is not None:
             revadv = RevAdvSettings(**{**asdict(revadv), "iterations": args.iterations})
         self.options = {"surrogate": asdict(surrogate), "revadv": asdict(revadv),
                         "sharp": asdict(SharpSettings(kappa=args.kappa, mode=args.sharp_mode))}
-        self.victim_settings = preset["victims"]
+        self.victim_settings = VICTIM_PRESETS[args.preset]
         default = args.fake_share == FAKE_SHARE  # cells of the default share keep their keys and parameters
         self.share = {} if default else {"fake_share": args.fake_share}
         self.share_tag = "" if default else f"-n{args.fake_share}"
@@ -238,7 +229,7 @@ def build_parser() -> CommandParser:
     add_list(parser, "--victims", str, "names", list(VICTIMS), f"victims ({', '.join(VICTIMS)})")
     add_list(parser, "--attacks", str, "names", list(CONDITIONS), f"attacks ({', '.join(CONDITIONS)})")
     parser.add_argument("--runs", type=int, default=5, help="runs 0..N-1 (each its own targets and seeds)")
-    parser.add_argument("--preset", choices=PRESETS, default="lean", help="hyper-parameter preset (default lean)")
+    parser.add_argument("--preset", choices=VICTIM_PRESETS, default="lean", help="hyper-parameter preset (default lean)")
     parser.add_argument("--iterations", type=int, default=None, help="override RevAdv's outer iterations")
     parser.add_argument("--fake-share", type=float, default=FAKE_SHARE,
                         help="fake users as a share of the real users (default 0.01, the paper's 1%%)")

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from federation.assignments import StrategyAssignment
-from federation.plugins import AGGREGATION_RULES, is_spec, strategy_registry
+from federation.plugins import AGGREGATION_RULES, PROFILE_ATTACK_PRESETS, is_spec, strategy_registry
 from recsys.models.ncf import NCFSpec
 
 MODES = ("federated", "central")
@@ -68,6 +68,7 @@ class SimulationConfig:
     mining_lr: float = 0.001  # ξ: hard-user-mining step (A-hum, eq. 9)
     mining_steps: int = 30  # β: hard-user-mining iterations
     fake_profile_items: int = 30  # RA: items of a fake user's profile, targets included
+    profile_preset: str = "lean"  # profile:revadv(+sharpap): the gradient attack's preset (attacks.implicit.PRESETS)
     num_shards: int = 0  # supernodes hosting the clients; 0: one in process, one per available CPU core with Ray
     backend: str = "inprocess"
     client_num_cpus: float = 1.0
@@ -119,6 +120,8 @@ class SimulationConfig:
         need(self.aggregation in AGGREGATION_RULES or is_spec(self.aggregation),
              f"aggregation {self.aggregation!r} is unknown; choose one of {', '.join(AGGREGATION_RULES)} "
              "or a plug-in 'package.module:Class' / 'path/to/file.py:Class'")
+        need(self.profile_preset in PROFILE_ATTACK_PRESETS,
+             f"profile_preset must be one of {', '.join(PROFILE_ATTACK_PRESETS)}, got {self.profile_preset!r}")
         need(self.aggregation_scope in ("row", "vector"), f"aggregation_scope must be row or vector, got {self.aggregation_scope!r}")
         need(_f_policy_ok(self.assumed_malicious),
              f"assumed_malicious must be fraction:β (0 <= β < 0.5), oracle or bound:F (F >= 0), got {self.assumed_malicious!r}")

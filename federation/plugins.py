@@ -27,6 +27,7 @@ MALICIOUS_STRATEGIES: dict[str, str] = {
     "profile:revadv": "attacks.federated.profile_clients:RevAdvProfiles",
     "profile:revadv+sharpap": "attacks.federated.profile_clients:SharpAPProfiles",
 }
+PROFILE_ATTACK_PRESETS: tuple[str, ...] = ("paper", "lean", "ci")  # the keys of attacks.implicit.PRESETS
 AGGREGATION_RULES: dict[str, str] = {
     "sum": "defenses.federated.sum_rule:SumRule",
     "norm-bound": "defenses.federated.norm_bound:NormBound",

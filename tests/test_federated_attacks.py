@@ -249,19 +249,30 @@ def test_a_malicious_plugin_from_a_file_runs_through_simulate_py(tmp_path):
     assert load_strategy_class(config["attack"]).benign is False
 
 
-@pytest.mark.parametrize("attack", ["random", "bandwagon"])
+@pytest.mark.parametrize("attack", ["random", "bandwagon", "revadv"])
 def test_profile_clients_train_on_exactly_the_profiles_the_central_attack_injects(tmp_path, attack):
     """``--attack profile:NAME``: the injected clients' local data are the ``attacks.implicit`` profiles for the
-    same training lists, targets, count, budget and seed, and they train like benign clients (negatives too)."""
-    from attacks.implicit import AttackOptions, PoisonSetting, generate
+    same training lists, targets, count, budget, seed and preset, and they train like benign clients (negatives
+    too)."""
+    from attacks.implicit import PRESETS, PoisonSetting, generate
 
-    config = synthetic(tmp_path, targets=(3, 7), fake_profile_items=12, attack=f"profile:{attack}", malicious_frac=0.02)
+    config = synthetic(tmp_path, targets=(3, 7), fake_profile_items=12, attack=f"profile:{attack}", malicious_frac=0.02,
+                       profile_preset="ci")
     dataset = dataset_for(config)
     plan = make_plan(config, dataset)
     data = build_client_data(config, plan, dataset, np.arange(plan.num_clients))
     central = generate(attack, PoisonSetting(dataset.train, dataset.num_items, np.array([3, 7]), 6, 12),
-                       AttackOptions(), config.seed)[0].lists
+                       PRESETS["ci"], config.seed)[0].lists
     for f, client in enumerate(plan.malicious_ids):
         np.testing.assert_array_equal(data.train.user(client), central.user(f))
-        assert len(data.negatives.user(client)) == config.negatives * 12
+        assert len(data.negatives.user(client)) == config.negatives * len(central.user(f))
     assert load_strategy_class(f"profile:{attack}").benign is False
+
+
+def test_profile_presets_are_named_where_configs_are_checked():
+    from attacks.implicit import PRESETS
+    from federation.plugins import PROFILE_ATTACK_PRESETS
+
+    assert PROFILE_ATTACK_PRESETS == tuple(PRESETS)
+    with pytest.raises(ConfigError, match="profile_preset must be one of paper, lean, ci"):
+        SimulationConfig(profile_preset="fast")

@@ -3,26 +3,40 @@ r sampled negatives, their own p_u) on the fake profiles of an implicit data-poi
 ``attacks.implicit`` (``random``, ``bandwagon``, ``revadv``, ``revadv+sharpap``): RA generalised to any profile
 generator. For the same training lists, targets, number of fake users, budget (``--fake-profile-items``) and
 seed they are exactly the profiles the central experiments inject, so one attack can be played as data
-poisoning in central training and by federated fake clients.
+poisoning in central training and by federated fake clients. The gradient attacks run with the settings of
+``profile_preset`` (``attacks.implicit.PRESETS``; default ``lean``), and a process generates each set of profiles
+once (a central cell and a federated cell of the same setting in one sweep worker share them).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from attacks.federated.base import ProfileClient
-from attacks.implicit import AttackOptions, FakeProfiles, PoisonSetting, generate
+from attacks.implicit import PRESETS, FakeProfiles, PoisonSetting, generate
 from federation.config import SimulationConfig
 from federation.plan import dataset_for
 
 
 def implicit_profiles(attack: str, config: SimulationConfig, targets: np.ndarray, num_fake: int) -> FakeProfiles:
     """The ``num_fake`` profiles implicit attack ``attack`` generates for the run's training data, ``targets`` and
-    budget (``fake_profile_items``) from the run's seed: what central training injects and fake clients train on."""
+    budget (``fake_profile_items``) from the run's seed and ``profile_preset``: what central training injects and
+    fake clients train on."""
+    dataset_key = {k: getattr(config, k) for k in ("dataset", "data_dir", "synthetic_users", "synthetic_items",
+                                                   "synthetic_items_per_user", "split_seed")}
+    return _generate(attack, SimulationConfig(**dataset_key, seed=config.seed).to_json(),
+                     tuple(int(t) for t in targets), num_fake, config.fake_profile_items, config.profile_preset)
+
+
+@lru_cache(maxsize=8)
+def _generate(attack: str, data_json: str, targets: tuple[int, ...], num_fake: int, budget: int,
+              preset: str) -> FakeProfiles:
+    config = SimulationConfig.from_json(data_json)
     dataset = dataset_for(config)
-    setting = PoisonSetting(dataset.train, dataset.num_items, np.asarray(targets, dtype=np.int64), num_fake,
-                            config.fake_profile_items)
-    return generate(attack, setting, AttackOptions(), config.seed)[0]
+    setting = PoisonSetting(dataset.train, dataset.num_items, np.asarray(targets, dtype=np.int64), num_fake, budget)
+    return generate(attack, setting, PRESETS[preset], config.seed)[0]
 
 
 class ImplicitProfileClient(ProfileClient):

@@ -9,26 +9,17 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from attacks.implicit import heuristic, revadv
+from attacks.implicit.options import PRESETS, AttackOptions
 from attacks.implicit.profiles import FakeProfiles, PoisonSetting
-from attacks.implicit.sharpap import SharpAP, SharpSettings
-from attacks.implicit.wmf_surrogate import WMFSettings, WMFSurrogate
+from attacks.implicit.sharpap import SharpAP
+from attacks.implicit.wmf_surrogate import WMFSurrogate
 
 History = list[dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class AttackOptions:
-    """Settings of the gradient attacks (the heuristics need none)."""
-
-    surrogate: WMFSettings = field(default_factory=WMFSettings)
-    revadv: revadv.RevAdvSettings = field(default_factory=revadv.RevAdvSettings)
-    sharp: SharpSettings = field(default_factory=SharpSettings)
 
 
 def _rng(seed: int, name: str) -> np.random.Generator:
@@ -65,4 +56,4 @@ def generate(name: str, setting: PoisonSetting, options: AttackOptions, seed: in
     return ATTACKS[name](setting, options, seed)
 
 
-__all__ = ["ATTACKS", "AttackOptions", "FakeProfiles", "PoisonSetting", "generate"]
+__all__ = ["ATTACKS", "PRESETS", "AttackOptions", "FakeProfiles", "PoisonSetting", "generate"]
