@@ -30,7 +30,7 @@ def implicit_profiles(attack: str, config: SimulationConfig, targets: np.ndarray
                      tuple(int(t) for t in targets), num_fake, config.fake_profile_items, config.profile_preset)
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=64)  # small lists; a sweep worker meets every (ρ, attack) of a seed before reusing one
 def _generate(attack: str, data_json: str, targets: tuple[int, ...], num_fake: int, budget: int,
               preset: str) -> FakeProfiles:
     config = SimulationConfig.from_json(data_json)
