@@ -68,19 +68,25 @@ class NormQuantiles(SumRule):
         return result
 
 
-def base_settings(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
-    """A run's data and training settings; a re-split and the model's size only where they are not the paper's
-    (the dataset's own split, NCF 8 / [8, 8])."""
-    model = {} if (args.dim, tuple(args.layers)) == PAPER_MODEL else {"dim": args.dim, "layers": list(args.layers)}
+def setting_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The re-split and model size, each only where it is not the paper's (the dataset's split, NCF 8 / [8, 8]),
+    so the paper's cells keep their keys and parameters."""
     split = {} if args.split_seed < 0 else {"split_seed": args.split_seed}
-    return {"dataset": dataset, "data_dir": args.data_dir, **split,
-            "epochs": args.epochs, "lr": args.lr, "negatives": args.negatives, **model}
+    model = {} if (args.dim, tuple(args.layers)) == PAPER_MODEL else {"dim": args.dim, "layers": list(args.layers)}
+    return {**split, **model}
+
+
+def base_settings(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
+    """A run's data, model and training settings."""
+    return {"dataset": dataset, "data_dir": args.data_dir, "epochs": args.epochs, "lr": args.lr,
+            "negatives": args.negatives, **setting_options(args)}
 
 
 def setting_tag(args: argparse.Namespace) -> str:
-    """η, r and (where not the paper's) the split and the model size, as cell keys and file names show them."""
-    model = "" if (args.dim, tuple(args.layers)) == PAPER_MODEL else f"-d{args.dim}-l{'x'.join(map(str, args.layers))}"
-    split = "" if args.split_seed < 0 else f"-resplit{args.split_seed}"
+    """η, r and the options of ``setting_options``, as cell keys and file names show them."""
+    options = setting_options(args)
+    model = f"-d{args.dim}-l{'x'.join(map(str, args.layers))}" if "dim" in options else ""
+    split = f"-resplit{args.split_seed}" if "split_seed" in options else ""
     return f"lr{args.lr:g}-r{args.negatives}{model}{split}"
 
 

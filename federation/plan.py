@@ -25,12 +25,17 @@ def _load(config_json: str) -> Dataset:
     return dataset if config.split_seed < 0 else resplit_at_random(dataset, config.split_seed)
 
 
-def dataset_for(config: SimulationConfig) -> Dataset:
-    """The run's dataset, loaded once per process (only the fields that decide the dataset matter)."""
+def dataset_identity(config: SimulationConfig) -> str:
+    """The fields of ``config`` that decide its dataset (the seed only for synthetic data), as a JSON key."""
     keys = ("dataset", "data_dir", "synthetic_users", "synthetic_items", "synthetic_items_per_user", "split_seed")
     identity = {k: getattr(config, k) for k in keys}
     identity["seed"] = config.seed if config.dataset == "synthetic" else 0
-    return _load(SimulationConfig.from_mapping(identity).to_json())
+    return SimulationConfig.from_mapping(identity).to_json()
+
+
+def dataset_for(config: SimulationConfig) -> Dataset:
+    """The run's dataset, loaded once per process."""
+    return _load(dataset_identity(config))
 
 
 @dataclass(frozen=True)

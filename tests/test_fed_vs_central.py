@@ -14,6 +14,7 @@ from central.ncf_trainer import Evaluation, train_central_ncf
 from central.ranking_learner import TrainSettings
 from central.objectives import InteractionObjective
 from clients.population import build_client_data
+from attacks.federated.profile_clients import _generate
 from experiments import fed_vs_central
 from federation.config import SimulationConfig
 from federation.plan import dataset_for
@@ -135,7 +136,9 @@ def test_command_runs_end_to_end_on_synthetic_data(tmp_path):
 def test_gradient_profile_cells_carry_their_preset(tmp_path):
     argv = ["--datasets", "synthetic", "--epochs", "1", "--seeds", "0", "--rho", "0.01", "--attacks", "revadv",
             "--targets", "unpopular", "--profile-preset", "ci", "--out", str(tmp_path)]
+    _generate.cache_clear()
     assert fed_vs_central.main(argv) == 0
+    assert _generate.cache_info().misses == 1  # the central cell's profiles serve its federated twin
     cells = {p.stem: json.loads(p.read_text())["params"] for p in (tmp_path / "cells").glob("*.json")}
     attacked = {k: v for k, v in cells.items() if "revadv" in k}
     assert len(attacked) == 2 and all(k.split("-rho0.01-")[1].startswith("ci-") for k in attacked)
@@ -143,8 +146,7 @@ def test_gradient_profile_cells_carry_their_preset(tmp_path):
     assert all("profile_preset" not in v for k, v in cells.items() if k not in attacked)
     with (tmp_path / "fed-vs-central.csv").open() as handle:
         rows = {(r["mode"], r["attack"]): r for r in csv.DictReader(handle)}
-    assert rows[("central", "revadv")]["profile items"] == rows[("federated", "revadv")]["profile items"]
-    assert int(rows[("central", "revadv")]["profile items"]) <= 10 * 30
+    assert 0 < int(rows[("central", "revadv")]["profile items"]) <= 10 * 30  # m = 10 fake users within the budget
 
 
 def test_command_rejects_bad_input_in_one_line(tmp_path, capsys):

@@ -17,26 +17,23 @@ import numpy as np
 from attacks.federated.base import ProfileClient
 from attacks.implicit import PRESETS, FakeProfiles, PoisonSetting, generate
 from federation.config import SimulationConfig
-from federation.plan import dataset_for
+from federation.plan import dataset_for, dataset_identity
 
 
 def implicit_profiles(attack: str, config: SimulationConfig, targets: np.ndarray, num_fake: int) -> FakeProfiles:
     """The ``num_fake`` profiles implicit attack ``attack`` generates for the run's training data, ``targets`` and
     budget (``fake_profile_items``) from the run's seed and ``profile_preset``: what central training injects and
     fake clients train on."""
-    dataset_key = {k: getattr(config, k) for k in ("dataset", "data_dir", "synthetic_users", "synthetic_items",
-                                                   "synthetic_items_per_user", "split_seed")}
-    return _generate(attack, SimulationConfig(**dataset_key, seed=config.seed).to_json(),
-                     tuple(int(t) for t in targets), num_fake, config.fake_profile_items, config.profile_preset)
+    return _generate(attack, dataset_identity(config), config.seed, tuple(int(t) for t in targets), num_fake,
+                     config.fake_profile_items, config.profile_preset)
 
 
 @lru_cache(maxsize=64)  # small lists; a sweep worker meets every (ρ, attack) of a seed before reusing one
-def _generate(attack: str, data_json: str, targets: tuple[int, ...], num_fake: int, budget: int,
+def _generate(attack: str, dataset_key: str, seed: int, targets: tuple[int, ...], num_fake: int, budget: int,
               preset: str) -> FakeProfiles:
-    config = SimulationConfig.from_json(data_json)
-    dataset = dataset_for(config)
+    dataset = dataset_for(SimulationConfig.from_json(dataset_key))
     setting = PoisonSetting(dataset.train, dataset.num_items, np.asarray(targets, dtype=np.int64), num_fake, budget)
-    return generate(attack, setting, PRESETS[preset], config.seed)[0]
+    return generate(attack, setting, PRESETS[preset], seed)[0]
 
 
 class ImplicitProfileClient(ProfileClient):

@@ -34,7 +34,7 @@ def resplit_at_random(dataset: Dataset, seed: int, test_fraction: float = TEST_F
     order = np.lexsort((np.random.default_rng(seed).random(len(items)), users))
     train, test = split_by_user(users[order], items[order], dataset.num_users, test_fraction)
     note = f"train/test split again at random (seed {seed}), each user's last {test_fraction:.0%} of a shuffle to test"
-    return Dataset(f"{dataset.name}", dataset.num_users, dataset.num_items, train, test, dataset.ratings,
+    return Dataset(dataset.name, dataset.num_users, dataset.num_items, train, test, dataset.ratings,
                    dataset.notes + (note,))
 
 
