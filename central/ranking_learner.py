@@ -49,7 +49,9 @@ class RankingLearner(CentralLearner):
         if isinstance(self.module, RankingModel):
             self.module.begin_epoch(self.generator)
         total, count = 0.0, 0
-        for batch in self.objective.batches(self.generator):
+        device = next(iter(self.parameters.values())).device
+        for batch in self.objective.batches(self.generator):  # drawn on the CPU: the same batches on every device
+            batch = tuple(part.to(device) for part in batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.objective.loss(self.module, batch)
             loss.backward()

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from attacks.implicit import ATTACKS
 from attacks.implicit import PRESETS as ATTACK_PRESETS
 from attacks.implicit.revadv import RevAdvSettings
@@ -100,30 +102,35 @@ class Experiment:
         self.share = {} if default else {"fake_share": args.fake_share}
         self.share_tag = "" if default else f"-n{args.fake_share}"
         self.dim = VICTIM_DIM[args.preset]
+        on_cpu = args.device == "cpu"  # CPU cells keep their keys and parameters
+        self.device = {} if on_cpu else {"device": args.device}
+        self.device_tag = "" if on_cpu else f"-{args.device}"
 
     def attack_cell(self, dataset: str, attack: str, run: int) -> Cell:
         params = {"dataset": dataset, "data_dir": self.args.data_dir, "attack": attack, "run": run,
-                  "threads": self.args.threads, **self.options, **self.share}
+                  "threads": self.args.threads, **self.options, **self.share, **self.device}
         sharp = f"-k{self.args.kappa}-{self.args.sharp_mode}" if attack.endswith("sharpap") else ""
         gradient = f"-{self.args.preset}-i{self.options['revadv']['iterations']}" if attack.startswith("revadv") else ""
-        return Cell(f"attack-{dataset}-{attack}{gradient}{sharp}{self.share_tag}-r{run}", params)
+        return Cell(f"attack-{dataset}-{attack}{gradient}{sharp}{self.share_tag}{self.device_tag}-r{run}", params)
 
     def victim_cell(self, dataset: str, victim: str, attack: Cell | None, run: int, profiles: str | None) -> Cell:
         training = self.victim_settings[victim]
         params = {"dataset": dataset, "data_dir": self.args.data_dir, "victim": victim, "run": run,
                   "threads": self.args.threads, "dim": self.dim, "profiles": profiles,
-                  "train": {"epochs": training.epochs, "lr": training.lr, "batch_size": training.batch}, **self.share,
+                  "train": {"epochs": training.epochs, "lr": training.lr, "batch_size": training.batch},
+                  **self.share, **self.device,
                   **({"options": training.options} if training.options else {})}
         source = attack.key[len("attack-"):] if attack is not None else f"{dataset}-none{self.share_tag}-r{run}"
         tag = "".join(f"-{k}{v}" for k, v in training.options.items())
-        return Cell(f"victim-{victim}-e{training.epochs}{tag}-{source}", params)
+        return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}", params)
 
     def run(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
 
         a = self.args
         attacks = {(d, at, r): self.attack_cell(d, at, r) for d in a.datasets for at in a.attacks if at != "none"
                    for r in range(a.runs)}
-        made = run_sweep(list(attacks.values()), run_attack, self.out, workers=a.workers)
+        gpus = {"gpus_per_cell": a.gpus_per_cell if a.device == "cuda" else 0.0}
+        made = run_sweep(list(attacks.values()), run_attack, self.out, workers=a.workers, **gpus)
         victims = {}
         for d in a.datasets:
             for at in a.attacks:
@@ -132,7 +139,7 @@ class Experiment:
                     for v in a.victims:
                         victims[(d, at, v, r)] = self.victim_cell(d, v, cell, r,
                                                                   made[cell.key]["profiles"] if cell else None)
-        measured = run_sweep(list(victims.values()), run_victim, self.out, workers=a.workers)
+        measured = run_sweep(list(victims.values()), run_victim, self.out, workers=a.workers, **gpus)
         popular = run_sweep([Cell(f"popularity-{d}-r{r}", {"dataset": d, "data_dir": a.data_dir, "run": r})
                              for d in a.datasets for r in range(a.runs)], popularity, self.out, progress=False)
         results = {key: measured[cell.key] for key, cell in victims.items()}
@@ -236,6 +243,10 @@ def build_parser() -> CommandParser:
     parser.add_argument("--kappa", type=float, default=SharpSettings.kappa, help="SharpAP radius κ (relative)")
     parser.add_argument("--sharp-mode", choices=MODES, default=SharpSettings.mode, help="SharpAP perturbation")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the surrogate and the victims train (default cpu; cuda cells get their own keys)")
+    parser.add_argument("--gpus-per-cell", type=float, default=1.0,
+                        help="with --device cuda and --workers > 1: GPUs (or a share of one) per Ray worker")
     return parser
 
 
@@ -247,6 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_choices("--attacks", args.attacks, CONDITIONS)
     if args.runs < 1 or args.threads < 1 or args.kappa < 0 or not 0 < args.fake_share <= 1:
         raise UsageError("--runs and --threads must be >= 1, --kappa >= 0 and --fake-share in (0, 1]")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: torch sees no CUDA GPU on this machine; use --device cpu")
+    if not 0 < args.gpus_per_cell <= 1:
+        raise UsageError("--gpus-per-cell must be in (0, 1]")
     if args.iterations is not None and args.iterations < 0:
         raise UsageError("--iterations must be >= 0")
     for dataset in args.datasets:  # missing or malformed data fails here, in one line, before any run

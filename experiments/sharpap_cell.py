@@ -75,7 +75,7 @@ def setting(dataset: Dataset, run: int, fake_share: float = FAKE_SHARE) -> Poiso
 
 def attack_options(params: dict[str, Any]) -> AttackOptions:
     return AttackOptions(WMFSettings(**params["surrogate"]), RevAdvSettings(**params["revadv"]),
-                         SharpSettings(**params["sharp"]))
+                         SharpSettings(**params["sharp"]), params.get("device", "cpu"))
 
 
 def _peak_mib() -> float:
@@ -109,7 +109,7 @@ def run_victim(params: dict[str, Any], folder: Path) -> dict[str, Any]:
         train = FakeProfiles.load(Path(params["profiles"])).inject(train)
     seed = zlib.crc32(f"victim/{params['victim']}/{params['run']}".encode())
     model = make_model(params["victim"], train.num_users, dataset.num_items, params["dim"],
-                       torch.Generator().manual_seed(seed), **params.get("options", {}))
+                       torch.Generator().manual_seed(seed), **params.get("options", {})).to(params.get("device", "cpu"))
     history = train_native(model, train, TrainSettings(**params["train"]), seed)
     model.eval()
     scores = {**promotion(model, dataset.train, poison.targets), **utility(model, dataset.train, dataset.test)}

@@ -36,7 +36,7 @@ class PopularityScorer:
 
 
 def _masked_scores(scorer: AllItemScorer, train: Interactions, start: int, stop: int) -> torch.Tensor:
-    scores = scorer.score_all(torch.arange(start, stop)).to(torch.float64)
+    scores = scorer.score_all(torch.arange(start, stop)).to(device="cpu", dtype=torch.float64)
     lo, hi = train.indptr[start], train.indptr[stop]
     rows = torch.from_numpy(train.row_ids()[lo:hi] - start)
     scores[rows, torch.from_numpy(train.items[lo:hi])] = -torch.inf

@@ -173,6 +173,60 @@ def test_command_line_rejects_bad_settings(capsys):
     assert capsys.readouterr().err.startswith("error: --victims: unknown ncf")
     with pytest.raises(ValueError, match="SharpAP mode"):
         SharpSettings(mode="sam")
+    assert main(["table", "--gpus-per-cell", "0"]) == 2
+    assert "--gpus-per-cell must be in (0, 1]" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["table", "--device", "cuda"]) == 2
+        assert "torch sees no CUDA GPU" in capsys.readouterr().err
+
+
+def test_cuda_cells_get_their_own_keys_and_cpu_cells_keep_theirs():
+    from experiments.sharpap import Experiment, build_parser
+
+    cpu = Experiment(build_parser().parse_args(["table"]))
+    cuda = Experiment(build_parser().parse_args(["table", "--device", "cuda"]))
+    assert cpu.attack_cell("fed-ml", "revadv", 0).key == "attack-fed-ml-revadv-lean-i30-r0"
+    assert "device" not in cpu.victim_cell("fed-ml", "wrmf", None, 0, None).params
+    assert cuda.attack_cell("fed-ml", "revadv", 0).key == "attack-fed-ml-revadv-lean-i30-cuda-r0"
+    victim = cuda.victim_cell("fed-ml", "wrmf", None, 0, None)
+    assert victim.key == "victim-wrmf-e10-cuda-fed-ml-none-r0" and victim.params["device"] == "cuda"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA absent")
+def test_attack_and_victims_on_cuda_equal_cpu(setting):
+    """float64 surrogate: the same hypergradient and profiles on both devices; every victim (float32) trains
+    from the same CPU-drawn batches and views to scores and metrics within float tolerance."""
+    from central.ranking_learner import TrainSettings, train_native
+    from recsys.models.ranking import MODELS, make_model
+    from recsys.promotion_metrics import promotion
+
+    fake = torch.zeros(setting.num_fake, setting.num_items)
+    fake[:, setting.targets] = 1.0
+    grads = []
+    for device in ("cpu", "cuda"):
+        surrogate = WMFSurrogate(setting, TINY_WMF, seed=0, dtype=torch.float64, device=device)
+        fit = surrogate.fit(fake)
+        grads.append(fit.vjp(plain_cotangent(surrogate, fit)[0]))
+        assert grads[-1].device == fake.device
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-9, atol=1e-12)
+    options = {device: AttackOptions(TINY_WMF, RevAdvSettings(iterations=3), device=device) for device in ("cpu", "cuda")}
+    cpu_profiles, cpu_history = generate("revadv+sharpap", setting, options["cpu"], seed=0)
+    gpu_profiles, gpu_history = generate("revadv+sharpap", setting, options["cuda"], seed=0)
+    # float32 surrogate: near-ties may order differently, so the iterates are compared by their hit ratios
+    assert [row["surrogate_hr"] for row in gpu_history] == pytest.approx([row["surrogate_hr"] for row in cpu_history],
+                                                                          abs=0.05)
+    assert gpu_profiles.lists.num_users == cpu_profiles.lists.num_users
+
+    train = cpu_profiles.inject(setting.train)
+    for name in MODELS:
+        results = []
+        for device in ("cpu", "cuda"):
+            model = make_model(name, train.num_users, setting.num_items, 8, torch.Generator().manual_seed(1)).to(device)
+            train_native(model, train, TrainSettings(3, lr=1e-2, batch_size=128), seed=1)
+            results.append((model.score_all(torch.arange(20)).cpu(), promotion(model, setting.train, setting.targets)))
+        torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-3, atol=1e-4, msg=name)
+        assert results[1][1]["hr@50"] == pytest.approx(results[0][1]["hr@50"], abs=0.02), name
 
 
 def test_injected_profiles_promote_the_targets_on_a_retrained_victim(setting):

@@ -35,7 +35,7 @@ def _heuristic(function: Callable[[PoisonSetting, np.random.Generator], FakeProf
 def _gradient(sharp: bool):
     def generate(setting: PoisonSetting, options: AttackOptions, seed: int) -> tuple[FakeProfiles, History]:
         # RevAdv and RevAdv+SharpAP share X₀, the surrogate's seed and the targets
-        surrogate = WMFSurrogate(setting, options.surrogate, seed)
+        surrogate = WMFSurrogate(setting, options.surrogate, seed, device=options.device)
         rule = SharpAP(options.sharp) if sharp else revadv.plain_cotangent
         return revadv.run(surrogate, setting, options.revadv, _rng(seed, "revadv"), rule)
     return generate

@@ -22,6 +22,7 @@ class AttackOptions:
     surrogate: WMFSettings = field(default_factory=WMFSettings)
     revadv: RevAdvSettings = field(default_factory=RevAdvSettings)
     sharp: SharpSettings = field(default_factory=SharpSettings)
+    device: str = "cpu"  # where the surrogate trains and is differentiated (the outer loop's X stays on the CPU)
 
 
 PRESETS: dict[str, AttackOptions] = {

@@ -82,18 +82,20 @@ class WMFSurrogate:
     """A WMF surrogate over the real rows of ``setting`` plus a fake matrix (see the module doc)."""
 
     def __init__(self, setting: PoisonSetting, settings: WMFSettings, seed: int,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
         self.setting, self.settings, self.seed, self.dtype = setting, settings, seed, dtype
+        self.device = torch.device(device)
         train = setting.train
         self.real = torch.zeros(train.num_users, setting.num_items, dtype=dtype)
         self.real[torch.from_numpy(train.row_ids()), torch.from_numpy(train.items)] = 1.0
-        self.targets = torch.as_tensor(setting.targets, dtype=torch.long)
+        self.real = self.real.to(self.device)
+        self.targets = torch.as_tensor(setting.targets, dtype=torch.long, device=self.device)
         self.previous: Theta | None = None
 
     def initial_theta(self) -> Theta:
         g = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}/wmf-init".encode()))
         n, f, m, d = self.setting.train.num_users, self.setting.num_fake, self.setting.num_items, self.settings.dim
-        return {name: INIT_STD * torch.randn(rows, d, generator=g, dtype=self.dtype)
+        return {name: (INIT_STD * torch.randn(rows, d, generator=g, dtype=self.dtype)).to(self.device)
                 for name, rows in (("user_real", n), ("user_fake", f), ("item", m))}
 
     def batch_loss(self, theta: Theta, rows: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
@@ -103,7 +105,7 @@ class WMFSurrogate:
 
     def recommendation_loss(self, theta: Theta, fake: torch.Tensor) -> torch.Tensor:
         """The inner loss over every row of Y = [R; X]."""
-        everyone = torch.arange(self.real.shape[0] + fake.shape[0])
+        everyone = torch.arange(self.real.shape[0] + fake.shape[0], device=self.device)
         return self.batch_loss(theta, torch.cat((self.real, fake)), everyone)
 
     def _epochs(self, theta: Theta, state, step: int, fake: torch.Tensor, orders: list[torch.Tensor]):
@@ -127,9 +129,10 @@ class WMFSurrogate:
         plain += 0 if differentiable else s.unroll
         g = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}/wmf-shuffle".encode()))
         total_rows = self.real.shape[0] + fake.shape[0]
-        orders = [torch.randperm(total_rows, generator=g) for _ in range(plain + unroll)]
+        orders = [torch.randperm(total_rows, generator=g).to(self.device) for _ in range(plain + unroll)]
         state = ({k: torch.zeros_like(v) for k, v in theta.items()}, {k: torch.zeros_like(v) for k, v in theta.items()})
-        fake = fake.detach().to(self.dtype)
+        home = fake.device  # the outer loop's X stays where it is; the fit runs on ``self.device``
+        fake = fake.detach().to(self.device, self.dtype)
         theta, state, step = self._epochs(theta, state, 0, fake, orders[:plain])
 
         def unrolled(x: torch.Tensor) -> Theta:
@@ -137,7 +140,7 @@ class WMFSurrogate:
 
         theta_e, vjp = torch.func.vjp(unrolled, fake) if unroll else (theta, None)
         self.previous = {k: v.detach() for k, v in theta_e.items()}
-        return SurrogateFit(self.previous, fake, (lambda cot: vjp(cot)[0]) if vjp is not None else _no_vjp)
+        return SurrogateFit(self.previous, fake, (lambda cot: vjp(cot)[0].to(home)) if vjp is not None else _no_vjp)
 
     def adversarial_loss(self, theta: Theta) -> torch.Tensor:
         logp = torch.log_softmax(theta["user_real"] @ theta["item"].T, dim=1)[:, self.targets]
@@ -163,4 +166,4 @@ class _ThetaScorer:
         self.theta = theta
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        return self.theta["user_real"][users] @ self.theta["item"].T
+        return self.theta["user_real"][users.to(self.theta["item"].device)] @ self.theta["item"].T

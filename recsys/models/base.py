@@ -34,6 +34,11 @@ class RankingModel(torch.nn.Module):
         self.user_emb = torch.nn.Parameter(init_user_embeddings(num_users, dim, generator))
         self.item_emb = torch.nn.Parameter(init_user_embeddings(num_items, dim, generator))
 
+    @property
+    def device(self) -> torch.device:
+        """Where the parameters live; ``bind`` builds its tensors there (move the model before binding)."""
+        return self.user_emb.device
+
     def bind(self, train: Interactions) -> None:
         """Attach the training interactions (rows = this model's users); default: nothing to build."""
         if train.num_users != self.num_users:

@@ -53,7 +53,7 @@ class SymmetricSpMM(torch.autograd.Function):
 def drop_edges(users: torch.Tensor, items: torch.Tensor, ratio: float,
                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep each (user, item) edge with probability 1 − ``ratio`` (SGL's edge dropout)."""
-    keep = torch.rand(len(users), generator=generator) >= ratio
+    keep = (torch.rand(len(users), generator=generator) >= ratio).to(users.device)  # drawn on the CPU
     return users[keep], items[keep]
 
 
@@ -66,7 +66,7 @@ def propagate(adjacency: torch.Tensor, ego: torch.Tensor, layers: int, include_e
     for _ in range(layers):
         layer = SymmetricSpMM.apply(adjacency, layer)
         if noise > 0:
-            delta = torch.rand(layer.shape, generator=generator, dtype=layer.dtype)
+            delta = torch.rand(layer.shape, generator=generator, dtype=layer.dtype).to(layer.device)
             layer = layer + noise * torch.sign(layer) * F.normalize(delta, dim=-1)
         total = total + layer
     return total / (layers + 1 if include_ego else layers)
@@ -77,4 +77,4 @@ def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> to
     (cosine similarity / τ), mean over rows."""
     z1, z2 = F.normalize(view1, dim=-1), F.normalize(view2, dim=-1)
     logits = z1 @ z2.T / temperature
-    return F.cross_entropy(logits, torch.arange(len(z1)))
+    return F.cross_entropy(logits, torch.arange(len(z1), device=z1.device))

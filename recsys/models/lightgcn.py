@@ -28,7 +28,7 @@ class LightGCN(RankingModel):
 
     def bind(self, train: Interactions) -> None:
         super().bind(train)
-        self.edges = bipartite_edges(train, self.num_items)
+        self.edges = tuple(ids.to(self.device) for ids in bipartite_edges(train, self.num_items))
         self.adjacency = normalised_adjacency(*self.edges, self.num_users, self.num_items, self.user_emb.dtype)
 
     def propagated(self, adjacency: torch.Tensor | None = None, noise: float = 0.0,

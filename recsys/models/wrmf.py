@@ -32,7 +32,8 @@ class Bucket:
     items: torch.Tensor
 
 
-def buckets(users: np.ndarray, items: np.ndarray, num_rows: int, num_cols: int) -> list[Bucket]:
+def buckets(users: np.ndarray, items: np.ndarray, num_rows: int, num_cols: int,
+            device: torch.device | str = "cpu") -> list[Bucket]:
     """The (distinct) pairs grouped by row, rows sorted by length and cut into buckets of
     ``ROWS_PER_BUCKET``, each padded to its longest row (little padding, since lengths are sorted)."""
     lists = Interactions.from_pairs(users, items, num_rows)
@@ -46,14 +47,14 @@ def buckets(users: np.ndarray, items: np.ndarray, num_rows: int, num_cols: int) 
         valid = offsets[None, :] < lengths[rows][:, None]
         index = np.where(valid, lists.indptr[rows][:, None] + offsets[None, :], 0)
         padded = np.where(valid, lists.items[index] if lists.nnz else 0, num_cols)
-        out.append(Bucket(torch.from_numpy(rows), torch.from_numpy(padded)))
+        out.append(Bucket(torch.from_numpy(rows).to(device), torch.from_numpy(padded).to(device)))
     return out
 
 
 def als_solve(groups: list[Bucket], fixed: torch.Tensor, alpha: float, reg: float, num_rows: int) -> torch.Tensor:
     """Least-squares rows x = (FᵀF + α·Σ_{j∈row} f_j f_jᵀ + λI)⁻¹ (1 + α)·Σ_{j∈row} f_j given the fixed side F."""
     dim = fixed.shape[1]
-    gram = fixed.T @ fixed + reg * torch.eye(dim, dtype=fixed.dtype)
+    gram = fixed.T @ fixed + reg * torch.eye(dim, dtype=fixed.dtype, device=fixed.device)
     padded = torch.cat((fixed, fixed.new_zeros((1, dim))))  # the padding id reads a zero vector
     out = fixed.new_zeros((num_rows, dim))
     for group in groups:
@@ -73,9 +74,10 @@ class WRMF(RankingModel):
     def bind(self, train: Interactions) -> None:
         super().bind(train)
         pairs = np.unique(train.row_ids() * self.num_items + train.items)  # distinct (user, item)
-        self.pairs = (torch.from_numpy(pairs // self.num_items), torch.from_numpy(pairs % self.num_items))
-        self.by_user = buckets(pairs // self.num_items, pairs % self.num_items, self.num_users, self.num_items)
-        self.by_item = buckets(pairs % self.num_items, pairs // self.num_items, self.num_items, self.num_users)
+        users, items = pairs // self.num_items, pairs % self.num_items
+        self.pairs = (torch.from_numpy(users).to(self.device), torch.from_numpy(items).to(self.device))
+        self.by_user = buckets(users, items, self.num_users, self.num_items, self.device)
+        self.by_item = buckets(items, users, self.num_items, self.num_users, self.device)
 
     @torch.no_grad()
     def als_sweep(self) -> dict[str, float]:
