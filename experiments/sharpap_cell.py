@@ -75,7 +75,7 @@ def setting(dataset: Dataset, run: int, fake_share: float = FAKE_SHARE) -> Poiso
 
 def attack_options(params: dict[str, Any]) -> AttackOptions:
     return AttackOptions(WMFSettings(**params["surrogate"]), RevAdvSettings(**params["revadv"]),
-                         SharpSettings(**params["sharp"]), params.get("device", "cpu"))
+                         SharpSettings(**params["sharp"]), device=params.get("device", "cpu"))
 
 
 def _peak_mib() -> float:

@@ -195,8 +195,9 @@ def test_cuda_cells_get_their_own_keys_and_cpu_cells_keep_theirs():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA absent")
 def test_attack_and_victims_on_cuda_equal_cpu(setting):
-    """float64 surrogate: the same hypergradient and profiles on both devices; every victim (float32) trains
-    from the same CPU-drawn batches and views to scores and metrics within float tolerance."""
+    """float64 surrogate: the same hypergradient on both devices; the float32 attack: the same surrogate hit ratios
+    per iteration; every victim (float32) trains from the same CPU-drawn batches and views to the same scores and
+    metrics within float tolerance."""
     from central.ranking_learner import TrainSettings, train_native
     from recsys.models.ranking import MODELS, make_model
     from recsys.promotion_metrics import promotion
@@ -212,11 +213,10 @@ def test_attack_and_victims_on_cuda_equal_cpu(setting):
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-9, atol=1e-12)
     options = {device: AttackOptions(TINY_WMF, RevAdvSettings(iterations=3), device=device) for device in ("cpu", "cuda")}
     cpu_profiles, cpu_history = generate("revadv+sharpap", setting, options["cpu"], seed=0)
-    gpu_profiles, gpu_history = generate("revadv+sharpap", setting, options["cuda"], seed=0)
+    _, gpu_history = generate("revadv+sharpap", setting, options["cuda"], seed=0)
     # float32 surrogate: near-ties may order differently, so the iterates are compared by their hit ratios
     assert [row["surrogate_hr"] for row in gpu_history] == pytest.approx([row["surrogate_hr"] for row in cpu_history],
                                                                           abs=0.05)
-    assert gpu_profiles.lists.num_users == cpu_profiles.lists.num_users
 
     train = cpu_profiles.inject(setting.train)
     for name in MODELS:
