@@ -1,6 +1,7 @@
 """The in-process and the Ray backend on the same run, in one process: seconds per epoch and per evaluation
-(backends alternated, ``--repeats`` times each), the check that both give the same metrics, and this process's
-resident memory after each of ``--cells`` sequential runs (a sweep in one process must not accumulate shards).
+(backends alternated, ``--repeats`` times each; Ray also with its replies carried by Ray instead of shared-memory
+files, the reference), the check that all give the same metrics, and this process's resident memory after each of
+``--cells`` sequential runs (a sweep in one process must not accumulate shards).
 
     python benchmarks/bench_backends.py --data-dir ../shared/datasets [--dataset fed-ml] [--shards 2]
 """
@@ -11,6 +12,7 @@ import argparse
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +21,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clients.app import cached_shards  # noqa: E402
 from federation.config import SimulationConfig, usable_cores  # noqa: E402
+from harness import ray_engine  # noqa: E402
 from harness.runner import run  # noqa: E402
 
 BACKENDS = ("inprocess", "ray")
+RAY_REPLIES = "ray-replies"  # the Ray backend with its replies through Ray, not shared-memory files
 TIMINGS = ("seconds", "eval_seconds")
+
+
+@contextmanager
+def replies_through_ray(enabled: bool):
+    """Turn the Ray backend's shared-memory reply files off while ``enabled``."""
+    folder = ray_engine.SHARED_MEMORY
+    ray_engine.SHARED_MEMORY = None if enabled else folder
+    try:
+        yield
+    finally:
+        ray_engine.SHARED_MEMORY = folder
 
 
 def rss_mb() -> float:
@@ -37,18 +52,20 @@ def metrics(history: list[dict[str, float]]) -> list[dict[str, float]]:
 
 def time_backends(config: SimulationConfig, repeats: int, out: Path) -> dict[str, tuple[list[float], list[float]]]:
     """Epoch and evaluation seconds of every epoch of every repeat, per backend; raises if the metrics differ."""
-    times: dict[str, tuple[list[float], list[float]]] = {b: ([], []) for b in BACKENDS}
+    times: dict[str, tuple[list[float], list[float]]] = {b: ([], []) for b in (*BACKENDS, RAY_REPLIES)}
     reference = None
     for repeat in range(repeats):
-        for backend in BACKENDS:
-            history = run(SimulationConfig(**{**config.to_dict(), "backend": backend,
-                                              "out": str(out / f"{backend}-{repeat}")}), echo=False)
+        for variant in times:
+            backend = "ray" if variant == RAY_REPLIES else variant
+            with replies_through_ray(variant == RAY_REPLIES):
+                history = run(SimulationConfig(**{**config.to_dict(), "backend": backend,
+                                                  "out": str(out / f"{variant}-{repeat}")}), echo=False)
             if reference is None:
                 reference = metrics(history)
             elif metrics(history) != reference:
-                raise AssertionError(f"{backend} (repeat {repeat}) gave other metrics than the in-process run")
-            times[backend][0].extend(row["seconds"] for row in history[1:])
-            times[backend][1].extend(row["eval_seconds"] for row in history[1:])
+                raise AssertionError(f"{variant} (repeat {repeat}) gave other metrics than the in-process run")
+            times[variant][0].extend(row["seconds"] for row in history[1:])
+            times[variant][1].extend(row["eval_seconds"] for row in history[1:])
     return times
 
 
@@ -76,13 +93,14 @@ def main() -> None:
     print(f"{usable_cores()} usable cores, load average {os.getloadavg()[0]:.2f}; {config.resolved_shards()} shards")
     with tempfile.TemporaryDirectory() as folder:
         times = time_backends(config, args.repeats, Path(folder))
-        print("metrics: identical on both backends (every epoch, every key)")
+        print("metrics: identical on every backend (every epoch, every key)")
         print(f"\n{'backend':12}{'epoch (s, median)':>20}{'evaluation (s, median)':>24}")
         median = {b: (float(np.median(e)), float(np.median(v))) for b, (e, v) in times.items()}
         for backend, (epoch, evaluation) in median.items():
             print(f"{backend:12}{epoch:>20.3f}{evaluation:>24.3f}")
-        print(f"ray / inprocess: epoch {median['ray'][0] / median['inprocess'][0]:.2f}x, "
-              f"evaluation {median['ray'][1] / median['inprocess'][1]:.2f}x")
+        for variant in ("ray", RAY_REPLIES):
+            print(f"{variant} / inprocess: epoch {median[variant][0] / median['inprocess'][0]:.2f}x, "
+                  f"evaluation {median[variant][1] / median['inprocess'][1]:.2f}x")
         print(f"\nsequential one-epoch cells in this process: RSS (MiB) / shards cached, after each cell")
         for backend in BACKENDS:
             samples = sweep_memory(config, backend, args.cells, Path(folder))
