@@ -101,7 +101,7 @@ def main() -> None:
         for variant in ("ray", RAY_REPLIES):
             print(f"{variant} / inprocess: epoch {median[variant][0] / median['inprocess'][0]:.2f}x, "
                   f"evaluation {median[variant][1] / median['inprocess'][1]:.2f}x")
-        print(f"\nsequential one-epoch cells in this process: RSS (MiB) / shards cached, after each cell")
+        print("\nsequential one-epoch cells in this process: RSS (MiB) / shards cached, after each cell")
         for backend in BACKENDS:
             samples = sweep_memory(config, backend, args.cells, Path(folder))
             cells = "  ".join(f"{rss:.0f}/{count}" for rss, count in samples)
