@@ -79,10 +79,10 @@ class ReplyFileWriter(VirtualClientEngineActor):
         try:
             if self.reply_fd is None:
                 self.reply_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.pwrite(self.reply_fd, blob, 0)
+            written = os.pwrite(self.reply_fd, blob, 0)
         except OSError:
-            return reply, updated
-        return len(blob)
+            written = 0
+        return len(blob) if written == len(blob) else (reply, updated)
 
 
 ReplyFileActor = ray.remote(ReplyFileWriter)
