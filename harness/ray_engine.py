@@ -57,7 +57,8 @@ SHARED_MEMORY = "/dev/shm"
 
 
 class ReplyFileWriter(VirtualClientEngineActor):
-    """Flower's ``ClientAppActor`` that can also write its reply into a file the driver reads.
+    """Flower's client actor (``run`` as in its ``ClientAppActor``) that can also write its reply into a file the
+    driver reads.
 
     A shard's reply is a few MB of per-client uploads; through Ray it took ~10 ms on ML-1M, through a
     file in shared memory pickling and writing take ~1.5 ms. One file per actor, rewritten in
@@ -92,6 +93,7 @@ class SharedMemoryReplies:
     """The driver's side of the reply files: one per actor on this machine, in a folder removed at the end."""
 
     def __init__(self, actors: list, folder: str | None) -> None:
+        self.actors = actors
         usable = folder is not None and os.path.isdir(folder)
         self.folder = tempfile.mkdtemp(prefix="fedrec-replies-", dir=folder) if usable else None
         self.paths: list[str | None] = [None] * len(actors)
@@ -101,9 +103,10 @@ class SharedMemoryReplies:
             self.paths = [os.path.join(self.folder, f"actor-{k}") if node == here else None
                           for k, node in enumerate(nodes)]
 
-    def call(self, index: int, actor, app_fn: Callable[[], ClientApp], message: Message,
+    def call(self, index: int, app_fn: Callable[[], ClientApp], message: Message,
              context: Context) -> tuple[Message, Context]:
-        path = self.paths[index]
+        """Run ``message`` on actor ``index`` and return its reply and updated context."""
+        actor, path = self.actors[index], self.paths[index]
         if path is None:
             _, reply, updated = ray.get(actor.run.remote(app_fn, message, str(index), context))
             return reply, updated
@@ -149,7 +152,7 @@ class PinnedRayBackend(raybackend.RayBackend):
         index = int(context.node_config[PARTITION_ID_KEY]) % len(self.actors)
         context.node_config[PINNED] = True
         with self.locks[index]:
-            return self.replies.call(index, self.actors[index], self.app_fn, message, context)
+            return self.replies.call(index, self.app_fn, message, context)
 
     def terminate(self) -> None:
         super().terminate()
