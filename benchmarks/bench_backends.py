@@ -1,6 +1,6 @@
 """The in-process and the Ray backend on the same run, in one process: seconds per epoch and per evaluation
-(backends alternated, ``--repeats`` times each; Ray also with its replies carried by Ray instead of shared-memory
-files, the reference), the check that all give the same metrics, and this process's resident memory after each of
+(backends alternated, ``--repeats`` times each; Ray also with every message through Ray calls instead of the
+local sockets, the reference), the check that all give the same metrics, and this process's resident memory after each of
 ``--cells`` sequential runs (a sweep in one process must not accumulate shards).
 
     python benchmarks/bench_backends.py --data-dir ../shared/datasets [--dataset fed-ml] [--shards 2]
@@ -25,19 +25,19 @@ from harness import ray_engine  # noqa: E402
 from harness.runner import run  # noqa: E402
 
 BACKENDS = ("inprocess", "ray")
-RAY_REPLIES = "ray-replies"  # the Ray backend with its replies through Ray, not shared-memory files
+RAY_CALLS = "ray-calls"  # the Ray backend with every message through Ray calls, not the local sockets
 TIMINGS = ("seconds", "eval_seconds")
 
 
 @contextmanager
-def replies_through_ray(enabled: bool):
-    """Turn the Ray backend's shared-memory reply files off while ``enabled``."""
-    folder = ray_engine.SHARED_MEMORY
-    ray_engine.SHARED_MEMORY = None if enabled else folder
+def ray_calls_only(enabled: bool):
+    """Turn the Ray backend's local sockets off while ``enabled``."""
+    local = ray_engine.LOCAL_SOCKETS
+    ray_engine.LOCAL_SOCKETS = local and not enabled
     try:
         yield
     finally:
-        ray_engine.SHARED_MEMORY = folder
+        ray_engine.LOCAL_SOCKETS = local
 
 
 def rss_mb() -> float:
@@ -52,12 +52,12 @@ def metrics(history: list[dict[str, float]]) -> list[dict[str, float]]:
 
 def time_backends(config: SimulationConfig, repeats: int, out: Path) -> dict[str, tuple[list[float], list[float]]]:
     """Epoch and evaluation seconds of every epoch of every repeat, per backend; raises if the metrics differ."""
-    times: dict[str, tuple[list[float], list[float]]] = {b: ([], []) for b in (*BACKENDS, RAY_REPLIES)}
+    times: dict[str, tuple[list[float], list[float]]] = {b: ([], []) for b in (*BACKENDS, RAY_CALLS)}
     reference = None
     for repeat in range(repeats):
         for variant in times:
-            backend = "ray" if variant == RAY_REPLIES else variant
-            with replies_through_ray(variant == RAY_REPLIES):
+            backend = "ray" if variant == RAY_CALLS else variant
+            with ray_calls_only(variant == RAY_CALLS):
                 history = run(SimulationConfig(**{**config.to_dict(), "backend": backend,
                                                   "out": str(out / f"{variant}-{repeat}")}), echo=False)
             if reference is None:
@@ -98,7 +98,7 @@ def main() -> None:
         median = {b: (float(np.median(e)), float(np.median(v))) for b, (e, v) in times.items()}
         for backend, (epoch, evaluation) in median.items():
             print(f"{backend:12}{epoch:>20.3f}{evaluation:>24.3f}")
-        for variant in ("ray", RAY_REPLIES):
+        for variant in ("ray", RAY_CALLS):
             print(f"{variant} / inprocess: epoch {median[variant][0] / median['inprocess'][0]:.2f}x, "
                   f"evaluation {median[variant][1] / median['inprocess'][1]:.2f}x")
         print("\nsequential one-epoch cells in this process: RSS (MiB) / shards cached, after each cell")

@@ -5,8 +5,8 @@ Two changes to Flower's engine, both confined to this run: instructions reach th
 instead of a 100 ms poll, and every node is pinned to one actor (node k → actor k mod A) instead of
 going to whichever actor is idle, so each actor builds only its own nodes' shards from the dataset and
 keeps their state in memory: a message carries Θ and the selected client ids, its ``Context`` a few
-settings and a version number. An actor on the driver's machine hands its reply (a shard's per-client
-uploads, a few MB) over in a shared-memory file instead of through Ray (``SharedMemoryReplies``).
+settings and a version number. An actor on the driver's machine gets its messages and sends its replies (a
+shard's per-client uploads, a few MB) over a Unix socket instead of through Ray calls (``LocalChannels``).
 """
 
 from __future__ import annotations
@@ -15,15 +15,19 @@ import logging
 import os
 import pickle
 import shutil
+import socket
+import struct
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from queue import Queue
 
 import ray
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
+from flwr.clientapp.client_app import ClientAppException, LoadClientAppError
 from flwr.common.constant import PARTITION_ID_KEY
 from flwr.server.superlink.fleet.vce import vce_api
 from flwr.server.superlink.fleet.vce.backend import raybackend
@@ -53,72 +57,137 @@ def _deliver_promptly(state, queue: Queue[Message], nodes_mapping, f_stop: threa
             f_stop.wait(DELIVERY_POLL_S)
 
 
-SHARED_MEMORY = "/dev/shm"
+LOCAL_SOCKETS = True  # actors on the driver's machine get their messages over a Unix socket, not through Ray
+SOCKET_FOLDER: str | None = None  # where the sockets are bound for the handshake (None: the system's temp folder)
+_HEADER = struct.Struct("!Q")
 
 
-class ReplyFileWriter(VirtualClientEngineActor):
-    """Flower's client actor (``run`` as in its ``ClientAppActor``) that can also write its reply into a file the
-    driver reads.
+def _send(conn: socket.socket, value: object) -> None:
+    """Send ``value`` pickled, after its length."""
+    blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    conn.sendall(_HEADER.pack(len(blob)))
+    conn.sendall(blob)
 
-    A shard's reply is a few MB of per-client uploads; through Ray it took ~10 ms on ML-1M, through a
-    file in shared memory pickling and writing take ~1.5 ms. One file per actor, rewritten in
-    place by each call (the driver reads it before it sends that actor the next message).
+
+def _receive_exactly(conn: socket.socket, size: int) -> bytearray | None:
+    buffer, filled = bytearray(size), 0
+    view = memoryview(buffer)
+    while filled < size:
+        got = conn.recv_into(view[filled:])
+        if got == 0:
+            return None
+        filled += got
+    return buffer
+
+
+def _receive(conn: socket.socket) -> object | None:
+    """The next value ``_send`` sent, or None when the other side closed the connection."""
+    header = _receive_exactly(conn, _HEADER.size)
+    if header is None:
+        return None
+    blob = _receive_exactly(conn, _HEADER.unpack(header)[0])
+    return None if blob is None else pickle.loads(blob)
+
+
+@dataclass
+class _Failure:
+    """A ClientApp's exception, carried back as the error Flower's own actor raises (its class and message)."""
+
+    load_error: bool
+    text: str
+
+    def exception(self) -> Exception:
+        return LoadClientAppError(self.text) if self.load_error else ClientAppException(self.text)
+
+
+class SocketClientActor(VirtualClientEngineActor):
+    """Flower's client actor (``run`` as in its ``ClientAppActor``) that can also serve a node's messages over a
+    Unix socket from the driver on its machine.
+
+    Through Ray, a round's call took ~20 ms for ~11 ms of ClientApp on ML-1M with two shards (the reply, a shard's
+    per-client uploads, is a few MB); over the socket the engine's worker thread writes the pickled message and
+    reads the pickled reply, and Ray only started the serving loop.
     """
-
-    def __init__(self) -> None:
-        self.reply_fd: int | None = None
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
-    def run_into_file(self, app_fn: Callable[[], ClientApp], message: Message, cid: str, context: Context,
-                      path: str) -> int | tuple[Message, Context]:
-        """Run the ClientApp like ``run`` and write the pickled ``(reply, context)`` to ``path``; return its
-        size, or the pair itself when the file cannot take it (shared memory full)."""
-        _, reply, updated = self.run(app_fn, message, cid, context)
-        blob = pickle.dumps((reply, updated), protocol=pickle.HIGHEST_PROTOCOL)
+    def serve(self, app_fn: Callable[[], ClientApp], address: str) -> None:
+        """Connect to ``address`` and answer ``(message, cid, context)`` requests with ``(reply, context)`` (or a
+        ``_Failure``) until the driver closes the connection."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(address)
+            while (request := _receive(conn)) is not None:
+                message, cid, context = request
+                try:
+                    _, reply, updated = self.run(app_fn, message, cid, context)
+                    _send(conn, (reply, updated))
+                except Exception as error:  # Flower's engine turns it into the node's error reply
+                    cause = error.__cause__ if isinstance(error, ClientAppException) else error
+                    _send(conn, _Failure(isinstance(error, LoadClientAppError), str(cause)))
+
+
+SocketClientActorRemote = ray.remote(SocketClientActor)
+
+
+class LocalChannels:
+    """The driver's side: one connected socket per actor on this machine (None for the others, which Ray calls).
+
+    The sockets are bound in a private folder only for the handshake; the folder is gone once all are connected.
+    """
+
+    def __init__(self, actors: list, app_fn: Callable[[], ClientApp], folder: str | None,
+                 connect_timeout_s: float = 60.0) -> None:
+        self.actors, self.app_fn = actors, app_fn
+        self.conns: list[socket.socket | None] = [None] * len(actors)
+        self.serving: list = [None] * len(actors)
+        if not LOCAL_SOCKETS:
+            return
+        here = ray.get_runtime_context().get_node_id()
+        local = [k for k, node in enumerate(ray.get([actor.node_id.remote() for actor in actors])) if node == here]
+        handshake = tempfile.mkdtemp(prefix="fedrec-actors-", dir=folder)
         try:
-            if self.reply_fd is None:
-                self.reply_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            written = os.pwrite(self.reply_fd, blob, 0)
-        except OSError:
-            written = 0
-        return len(blob) if written == len(blob) else (reply, updated)
+            for k in local:
+                self.conns[k] = self._connect(k, os.path.join(handshake, f"actor-{k}"), connect_timeout_s)
+        finally:
+            shutil.rmtree(handshake, ignore_errors=True)
 
+    def _connect(self, index: int, address: str, timeout_s: float) -> socket.socket:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(address)
+            listener.listen(1)
+            listener.settimeout(timeout_s)
+            self.serving[index] = self.actors[index].serve.remote(self.app_fn, address)
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError as error:
+                raise RuntimeError(f"Ray actor {index} did not connect to {address} within {timeout_s:.0f} s; "
+                                   "set harness.ray_engine.LOCAL_SOCKETS = False to use Ray calls only") from error
+        conn.settimeout(None)
+        return conn
 
-ReplyFileActor = ray.remote(ReplyFileWriter)
-
-
-class SharedMemoryReplies:
-    """The driver's side of the reply files: one per actor on this machine, in a folder removed at the end."""
-
-    def __init__(self, actors: list, folder: str | None) -> None:
-        self.actors = actors
-        usable = folder is not None and os.path.isdir(folder)
-        self.folder = tempfile.mkdtemp(prefix="fedrec-replies-", dir=folder) if usable else None
-        self.paths: list[str | None] = [None] * len(actors)
-        if self.folder is not None:
-            here = ray.get_runtime_context().get_node_id()
-            nodes = ray.get([actor.node_id.remote() for actor in actors])
-            self.paths = [os.path.join(self.folder, f"actor-{k}") if node == here else None
-                          for k, node in enumerate(nodes)]
-
-    def call(self, index: int, app_fn: Callable[[], ClientApp], message: Message,
-             context: Context) -> tuple[Message, Context]:
+    def call(self, index: int, message: Message, context: Context) -> tuple[Message, Context]:
         """Run ``message`` on actor ``index`` and return its reply and updated context."""
-        actor, path = self.actors[index], self.paths[index]
-        if path is None:
-            _, reply, updated = ray.get(actor.run.remote(app_fn, message, str(index), context))
+        conn = self.conns[index]
+        if conn is None:
+            _, reply, updated = ray.get(self.actors[index].run.remote(self.app_fn, message, str(index), context))
             return reply, updated
-        result = ray.get(actor.run_into_file.remote(app_fn, message, str(index), context, path))
-        if not isinstance(result, int):
-            return result
-        with open(path, "rb", buffering=0) as handle:
-            return pickle.loads(handle.read(result))
+        _send(conn, (message, str(index), context))
+        outcome = _receive(conn)
+        if outcome is None:
+            ray.get(self.serving[index])  # raises the actor's error (e.g. its process died)
+            raise RuntimeError(f"Ray actor {index} closed its connection without replying")
+        if isinstance(outcome, _Failure):
+            raise outcome.exception()
+        return outcome
 
     def close(self) -> None:
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
+        """Close the connections: every serving loop returns."""
+        for conn in self.conns:
+            if conn is not None:
+                conn.close()
+        serving = [ref for ref in self.serving if ref is not None]
+        ray.wait(serving, num_returns=len(serving), timeout=10)
 
 
 class PinnedRayBackend(raybackend.RayBackend):
@@ -133,16 +202,15 @@ class PinnedRayBackend(raybackend.RayBackend):
         self.num_nodes = num_nodes
         self.actors: list = []
         self.locks: list[threading.Lock] = []
-        self.replies: SharedMemoryReplies | None = None
+        self.channels: LocalChannels | None = None
 
     def build(self, app_fn: Callable[[], ClientApp]) -> None:
-        self.pool = BasicActorPool(actor_type=ReplyFileActor, client_resources=self.client_resources,
+        self.pool = BasicActorPool(actor_type=SocketClientActorRemote, client_resources=self.client_resources,
                                    actor_kwargs={})
         self.pool.add_actors_to_pool(self.pool.actors_capacity)
-        self.app_fn = app_fn
         self.actors = list(self.pool.pool)
         self.locks = [threading.Lock() for _ in self.actors]
-        self.replies = SharedMemoryReplies(self.actors, SHARED_MEMORY)
+        self.channels = LocalChannels(self.actors, app_fn, SOCKET_FOLDER)
 
     @property
     def num_workers(self) -> int:
@@ -152,12 +220,12 @@ class PinnedRayBackend(raybackend.RayBackend):
         index = int(context.node_config[PARTITION_ID_KEY]) % len(self.actors)
         context.node_config[PINNED] = True
         with self.locks[index]:
-            return self.replies.call(index, self.app_fn, message, context)
+            return self.channels.call(index, message, context)
 
     def terminate(self) -> None:
+        if self.channels is not None:
+            self.channels.close()
         super().terminate()
-        if self.replies is not None:
-            self.replies.close()
 
 
 @contextmanager

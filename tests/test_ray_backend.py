@@ -32,28 +32,30 @@ def inprocess(tmp_path_factory) -> list[dict]:
 
 
 @pytest.fixture
-def replies(tmp_path, monkeypatch) -> list:
-    """The run's ``SharedMemoryReplies``, with its files in a folder of ``tmp_path`` (checked empty afterwards)."""
-    folder, made = tmp_path / "shared-memory", []
+def channels(tmp_path, monkeypatch) -> list:
+    """The run's ``LocalChannels``, with the handshake sockets in a folder of ``tmp_path`` (checked empty
+    afterwards)."""
+    folder, made = tmp_path / "sockets", []
     folder.mkdir()
-    monkeypatch.setattr(ray_engine, "SHARED_MEMORY", str(folder))
-    init = ray_engine.SharedMemoryReplies.__init__
-    monkeypatch.setattr(ray_engine.SharedMemoryReplies, "__init__", lambda self, *a: made.append(self) or init(self, *a))
+    monkeypatch.setattr(ray_engine, "SOCKET_FOLDER", str(folder))
+    init = ray_engine.LocalChannels.__init__
+    monkeypatch.setattr(ray_engine.LocalChannels, "__init__", lambda self, *a: made.append(self) or init(self, *a))
     yield made
     assert os.listdir(folder) == []
 
 
-def test_ray_engine_matches_inprocess(tmp_path, inprocess, replies):
-    """Both actors run on the driver's machine and hand their replies over in files."""
+def test_ray_engine_matches_inprocess(tmp_path, inprocess, channels):
+    """Both actors run on the driver's machine and get their messages over Unix sockets."""
     history = run(SimulationConfig(**SETTINGS, out=str(tmp_path / "run"), backend="ray"), echo=False)
     assert_same_metrics(inprocess, history)
     assert inprocess[-1]["uploads/malicious_norm_mean"] > 0  # the attack ran
-    assert len(replies) == 1 and len(replies[0].paths) == 2 and None not in replies[0].paths
+    assert len(channels) == 1 and len(channels[0].conns) == 2 and None not in channels[0].conns
+    assert all(conn.fileno() == -1 for conn in channels[0].conns)  # closed when the run ended
 
 
-def test_replies_through_ray_match_inprocess(tmp_path, inprocess, monkeypatch):
-    """Without a shared-memory folder (or for an actor on another machine) replies travel through Ray."""
-    monkeypatch.setattr(ray_engine, "SHARED_MEMORY", None)
+def test_ray_calls_match_inprocess(tmp_path, inprocess, monkeypatch):
+    """Without the sockets (as for an actor on another machine) every message travels through Ray calls."""
+    monkeypatch.setattr(ray_engine, "LOCAL_SOCKETS", False)
     assert_same_metrics(inprocess, run(SimulationConfig(**SETTINGS, out=str(tmp_path), backend="ray"), echo=False))
 
 
@@ -88,9 +90,9 @@ def test_nodes_moving_between_workers_keep_their_state(tmp_path, inprocess, monk
 
 
 @pytest.mark.slow
-def test_two_local_ray_nodes_match_inprocess(tmp_path, inprocess, replies, monkeypatch):
+def test_two_local_ray_nodes_match_inprocess(tmp_path, inprocess, channels, monkeypatch):
     """Two Ray nodes of one CPU each: the two actors (one CPU each) run on different nodes, and only the one on
-    the driver's node replies through a file."""
+    the driver's node is served over a socket."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
@@ -103,7 +105,7 @@ def test_two_local_ray_nodes_match_inprocess(tmp_path, inprocess, replies, monke
     finally:
         cluster.shutdown()
     assert_same_metrics(inprocess, history)
-    assert sorted(path is None for path in replies[0].paths) == [False, True]
+    assert sorted(conn is None for conn in channels[0].conns) == [False, True]
 
 
 def test_a_pinned_node_reaching_a_worker_without_its_state_fails_clearly(tmp_path, monkeypatch):
@@ -117,14 +119,35 @@ def test_a_pinned_node_reaching_a_worker_without_its_state_fails_clearly(tmp_pat
         app._shard(context)
 
 
-def test_a_reply_file_holds_the_pickled_reply_or_the_reply_comes_back_itself(tmp_path):
-    """The actor's side of the shared-memory replies, called in this process: a full device (``/dev/full``,
-    like a full ``/dev/shm``) sends the reply back through Ray instead of failing the round."""
-    app_fn = lambda: (lambda message, context: f"reply to {message}")  # noqa: E731
-    writer = ray_engine.ReplyFileWriter()
-    size = writer.run_into_file(app_fn, "m1", "0", {"round": 1}, str(tmp_path / "reply"))
-    assert pickle.loads((tmp_path / "reply").read_bytes()[:size]) == ("reply to m1", {"round": 1})
-    shorter = writer.run_into_file(app_fn, "m", "0", {"round": 2}, str(tmp_path / "reply"))
-    assert shorter < size and pickle.loads((tmp_path / "reply").read_bytes()[:shorter]) == ("reply to m", {"round": 2})
-    if os.path.exists("/dev/full"):
-        assert ray_engine.ReplyFileWriter().run_into_file(app_fn, "m", "0", {}, "/dev/full") == ("reply to m", {})
+def test_a_socket_served_actor_replies_reports_client_errors_and_dies_loudly(tmp_path):
+    """The socket transport on real actors: a reply comes back with its context, a ClientApp's exception comes
+    back as Flower's ``ClientAppException`` with its message, and an actor process that dies mid-call raises
+    Ray's actor error instead of hanging the round."""
+    import ray
+    from flwr.clientapp.client_app import ClientAppException
+
+    def app_fn():
+        def client_app(message, context):
+            if message == "fail":
+                raise ValueError("no shard for node 3")
+            if message == "die":
+                os._exit(3)
+            return f"reply to {message}"
+        return client_app
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        actors = [ray_engine.SocketClientActorRemote.options(num_cpus=1).remote() for _ in range(2)]
+        channels = ray_engine.LocalChannels(actors, app_fn, str(tmp_path))
+        assert os.listdir(tmp_path) == [] and None not in channels.conns
+        assert channels.call(0, "m1", {"round": 1}) == ("reply to m1", {"round": 1})
+        assert channels.call(1, "m2", {"round": 2}) == ("reply to m2", {"round": 2})
+        with pytest.raises(ClientAppException, match="no shard for node 3"):
+            channels.call(0, "fail", {})
+        assert channels.call(0, "m3", {}) == ("reply to m3", {})  # the actor keeps serving
+        with pytest.raises(ray.exceptions.RayActorError):
+            channels.call(1, "die", {})
+        assert channels.call(0, "m4", {}) == ("reply to m4", {})
+        channels.close()
+    finally:
+        ray.shutdown()
