@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,17 @@ def check_run(config: SimulationConfig) -> None:
         raise ConfigError(str(error)) from None
 
 
+def release_memory() -> None:
+    """Collect a finished run's garbage and hand the freed heap back to the OS (glibc's ``malloc_trim``; a no-op
+    elsewhere): without it a process running sequential cells grows by fragmentation (ML-1M, one-epoch cells:
+    741 → 924 MiB over 15 cells with ``gc.collect`` alone, 547–612 MiB with both)."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def run(config: SimulationConfig, echo: bool = True, cores: int | None = None) -> list[dict[str, float]]:
     """Run ``config`` on ``cores`` CPU cores (default: all this process may use); return the metric
     history (also written to the run folder)."""
@@ -48,15 +61,18 @@ def run(config: SimulationConfig, echo: bool = True, cores: int | None = None) -
     writer = RunWriter(config, echo=echo)
     num_nodes = make_plan(config, dataset_for(config)).num_shards
     server_app = make_server_app(config, writer)
-    if config.backend == "inprocess":
-        from harness.inprocess import run_inprocess
+    try:
+        if config.backend == "inprocess":
+            from harness.inprocess import run_inprocess
 
-        configure_threads(config, cores)
-        run_inprocess(server_app, client_app, num_nodes)
-    else:
-        from harness.ray_engine import run_ray
+            configure_threads(config, cores)
+            run_inprocess(server_app, client_app, num_nodes)
+        else:
+            from harness.ray_engine import run_ray
 
-        run_ray(server_app, client_app, num_nodes, config)
+            run_ray(server_app, client_app, num_nodes, config)
+    finally:
+        release_memory()
     return writer.history
 
 
