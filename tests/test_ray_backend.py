@@ -1,6 +1,7 @@
 """The Ray backend (Flower's simulation engine, nodes pinned to actors, on one or two Ray nodes) and a transport
 that moves nodes between workers give exactly the in-process numbers."""
 
+import gc
 import os
 import pickle
 
@@ -149,5 +150,7 @@ def test_a_socket_served_actor_replies_reports_client_errors_and_dies_loudly(tmp
             channels.call(1, "die", {})
         assert channels.call(0, "m4", {}) == ("reply to m4", {})
         channels.close()
+        del channels, actors
     finally:
+        gc.collect()  # Ray's handles go while Ray is up
         ray.shutdown()

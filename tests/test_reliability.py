@@ -3,6 +3,7 @@ numbers; refused resumes and refused runs change nothing in the run folder."""
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing
 import os
@@ -32,7 +33,10 @@ TIMING = ("seconds", "eval_seconds")
 
 
 def _simulate(argv: list[str], fault: str) -> None:
-    """Child process body: ``simulate.py`` with the fault hook set (forked: no second import of torch and flwr)."""
+    """Child process body: ``simulate.py`` with the fault hook set (forked: no second import of torch and flwr).
+    The parent's objects are frozen out of the child's garbage collector: finalising one here (e.g. a Ray client
+    left by an earlier test) would join threads that only exist in the parent."""
+    gc.freeze()
     os.environ.pop(FAULT_ENV, None)
     if fault:
         os.environ[FAULT_ENV] = fault
