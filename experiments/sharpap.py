@@ -7,8 +7,9 @@ Two sweeps of cached cells (``harness.sweep``): fake profiles are generated once
 attack × run (``experiments.sharpap_cell.run_attack``), then every victim retrains from scratch
 on them (``run_victim``); commands with the same ``--out`` reuse every finished cell. Writes
 ``table.csv``/``.md`` (mean ± std over runs, paired t-test p-values), ``attacks.csv``/``.md``
-(surrogate diagnostics and cost), ``utility.csv``/``.md`` (clean Recall@20 / NDCG@20 beside the
-popularity baseline) and ``table.png`` into ``--out``, and prints them with the paper's numbers.
+(surrogate diagnostics and cost), ``bands.csv``/``.md`` (per-target H@10 / H@50 by the targets' popularity
+band), ``utility.csv``/``.md`` (clean Recall@20 / NDCG@20 beside the popularity baseline) and ``table.png`` into
+``--out``, and prints them with the paper's numbers.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from attacks.implicit import ATTACKS
 from attacks.implicit import PRESETS as ATTACK_PRESETS
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import MODES, SharpSettings
-from experiments.sharpap_cell import FAKE_SHARE, load, popularity, run_attack, run_victim
+from experiments.sharpap_cell import FAKE_SHARE, load, popularity, run_attack, run_victim, setting
 from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
+from recsys.promotion_metrics import BANDS, popularity_bands
 
 # fed-ml = ML-1M implicit; gowalla = a seeded CPU subsample; synthetic = CI size
 DATASETS = ("fed-ml", "gowalla", "synthetic")
@@ -89,6 +91,13 @@ def paired_p(a: Sequence[float], b: Sequence[float]) -> float:
     return float(ttest_rel(a, b).pvalue)
 
 
+def _per_target(results: dict[tuple, dict[str, Any]], condition: tuple[str, str, str], pairs: list[tuple[int, int]],
+                k: int) -> list[float]:
+    """H@k of the (run, target index) ``pairs`` under ``condition`` = (dataset, attack, victim)."""
+    d, at, v = condition
+    return [results[(d, at, v, r)][f"per_target/hr@{k}"][j] for r, j in pairs]
+
+
 class Experiment:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args, self.out = args, Path(args.out)
@@ -124,7 +133,8 @@ class Experiment:
         tag = "".join(f"-{k}{v}" for k, v in training.options.items())
         return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}", params)
 
-    def run(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    def run(self) -> dict[str, list[dict[str, Any]]]:
+        """The tables ``table``, ``attacks``, ``bands`` and ``utility``."""
 
         a = self.args
         attacks = {(d, at, r): self.attack_cell(d, at, r) for d in a.datasets for at in a.attacks if at != "none"
@@ -143,8 +153,8 @@ class Experiment:
         popular = run_sweep([Cell(f"popularity-{d}-r{r}", {"dataset": d, "data_dir": a.data_dir, "run": r})
                              for d in a.datasets for r in range(a.runs)], popularity, self.out, progress=False)
         results = {key: measured[cell.key] for key, cell in victims.items()}
-        return (self.table(results), self.attack_table(attacks, made),
-                self.utility_table(results, popular))
+        return {"table": self.table(results), "attacks": self.attack_table(attacks, made),
+                "bands": self.band_table(results), "utility": self.utility_table(results, popular)}
 
     def table(self, results: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
         a, rows = self.args, []
@@ -183,6 +193,34 @@ class Experiment:
                     row["surrogate H@50 at θ+v (mean)"] = statistics.fmean(
                         h["surrogate_hr_perturbed"] for h in history if "surrogate_hr_perturbed" in h)
             rows.append(row)
+        return rows
+
+    def band_table(self, results: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
+        """Per-target H@10 / H@50 averaged over the (run, target) pairs of each popularity band; for an attack also
+        H@50 over no attack's and how many of the band's targets it raised."""
+        a, rows = self.args, []
+        for d in a.datasets:
+            dataset = load(d, a.data_dir)
+            share = self.share.get("fake_share", FAKE_SHARE)
+            targets = [setting(dataset, r, share).targets for r in range(a.runs)]
+            bands = [popularity_bands(dataset.train, dataset.num_items, t) for t in targets]
+            for v in a.victims:
+                for at in a.attacks:
+                    for band, _ in BANDS:
+                        pairs = [(r, j) for r in range(a.runs) for j, name in enumerate(bands[r]) if name == band]
+                        if not pairs:
+                            continue
+                        h50 = _per_target(results, (d, at, v), pairs, 50)
+                        row: dict[str, Any] = {"dataset": d, "victim": v, "attack": at, "band": band,
+                                               "targets": len(pairs),
+                                               "H@10": statistics.fmean(_per_target(results, (d, at, v), pairs, 10)),
+                                               "H@50": statistics.fmean(h50)}
+                        if at != "none" and "none" in a.attacks:
+                            clean = _per_target(results, (d, "none", v), pairs, 50)
+                            row["H@50 / none"] = (statistics.fmean(h50) / statistics.fmean(clean)
+                                                  if statistics.fmean(clean) > 0 else math.inf)
+                            row["raised"] = f"{sum(x > y for x, y in zip(h50, clean))}/{len(pairs)}"
+                        rows.append(row)
         return rows
 
     def utility_table(self, results: dict[tuple, dict[str, Any]], popular: dict[str, Any]) -> list[dict[str, Any]]:
@@ -266,15 +304,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("--iterations must be >= 0")
     for dataset in args.datasets:  # missing or malformed data fails here, in one line, before any run
         load(dataset, args.data_dir)
-    table, attacks, utility = Experiment(args).run()
+    tables = Experiment(args).run()
     out = Path(args.out)
-    write_table(table, out / "table", title=f"Target promotion (mean ± std over {args.runs} runs, {args.preset} preset)")
-    write_table(attacks, out / "attacks", title="Attacks: surrogate diagnostics and cost")
-    write_table(utility, out / "utility", title="Clean utility on the test split")
-    plot(table, out / "table.png")
-    for rows in (table, attacks, utility):
+    titles = {"table": f"Target promotion (mean ± std over {args.runs} runs, {args.preset} preset)",
+              "attacks": "Attacks: surrogate diagnostics and cost",
+              "bands": "Target promotion by the targets' popularity band (mean over runs and targets)",
+              "utility": "Clean utility on the test split"}
+    for name, rows in tables.items():
+        write_table(rows, out / name, title=titles[name])
         print(markdown_table(rows))
-    print(f"wrote {out}/table.csv, .md, .png, attacks.csv, .md, utility.csv, .md")
+    plot(tables["table"], out / "table.png")
+    print(f"wrote {out}/table.png and " + ", ".join(f"{name}.csv, .md" for name in tables))
     return 0
 
 

@@ -5,6 +5,9 @@ user's training items masked).
   rank_u(t) = 1 + the number of unmasked items scored strictly above t;
   H@K_t = |{u ∈ U_t : rank_u(t) ≤ K}| / |U_t|; N@K_t = mean over U_t of 1/log₂(1 + rank_u(t)) when
   rank_u(t) ≤ K, else 0. Reported per target and averaged over the targets.
+* Popularity band of a target (RevAdv's target groups): its training count's percentile among the items
+  with a training interaction (the share of them with a strictly smaller count): head ≥ 95, upper torso
+  75–95, lower torso 50–75, tail < 50.
 * Utility: Recall@K = |top-K ∩ test_u| / |test_u| and NDCG@K (IDCG over min(|test_u|, K)
   positions), averaged over users with a non-empty test list.
 """
@@ -19,6 +22,7 @@ import torch
 from recsys.data.dataset import Interactions
 
 USER_CHUNK = 1024  # users scored at once
+BANDS = (("head", 95.0), ("upper torso", 75.0), ("lower torso", 50.0), ("tail", 0.0))  # (name, lowest percentile)
 
 
 class AllItemScorer(Protocol):
@@ -33,6 +37,14 @@ class PopularityScorer:
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         return self.counts.expand(len(users), -1).clone()
+
+
+def popularity_bands(train: Interactions, num_items: int, items: np.ndarray) -> list[str]:
+    """The popularity band (a name of ``BANDS``) of each of ``items``."""
+    counts = np.bincount(train.items, minlength=num_items)
+    present = np.sort(counts[counts > 0])
+    percentiles = 100.0 * np.searchsorted(present, counts[items], side="left") / len(present)
+    return [next(name for name, lowest in BANDS if p >= lowest) for p in percentiles]
 
 
 def _masked_scores(scorer: AllItemScorer, train: Interactions, start: int, stop: int) -> torch.Tensor:

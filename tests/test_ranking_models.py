@@ -15,7 +15,7 @@ from recsys.data import make_synthetic
 from recsys.data.dataset import Interactions
 from recsys.models.graph import drop_edges, info_nce, normalised_adjacency, propagate
 from recsys.models.ranking import MODELS, make_model
-from recsys.promotion_metrics import PopularityScorer, promotion, utility
+from recsys.promotion_metrics import PopularityScorer, popularity_bands, promotion, utility
 
 
 def random_lists(num_users: int, num_items: int, seed: int, low: int = 2, high: int = 7) -> Interactions:
@@ -182,6 +182,17 @@ def test_promotion_and_utility_equal_per_user_loops(synthetic):
     assert utility(model, synthetic.train, synthetic.test)["test/recall@20"] == pytest.approx(np.mean(recall))
     popular = utility(PopularityScorer(synthetic.train, synthetic.num_items), synthetic.train, synthetic.test)
     assert popular["test/recall@20"] > 0.1
+
+
+@pytest.mark.parametrize("item, band", [(20, "head"), (19, "upper torso"), (16, "upper torso"),
+                                        (15, "lower torso"), (11, "lower torso"), (10, "tail"), (1, "tail"),
+                                        (0, "tail")])
+def test_popularity_band_is_the_count_percentile_among_items_with_an_interaction(item, band):
+    """Item i (1..20) has i training interactions, item 0 none: i's percentile is (i - 1) / 20 (the share of
+    the 20 items with an interaction whose count is smaller), so 20 is head (95), 16 upper torso (75), 11
+    lower torso (50), 10 tail (45)."""
+    train = Interactions.from_lists([[i for i in range(1, 21) if i > u] for u in range(20)])
+    assert popularity_bands(train, 21, np.array([item])) == [band]
 
 
 def test_wrmf_sweeps_equal_implicit_als():

@@ -3,6 +3,8 @@ SharpAP's perturbations (ρ = 0 is RevAdv bit for bit), and the experiment comma
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -138,8 +140,12 @@ def test_sharpap_table_command_on_synthetic_data(tmp_path, capsys):
 
     main(["table", "--datasets", "synthetic", "--runs", "2", "--preset", "ci", "--kappa", "0.5",
           "--out", str(tmp_path)])
-    for name in ("table.csv", "table.md", "table.png", "attacks.csv", "utility.csv"):
+    for name in ("table.csv", "table.md", "table.png", "attacks.csv", "bands.csv", "utility.csv"):
         assert (tmp_path / name).is_file()
+    bands = list(csv.DictReader((tmp_path / "bands.csv").open()))
+    for victim in ("wrmf", "simgcl"):  # every run's 5 targets fall in exactly one band
+        assert sum(int(row["targets"]) for row in bands if row["victim"] == victim and row["attack"] == "revadv") == 10
+    assert all(row["raised"] for row in bands if row["attack"] != "none")
     rows = (tmp_path / "table.csv").read_text().splitlines()
     assert len(rows) == 1 + 5 * 5  # victims × conditions
     out = capsys.readouterr().out
