@@ -172,8 +172,11 @@ class LocalChannels:
         if conn is None:
             _, reply, updated = ray.get(self.actors[index].run.remote(self.app_fn, message, str(index), context))
             return reply, updated
-        _send(conn, (message, str(index), context))
-        outcome = _receive(conn)
+        try:
+            _send(conn, (message, str(index), context))
+            outcome = _receive(conn)
+        except (BrokenPipeError, ConnectionResetError):
+            outcome = None
         if outcome is None:
             ray.get(self.serving[index])  # raises the actor's error (e.g. its process died)
             raise RuntimeError(f"Ray actor {index} closed its connection without replying")
@@ -188,6 +191,7 @@ class LocalChannels:
                 conn.close()
         serving = [ref for ref in self.serving if ref is not None]
         ray.wait(serving, num_returns=len(serving), timeout=10)
+        self.serving = [None] * len(self.actors)  # released while Ray is up
 
 
 class PinnedRayBackend(raybackend.RayBackend):

@@ -146,8 +146,9 @@ def test_a_socket_served_actor_replies_reports_client_errors_and_dies_loudly(tmp
         with pytest.raises(ClientAppException, match="no shard for node 3"):
             channels.call(0, "fail", {})
         assert channels.call(0, "m3", {}) == ("reply to m3", {})  # the actor keeps serving
-        with pytest.raises(ray.exceptions.RayActorError):
-            channels.call(1, "die", {})
+        for message in ("die", "m"):  # dying mid-call, then a call to the dead actor
+            with pytest.raises(ray.exceptions.RayActorError):
+                channels.call(1, message, {})
         assert channels.call(0, "m4", {}) == ("reply to m4", {})
         channels.close()
         del channels, actors
