@@ -1,7 +1,7 @@
 """The in-process and the Ray backend on the same run, in one process: seconds per epoch and per evaluation
 (backends alternated, ``--repeats`` times each; Ray also with every message through Ray calls instead of the
-local sockets, the reference), the check that all give the same metrics, and this process's resident memory after each of
-``--cells`` sequential runs (a sweep in one process must not accumulate shards).
+local sockets, the reference), the check that all give the same metrics, and this process's resident memory
+after each of ``--cells`` sequential runs (a sweep in one process must not accumulate shards).
 
     python benchmarks/bench_backends.py --data-dir ../shared/datasets [--dataset fed-ml] [--shards 2]
 """

@@ -135,7 +135,6 @@ class Experiment:
 
     def run(self) -> dict[str, list[dict[str, Any]]]:
         """The tables ``table``, ``attacks``, ``bands`` and ``utility``."""
-
         a = self.args
         attacks = {(d, at, r): self.attack_cell(d, at, r) for d in a.datasets for at in a.attacks if at != "none"
                    for r in range(a.runs)}
@@ -198,10 +197,9 @@ class Experiment:
     def band_table(self, results: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
         """Per-target H@10 / H@50 averaged over the (run, target) pairs of each popularity band; for an attack also
         H@50 over no attack's and how many of the band's targets it raised."""
-        a, rows = self.args, []
+        a, rows, share = self.args, [], self.share.get("fake_share", FAKE_SHARE)
         for d in a.datasets:
             dataset = load(d, a.data_dir)
-            share = self.share.get("fake_share", FAKE_SHARE)
             targets = [setting(dataset, r, share).targets for r in range(a.runs)]
             bands = [popularity_bands(dataset.train, dataset.num_items, t) for t in targets]
             for v in a.victims:
@@ -217,8 +215,8 @@ class Experiment:
                                                "H@50": statistics.fmean(h50)}
                         if at != "none" and "none" in a.attacks:
                             clean = _per_target(results, (d, "none", v), pairs, 50)
-                            row["H@50 / none"] = (statistics.fmean(h50) / statistics.fmean(clean)
-                                                  if statistics.fmean(clean) > 0 else math.inf)
+                            clean_mean = statistics.fmean(clean)
+                            row["H@50 / none"] = row["H@50"] / clean_mean if clean_mean > 0 else math.inf
                             row["raised"] = f"{sum(x > y for x, y in zip(h50, clean))}/{len(pairs)}"
                         rows.append(row)
         return rows

@@ -145,7 +145,11 @@ def test_sharpap_table_command_on_synthetic_data(tmp_path, capsys):
     bands = list(csv.DictReader((tmp_path / "bands.csv").open()))
     for victim in ("wrmf", "simgcl"):  # every run's 5 targets fall in exactly one band
         assert sum(int(row["targets"]) for row in bands if row["victim"] == victim and row["attack"] == "revadv") == 10
-    assert all(row["raised"] for row in bands if row["attack"] != "none")
+    clean = {(row["victim"], row["band"]): float(row["H@50"]) for row in bands if row["attack"] == "none"}
+    compared = [row for row in bands if row["attack"] != "none" and clean[(row["victim"], row["band"])] > 0]
+    assert len(compared) >= 10
+    for row in compared:
+        assert float(row["H@50 / none"]) == pytest.approx(float(row["H@50"]) / clean[(row["victim"], row["band"])])
     rows = (tmp_path / "table.csv").read_text().splitlines()
     assert len(rows) == 1 + 5 * 5  # victims × conditions
     out = capsys.readouterr().out
