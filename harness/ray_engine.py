@@ -152,9 +152,14 @@ class LocalChannels:
         finally:
             shutil.rmtree(handshake, ignore_errors=True)
 
-    def _connect(self, index: int, address: str, timeout_s: float) -> socket.socket:
+    def _connect(self, index: int, address: str, timeout_s: float) -> socket.socket | None:
+        """Actor ``index``'s connection, or None (Ray calls) where ``address`` cannot be bound (e.g. a path over
+        the ~108 bytes a Unix socket address may have)."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
-            listener.bind(address)
+            try:
+                listener.bind(address)
+            except OSError:
+                return None
             listener.listen(1)
             listener.settimeout(timeout_s)
             self.serving[index] = self.actors[index].serve.remote(self.app_fn, address)

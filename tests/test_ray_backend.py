@@ -151,7 +151,11 @@ def test_a_socket_served_actor_replies_reports_client_errors_and_dies_loudly(tmp
                 channels.call(1, message, {})
         assert channels.call(0, "m4", {}) == ("reply to m4", {})
         channels.close()
-        del channels, actors
+        long_folder = tmp_path / ("x" * 120)  # too long for a socket address: Ray calls instead
+        long_folder.mkdir()
+        by_ray = ray_engine.LocalChannels(actors[:1], app_fn, str(long_folder))
+        assert by_ray.conns == [None] and by_ray.call(0, "m5", {}) == ("reply to m5", {})
+        del channels, actors, by_ray
     finally:
         gc.collect()  # Ray's handles go while Ray is up
         ray.shutdown()
