@@ -123,7 +123,7 @@ class SocketClientActor(VirtualClientEngineActor):
                     _, reply, updated = self.run(app_fn, message, cid, context)
                     _send(conn, (reply, updated))
                 except Exception as error:  # Flower's engine turns it into the node's error reply
-                    cause = error.__cause__ if isinstance(error, ClientAppException) else error
+                    cause = (error.__cause__ or error) if isinstance(error, ClientAppException) else error
                     _send(conn, _Failure(isinstance(error, LoadClientAppError), str(cause)))
 
 
@@ -145,6 +145,8 @@ class LocalChannels:
             return
         here = ray.get_runtime_context().get_node_id()
         local = [k for k, node in enumerate(ray.get([actor.node_id.remote() for actor in actors])) if node == here]
+        if not local:
+            return
         handshake = tempfile.mkdtemp(prefix="fedrec-actors-", dir=folder)
         try:
             for k in local:
