@@ -28,7 +28,8 @@ from attacks.implicit import ATTACKS
 from attacks.implicit import PRESETS as ATTACK_PRESETS
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import MODES, SharpSettings
-from experiments.sharpap_cell import FAKE_SHARE, load, popularity, run_attack, run_victim, setting
+from experiments.sharpap_cell import (FAKE_SHARE, TARGET_BANDS, UNIFORM, load, popularity, run_attack, run_victim,
+                                      setting)
 from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
@@ -110,6 +111,9 @@ class Experiment:
         default = args.fake_share == FAKE_SHARE  # cells of the default share keep their keys and parameters
         self.share = {} if default else {"fake_share": args.fake_share}
         self.share_tag = "" if default else f"-n{args.fake_share}"
+        uniform = args.target_band == UNIFORM  # cells of uniform targets keep their keys and parameters
+        self.band = {} if uniform else {"target_band": args.target_band}
+        self.band_tag = "" if uniform else f"-t{args.target_band}"
         self.dim = VICTIM_DIM[args.preset]
         on_cpu = args.device == "cpu"  # CPU cells keep their keys and parameters
         self.device = {} if on_cpu else {"device": args.device}
@@ -117,19 +121,21 @@ class Experiment:
 
     def attack_cell(self, dataset: str, attack: str, run: int) -> Cell:
         params = {"dataset": dataset, "data_dir": self.args.data_dir, "attack": attack, "run": run,
-                  "threads": self.args.threads, **self.options, **self.share, **self.device}
+                  "threads": self.args.threads, **self.options, **self.band, **self.share, **self.device}
         sharp = f"-k{self.args.kappa}-{self.args.sharp_mode}" if attack.endswith("sharpap") else ""
         gradient = f"-{self.args.preset}-i{self.options['revadv']['iterations']}" if attack.startswith("revadv") else ""
-        return Cell(f"attack-{dataset}-{attack}{gradient}{sharp}{self.share_tag}{self.device_tag}-r{run}", params)
+        tags = f"{self.band_tag}{self.share_tag}{self.device_tag}"
+        return Cell(f"attack-{dataset}-{attack}{gradient}{sharp}{tags}-r{run}", params)
 
     def victim_cell(self, dataset: str, victim: str, attack: Cell | None, run: int, profiles: str | None) -> Cell:
         training = self.victim_settings[victim]
         params = {"dataset": dataset, "data_dir": self.args.data_dir, "victim": victim, "run": run,
                   "threads": self.args.threads, "dim": self.dim, "profiles": profiles,
                   "train": {"epochs": training.epochs, "lr": training.lr, "batch_size": training.batch},
-                  **self.share, **self.device,
+                  **self.band, **self.share, **self.device,
                   **({"options": training.options} if training.options else {})}
-        source = attack.key[len("attack-"):] if attack is not None else f"{dataset}-none{self.share_tag}-r{run}"
+        source = (attack.key[len("attack-"):] if attack is not None
+                  else f"{dataset}-none{self.band_tag}{self.share_tag}-r{run}")
         tag = "".join(f"-{k}{v}" for k, v in training.options.items())
         return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}", params)
 
@@ -149,11 +155,15 @@ class Experiment:
                         victims[(d, at, v, r)] = self.victim_cell(d, v, cell, r,
                                                                   made[cell.key]["profiles"] if cell else None)
         measured = run_sweep(list(victims.values()), run_victim, self.out, workers=a.workers, **gpus)
-        popular = run_sweep([Cell(f"popularity-{d}-r{r}", {"dataset": d, "data_dir": a.data_dir, "run": r})
-                             for d in a.datasets for r in range(a.runs)], popularity, self.out, progress=False)
+        baselines = [Cell(self.popularity_key(d, r), {"dataset": d, "data_dir": a.data_dir, "run": r, **self.band})
+                     for d in a.datasets for r in range(a.runs)]
+        popular = run_sweep(baselines, popularity, self.out, progress=False)
         results = {key: measured[cell.key] for key, cell in victims.items()}
         return {"table": self.table(results), "attacks": self.attack_table(attacks, made),
                 "bands": self.band_table(results), "utility": self.utility_table(results, popular)}
+
+    def popularity_key(self, dataset: str, run: int) -> str:
+        return f"popularity-{dataset}{self.band_tag}-r{run}"
 
     def table(self, results: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
         a, rows = self.args, []
@@ -200,7 +210,7 @@ class Experiment:
         a, rows, share = self.args, [], self.share.get("fake_share", FAKE_SHARE)
         for d in a.datasets:
             dataset = load(d, a.data_dir)
-            targets = [setting(dataset, r, share).targets for r in range(a.runs)]
+            targets = [setting(dataset, r, share, a.target_band).targets for r in range(a.runs)]
             bands = [popularity_bands(dataset.train, dataset.num_items, t) for t in targets]
             for v in a.victims:
                 for at in a.attacks:
@@ -224,7 +234,7 @@ class Experiment:
     def utility_table(self, results: dict[tuple, dict[str, Any]], popular: dict[str, Any]) -> list[dict[str, Any]]:
         a, rows = self.args, []
         for d in a.datasets:
-            runs = [popular[f"popularity-{d}-r{r}"] for r in range(a.runs)]
+            runs = [popular[self.popularity_key(d, r)] for r in range(a.runs)]
             rows.append({"dataset": d, "model": "popularity", "Recall@20": _mean_std([x["test/recall@20"] for x in runs]),
                          "NDCG@20": _mean_std([x["test/ndcg@20"] for x in runs]), "s/epoch": 0.0})
             if "none" not in a.attacks:
@@ -276,6 +286,9 @@ def build_parser() -> CommandParser:
     parser.add_argument("--iterations", type=int, default=None, help="override RevAdv's outer iterations")
     parser.add_argument("--fake-share", type=float, default=FAKE_SHARE,
                         help="fake users as a share of the real users (default 0.01, the paper's 1%%)")
+    parser.add_argument("--target-band", choices=TARGET_BANDS, default=UNIFORM,
+                        help="draw each run's 5 targets among all items (uniform, default) or within one popularity "
+                             "band of the training counts (RevAdv's target groups)")
     parser.add_argument("--kappa", type=float, default=SharpSettings.kappa, help="SharpAP radius κ (relative)")
     parser.add_argument("--sharp-mode", choices=MODES, default=SharpSettings.mode, help="SharpAP perturbation")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")

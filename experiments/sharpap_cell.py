@@ -21,12 +21,14 @@ from attacks.implicit.wmf_surrogate import WMFSettings
 from central.ranking_learner import TrainSettings, train_native
 from recsys.data import Dataset, Interactions, load_dataset
 from recsys.models.ranking import make_model
-from recsys.promotion_metrics import PopularityScorer, promotion, utility
+from recsys.promotion_metrics import BANDS, PopularityScorer, popularity_bands, promotion, utility
 
 NUM_TARGETS = 5
 FAKE_SHARE = 0.01  # n_f = 1% of the real users
 SYNTHETIC = {"num_users": 300, "num_items": 200, "mean_items_per_user": 20, "seed": 0}
 GOWALLA_CPU = {"users": 6000, "items": 5000}  # seeded CPU-feasible subsample (see docs/sharpap.md)
+UNIFORM = "uniform"  # targets drawn among all items with a training interaction (the spec's default)
+TARGET_BANDS = (UNIFORM, *(name.replace(" ", "-") for name, _ in BANDS))  # or within one popularity band (RevAdv)
 
 
 def cpu_gowalla(dataset: Dataset, users: int, items: int, seed: int = 0) -> Dataset:
@@ -61,16 +63,34 @@ def load(name: str, data_dir: str | None) -> Dataset:
     return load_dataset(name, data_dir or None)
 
 
-def setting(dataset: Dataset, run: int, fake_share: float = FAKE_SHARE) -> PoisonSetting:
-    """Run ``run``'s targets (5 items drawn uniformly among items with a training interaction),
-    n_f = ``fake_share`` of the users (1%) and the budget = the mean real-user training degree
-    (targets included)."""
-    rng = np.random.default_rng(zlib.crc32(f"targets/{dataset.name}/{run}".encode()))
+def setting(dataset: Dataset, run: int, fake_share: float = FAKE_SHARE, band: str = UNIFORM) -> PoisonSetting:
+    """Run ``run``'s targets (5 items drawn uniformly among the items with a training interaction, or,
+    with ``band`` one of ``TARGET_BANDS`` but uniform, among those of that popularity band: RevAdv's
+    target groups), n_f = ``fake_share`` of the users (1%) and the budget = the mean real-user training
+    degree (targets included)."""
+    if band not in TARGET_BANDS:
+        raise ValueError(f"target band must be one of {', '.join(TARGET_BANDS)}, got {band!r}")
     present = np.flatnonzero(np.bincount(dataset.train.items, minlength=dataset.num_items) > 0)
+    stream = f"targets/{dataset.name}/{run}"
+    if band != UNIFORM:
+        names = np.array([name.replace(" ", "-") for name in popularity_bands(dataset.train, dataset.num_items,
+                                                                                present)])
+        present, stream = present[names == band], f"targets/{dataset.name}/{band}/{run}"
+        if len(present) < NUM_TARGETS:
+            raise ValueError(f"{dataset.name}: the {band} band holds {len(present)} items, fewer than the "
+                             f"{NUM_TARGETS} targets of a run; choose another --target-band")
+    rng = np.random.default_rng(zlib.crc32(stream.encode()))
     targets = np.sort(rng.choice(present, NUM_TARGETS, replace=False))
     num_fake = max(1, round(fake_share * dataset.num_users))
     budget = max(NUM_TARGETS + 1, round(dataset.train.nnz / dataset.num_users))
     return PoisonSetting(dataset.train, dataset.num_items, targets, num_fake, budget)
+
+
+def cell_setting(params: dict[str, Any]) -> tuple[Dataset, PoisonSetting]:
+    """The dataset and the poisoning setting named by a cell's ``params``."""
+    dataset = load(params["dataset"], params["data_dir"])
+    return dataset, setting(dataset, params["run"], params.get("fake_share", FAKE_SHARE),
+                            params.get("target_band", UNIFORM))
 
 
 def attack_options(params: dict[str, Any]) -> AttackOptions:
@@ -86,8 +106,7 @@ def run_attack(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Attack cell: generate the fake profiles of ``params["attack"]`` and save them in ``folder``."""
     torch.set_num_threads(params.get("threads", 1))
     start = time.perf_counter()
-    dataset = load(params["dataset"], params["data_dir"])
-    poison = setting(dataset, params["run"], params.get("fake_share", FAKE_SHARE))
+    _, poison = cell_setting(params)
     profiles, history = generate(params["attack"], poison, attack_options(params), params["run"])
     path = folder / "profiles.npz"
     profiles.save(path)
@@ -102,8 +121,7 @@ def run_victim(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     file ``params["profiles"]`` (none: clean), measure the targets' promotion and the utility."""
     torch.set_num_threads(params.get("threads", 1))
     start = time.perf_counter()
-    dataset = load(params["dataset"], params["data_dir"])
-    poison = setting(dataset, params["run"], params.get("fake_share", FAKE_SHARE))
+    dataset, poison = cell_setting(params)
     train = dataset.train
     if params["profiles"]:
         train = FakeProfiles.load(Path(params["profiles"])).inject(train)
@@ -120,7 +138,7 @@ def run_victim(params: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 def popularity(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     """The popularity baseline's utility and target promotion on clean data."""
-    dataset = load(params["dataset"], params["data_dir"])
+    dataset, poison = cell_setting(params)
     scorer = PopularityScorer(dataset.train, dataset.num_items)
-    return {**promotion(scorer, dataset.train, setting(dataset, params["run"]).targets),
+    return {**promotion(scorer, dataset.train, poison.targets),
             **utility(scorer, dataset.train, dataset.test)}

@@ -162,6 +162,34 @@ def test_sharpap_table_command_on_synthetic_data(tmp_path, capsys):
     main(["table", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--fake-share", "0.1",
           "--victims", "wrmf", "--attacks", "none", "random", "--out", str(tmp_path)])
     assert "| synthetic | random | 0 | 8 30 48 159 182 | 30 |" in capsys.readouterr().out  # 10% of 300 users
+    main(["table", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--target-band", "tail",
+          "--victims", "wrmf", "--attacks", "none", "random", "--out", str(tmp_path / "tail")])
+    assert {row["band"] for row in csv.DictReader((tmp_path / "tail" / "bands.csv").open())} == {"tail"}
+
+
+@pytest.mark.parametrize("band", ["head", "upper-torso", "lower-torso", "tail"])
+def test_band_targets_fall_in_their_popularity_band(band):
+    from experiments.sharpap_cell import load, setting
+    from recsys.promotion_metrics import popularity_bands
+
+    data = load("synthetic", None)
+    targets = setting(data, 1, band=band).targets
+    assert len(set(targets)) == 5 and np.array_equal(targets, setting(data, 1, band=band).targets)
+    assert {name.replace(" ", "-") for name in popularity_bands(data.train, data.num_items, targets)} == {band}
+    assert not np.array_equal(targets, setting(data, 2, band=band).targets)  # each run its own targets
+
+
+def test_uniform_targets_keep_their_stream_and_bad_bands_are_named():
+    from experiments.sharpap_cell import setting
+    from recsys.data import Dataset
+
+    data = make_synthetic(num_users=300, num_items=200, mean_items_per_user=20, seed=0)
+    assert setting(data, 0).targets.tolist() == setting(data, 0, band="uniform").targets.tolist() == [8, 30, 48, 159, 182]
+    with pytest.raises(ValueError, match="target band must be one of uniform, head"):
+        setting(data, 0, band="torso")
+    tiny = Interactions.from_pairs(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 2, 2]), 3)
+    with pytest.raises(ValueError, match="the head band holds 0 items, fewer than the 5 targets"):
+        setting(Dataset("tiny", 3, 8, tiny, tiny), 0, band="head")
 
 
 def test_preset_model_options_reach_the_victim_cell():
@@ -190,7 +218,7 @@ def test_command_line_rejects_bad_settings(capsys):
         assert "torch sees no CUDA GPU" in capsys.readouterr().err
 
 
-def test_cuda_cells_get_their_own_keys_and_cpu_cells_keep_theirs():
+def test_cuda_and_band_cells_get_their_own_keys_and_default_cells_keep_theirs():
     from experiments.sharpap import Experiment, build_parser
 
     cpu = Experiment(build_parser().parse_args(["table"]))
@@ -200,6 +228,12 @@ def test_cuda_cells_get_their_own_keys_and_cpu_cells_keep_theirs():
     assert cuda.attack_cell("fed-ml", "revadv", 0).key == "attack-fed-ml-revadv-lean-i30-cuda-r0"
     victim = cuda.victim_cell("fed-ml", "wrmf", None, 0, None)
     assert victim.key == "victim-wrmf-e10-cuda-fed-ml-none-r0" and victim.params["device"] == "cuda"
+    band = Experiment(build_parser().parse_args(["table", "--target-band", "tail", "--fake-share", "0.05"]))
+    attack = band.attack_cell("fed-ml", "revadv", 0)
+    assert attack.key == "attack-fed-ml-revadv-lean-i30-ttail-n0.05-r0" and attack.params["target_band"] == "tail"
+    assert band.victim_cell("fed-ml", "wrmf", None, 0, None).key == "victim-wrmf-e10-fed-ml-none-ttail-n0.05-r0"
+    assert band.popularity_key("fed-ml", 0) == "popularity-fed-ml-ttail-r0"
+    assert "target_band" not in cpu.attack_cell("fed-ml", "revadv", 0).params
 
 
 @pytest.mark.gpu
