@@ -28,7 +28,14 @@ FAKE_SHARE = 0.01  # n_f = 1% of the real users
 SYNTHETIC = {"num_users": 300, "num_items": 200, "mean_items_per_user": 20, "seed": 0}
 GOWALLA_CPU = {"users": 6000, "items": 5000}  # seeded CPU-feasible subsample (see docs/sharpap.md)
 UNIFORM = "uniform"  # targets drawn among all items with a training interaction (the spec's default)
-TARGET_BANDS = (UNIFORM, *(name.replace(" ", "-") for name, _ in BANDS))  # or within one popularity band (RevAdv)
+
+
+def band_option(band: str) -> str:
+    """A popularity band's name as a command-line choice (``upper torso`` -> ``upper-torso``)."""
+    return band.replace(" ", "-")
+
+
+TARGET_BANDS = (UNIFORM, *(band_option(name) for name, _ in BANDS))  # or within one popularity band (RevAdv)
 
 
 def cpu_gowalla(dataset: Dataset, users: int, items: int, seed: int = 0) -> Dataset:
@@ -73,8 +80,7 @@ def setting(dataset: Dataset, run: int, fake_share: float = FAKE_SHARE, band: st
     present = np.flatnonzero(np.bincount(dataset.train.items, minlength=dataset.num_items) > 0)
     stream = f"targets/{dataset.name}/{run}"
     if band != UNIFORM:
-        names = np.array([name.replace(" ", "-") for name in popularity_bands(dataset.train, dataset.num_items,
-                                                                                present)])
+        names = np.array([band_option(name) for name in popularity_bands(dataset.train, dataset.num_items, present)])
         present, stream = present[names == band], f"targets/{dataset.name}/{band}/{run}"
         if len(present) < NUM_TARGETS:
             raise ValueError(f"{dataset.name}: the {band} band holds {len(present)} items, fewer than the "

@@ -169,13 +169,13 @@ def test_sharpap_table_command_on_synthetic_data(tmp_path, capsys):
 
 @pytest.mark.parametrize("band", ["head", "upper-torso", "lower-torso", "tail"])
 def test_band_targets_fall_in_their_popularity_band(band):
-    from experiments.sharpap_cell import load, setting
+    from experiments.sharpap_cell import band_option, load, setting
     from recsys.promotion_metrics import popularity_bands
 
     data = load("synthetic", None)
     targets = setting(data, 1, band=band).targets
     assert len(set(targets)) == 5 and np.array_equal(targets, setting(data, 1, band=band).targets)
-    assert {name.replace(" ", "-") for name in popularity_bands(data.train, data.num_items, targets)} == {band}
+    assert {band_option(name) for name in popularity_bands(data.train, data.num_items, targets)} == {band}
     assert not np.array_equal(targets, setting(data, 2, band=band).targets)  # each run its own targets
 
 
