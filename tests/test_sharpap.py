@@ -180,10 +180,10 @@ def test_band_targets_fall_in_their_popularity_band(band):
 
 
 def test_uniform_targets_keep_their_stream_and_bad_bands_are_named():
-    from experiments.sharpap_cell import setting
+    from experiments.sharpap_cell import load, setting
     from recsys.data import Dataset
 
-    data = make_synthetic(num_users=300, num_items=200, mean_items_per_user=20, seed=0)
+    data = load("synthetic", None)
     assert setting(data, 0).targets.tolist() == setting(data, 0, band="uniform").targets.tolist() == [8, 30, 48, 159, 182]
     with pytest.raises(ValueError, match="target band must be one of uniform, head"):
         setting(data, 0, band="torso")
