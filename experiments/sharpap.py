@@ -6,7 +6,8 @@
 Two sweeps of cached cells (``harness.sweep``): fake profiles are generated once per dataset ×
 attack × run (``experiments.sharpap_cell.run_attack``), then every victim retrains from scratch
 on them (``run_victim``); commands with the same ``--out`` reuse every finished cell. Writes
-``table.csv``/``.md`` (mean ± std over runs, paired t-test p-values), ``attacks.csv``/``.md``
+``table.csv``/``.md`` (mean ± std over runs, paired t-test p-values), ``alternatives.csv``/``.md`` (RevAdv's
+TargetHR@K and GradientPassing's Recall@K of the whole target set), ``attacks.csv``/``.md``
 (surrogate diagnostics and cost), ``bands.csv``/``.md`` (per-target H@10 / H@50 by the targets' popularity
 band), ``utility.csv``/``.md`` (clean Recall@20 / NDCG@20 beside the popularity baseline) and ``table.png`` into
 ``--out``, and prints them with the paper's numbers.
@@ -28,8 +29,8 @@ from attacks.implicit import ATTACKS
 from attacks.implicit import PRESETS as ATTACK_PRESETS
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import MODES, SharpSettings
-from experiments.sharpap_cell import (FAKE_SHARE, TARGET_BANDS, UNIFORM, load, popularity, run_attack, run_victim,
-                                      setting)
+from experiments.sharpap_cell import (FAKE_SHARE, TARGET_BANDS, UNIFORM, VICTIM_MEASURES, load, popularity,
+                                      run_attack, run_victim, setting)
 from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
@@ -130,7 +131,7 @@ class Experiment:
     def victim_cell(self, dataset: str, victim: str, attack: Cell | None, run: int, profiles: str | None) -> Cell:
         training = self.victim_settings[victim]
         params = {"dataset": dataset, "data_dir": self.args.data_dir, "victim": victim, "run": run,
-                  "threads": self.args.threads, "dim": self.dim, "profiles": profiles,
+                  "threads": self.args.threads, "dim": self.dim, "profiles": profiles, "measures": list(VICTIM_MEASURES),
                   "train": {"epochs": training.epochs, "lr": training.lr, "batch_size": training.batch},
                   **self.band, **self.share, **self.device,
                   **({"options": training.options} if training.options else {})}
@@ -140,7 +141,7 @@ class Experiment:
         return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}", params)
 
     def run(self) -> dict[str, list[dict[str, Any]]]:
-        """The tables ``table``, ``attacks``, ``bands`` and ``utility``."""
+        """The tables ``table``, ``alternatives``, ``attacks``, ``bands`` and ``utility``."""
         a = self.args
         attacks = {(d, at, r): self.attack_cell(d, at, r) for d in a.datasets for at in a.attacks if at != "none"
                    for r in range(a.runs)}
@@ -159,8 +160,9 @@ class Experiment:
                      for d in a.datasets for r in range(a.runs)]
         popular = run_sweep(baselines, popularity, self.out, progress=False)
         results = {key: measured[cell.key] for key, cell in victims.items()}
-        return {"table": self.table(results), "attacks": self.attack_table(attacks, made),
-                "bands": self.band_table(results), "utility": self.utility_table(results, popular)}
+        return {"table": self.table(results), "alternatives": self.alternatives_table(results),
+                "attacks": self.attack_table(attacks, made), "bands": self.band_table(results),
+                "utility": self.utility_table(results, popular)}
 
     def popularity_key(self, dataset: str, run: int) -> str:
         return f"popularity-{dataset}{self.band_tag}-r{run}"
@@ -175,13 +177,40 @@ class Experiment:
                     for metric in ("hr", "ndcg"):
                         for k in KS:
                             row[f"{'H' if metric == 'hr' else 'N'}@{k}"] = _mean_std([x[f"{metric}@{k}"] for x in runs])
-                    h10 = [x["hr@10"] for x in runs]
-                    baseline = "revadv" if at == "revadv+sharpap" else "none"
-                    if at != "none" and baseline in a.attacks:
-                        other = [results[(d, baseline, v, r)]["hr@10"] for r in range(a.runs)]
-                        row["ΔH@10"] = f"{statistics.fmean(h10) - statistics.fmean(other):+.4f} vs {baseline}"
-                        row["p (paired t)"] = paired_p(h10, other)
+                    comparison = self.compare(results, (d, at, v), "hr@10")
+                    if comparison:
+                        row["ΔH@10"] = f"{comparison[0]:+.4f} vs {comparison[1]}"
+                        row["p (paired t)"] = comparison[2]
                     row["paper"] = PAPER.get((d, v, at), "")
+                    rows.append(row)
+        return rows
+
+    def compare(self, results: dict[tuple, dict[str, Any]], condition: tuple[str, str, str],
+                metric: str) -> tuple[float, str, float] | None:
+        """(mean difference, baseline, paired p) of ``metric`` under ``condition`` = (dataset, attack, victim) against
+        its baseline over the runs: RevAdv for RevAdv+SharpAP, no attack for the other attacks; None without one."""
+        d, at, v = condition
+        baseline = "revadv" if at == "revadv+sharpap" else "none"
+        if at == "none" or baseline not in self.args.attacks:
+            return None
+        mine = [results[(d, at, v, r)][metric] for r in range(self.args.runs)]
+        other = [results[(d, baseline, v, r)][metric] for r in range(self.args.runs)]
+        return statistics.fmean(mine) - statistics.fmean(other), baseline, paired_p(mine, other)
+
+    def alternatives_table(self, results: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
+        """The attack papers' own measures of the whole target set: RevAdv's TargetHR@K (share of users with at least
+        one target in the top K) and GradientPassing's Recall@K, K = 10 and 50, each with its paired p-value."""
+        a, rows = self.args, []
+        for d in a.datasets:
+            for v in a.victims:
+                for at in a.attacks:
+                    row: dict[str, Any] = {"dataset": d, "victim": v, "attack": at}
+                    for metric, name in (("any_target_hr", "TargetHR"), ("target_recall", "Recall")):
+                        for k in (10, 50):
+                            key = f"{metric}@{k}"
+                            row[f"{name}@{k}"] = _mean_std([results[(d, at, v, r)][key] for r in range(a.runs)])
+                            comparison = self.compare(results, (d, at, v), key)
+                            row[f"p {name}@{k}"] = comparison[2] if comparison else math.nan
                     rows.append(row)
         return rows
 
@@ -318,6 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tables = Experiment(args).run()
     out = Path(args.out)
     titles = {"table": f"Target promotion (mean ± std over {args.runs} runs, {args.preset} preset)",
+              "alternatives": "The whole target set, as RevAdv (TargetHR@K: users with >= 1 target in the top K) and "
+                              "GradientPassing (Recall@K of the targets outside a user's training list) measure it; "
+                              "p: paired t-test against no attack (RevAdv+SharpAP: against RevAdv)",
               "attacks": "Attacks: surrogate diagnostics and cost",
               "bands": "Target promotion by the targets' popularity band (mean over runs and targets)",
               "utility": "Clean utility on the test split"}

@@ -28,6 +28,9 @@ FAKE_SHARE = 0.01  # n_f = 1% of the real users
 SYNTHETIC = {"num_users": 300, "num_items": 200, "mean_items_per_user": 20, "seed": 0}
 GOWALLA_CPU = {"users": 6000, "items": 5000}  # seeded CPU-feasible subsample (see docs/sharpap.md)
 UNIFORM = "uniform"  # targets drawn among all items with a training interaction (the spec's default)
+# What a victim cell measures (part of its parameters, so a cell stored with fewer measures is recomputed):
+# per-target H@K / N@K, RevAdv's TargetHR@K (>= 1 target), GradientPassing's Recall@K, clean utility.
+VICTIM_MEASURES = ("per-target", "any-target", "target-recall", "utility")
 
 
 def band_option(band: str) -> str:
@@ -136,7 +139,8 @@ def run_victim(params: dict[str, Any], folder: Path) -> dict[str, Any]:
                        torch.Generator().manual_seed(seed), **params.get("options", {})).to(params.get("device", "cpu"))
     history = train_native(model, train, TrainSettings(**params["train"]), seed)
     model.eval()
-    scores = {**promotion(model, dataset.train, poison.targets), **utility(model, dataset.train, dataset.test)}
+    scores = {**promotion(model, dataset.train, poison.targets, test=dataset.test),
+              **utility(model, dataset.train, dataset.test)}
     epochs = [row["seconds"] for row in history if row["epoch"] > 0]
     return {**scores, "seconds": time.perf_counter() - start,
             "seconds_per_epoch": float(np.mean(epochs)) if epochs else 0.0, "peak_mib": _peak_mib()}

@@ -5,6 +5,10 @@ user's training items masked).
   rank_u(t) = 1 + the number of unmasked items scored strictly above t;
   H@K_t = |{u ∈ U_t : rank_u(t) ≤ K}| / |U_t|; N@K_t = mean over U_t of 1/log₂(1 + rank_u(t)) when
   rank_u(t) ≤ K, else 0. Reported per target and averaged over the targets.
+* The attack papers' alternatives, over the whole target set T: RevAdv's TargetHR@K = the share of the
+  evaluated users (real users with a non-empty test list) with at least one target ranked ≤ K (a target in a
+  user's training list never is); GradientPassing's Recall@K = the mean, over the users with at least one
+  target outside their training list, of |{t ∈ T ∖ train_u : rank_u(t) ≤ K}| / |T ∖ train_u|.
 * Popularity band of a target (RevAdv's target groups): its training count's percentile among the items
   with a training interaction (the share of them with a strictly smaller count): head ≥ 95, upper torso
   75–95, lower torso 50–75, tail < 50.
@@ -56,13 +60,17 @@ def _masked_scores(scorer: AllItemScorer, train: Interactions, start: int, stop:
 
 
 def promotion(scorer: AllItemScorer, train: Interactions, targets: np.ndarray,
-              ks: tuple[int, ...] = (10, 20, 50)) -> dict[str, float | list[float]]:
+              ks: tuple[int, ...] = (10, 20, 50), test: Interactions | None = None) -> dict[str, float | list[float]]:
     """H@K and N@K of each target over its U_t (users = the rows of ``train``, the real users);
-    keys ``hr@K`` / ``ndcg@K`` (mean over targets) and ``per_target/hr@K`` / ``per_target/ndcg@K``."""
+    keys ``hr@K`` / ``ndcg@K`` (mean over targets) and ``per_target/hr@K`` / ``per_target/ndcg@K``;
+    ``any_target_hr@K`` (RevAdv's TargetHR@K over the users with a non-empty ``test`` list, all users
+    without ``test``) and ``target_recall@K`` (GradientPassing's Recall@K)."""
     targets_t = torch.as_tensor(np.asarray(targets), dtype=torch.long)
     hits = torch.zeros(len(ks), len(targets_t), dtype=torch.float64)
     gains = torch.zeros_like(hits)
     eligible = torch.zeros(len(targets_t), dtype=torch.float64)
+    any_hits, recall_sum = torch.zeros(len(ks), dtype=torch.float64), torch.zeros(len(ks), dtype=torch.float64)
+    evaluated_users = recall_users = 0
     kk = torch.tensor(ks, dtype=torch.float64)[:, None, None]
     for start in range(0, train.num_users, USER_CHUNK):
         stop = min(start + USER_CHUNK, train.num_users)
@@ -70,15 +78,24 @@ def promotion(scorer: AllItemScorer, train: Interactions, targets: np.ndarray,
         target_scores = scores[:, targets_t]  # [B, T]; -inf where the user has the target in train
         open_pairs = torch.isfinite(target_scores)
         rank = 1.0 + (scores[:, None, :] > target_scores[:, :, None]).sum(-1).to(torch.float64)
-        within = (rank[None] <= kk) & open_pairs[None]
+        within = (rank[None] <= kk) & open_pairs[None]  # [K, B, T]
         hits += within.sum(1)
         gains += torch.where(within, 1.0 / torch.log2(1.0 + rank[None]), 0.0).sum(1)
         eligible += open_pairs.sum(0)
+        evaluated = (torch.ones(stop - start, dtype=torch.bool) if test is None
+                     else torch.from_numpy(test.lengths()[start:stop] > 0))
+        any_hits += (within.any(-1) & evaluated).sum(1)
+        evaluated_users += int(evaluated.sum())
+        open_count = open_pairs.sum(1)
+        recall_sum += (within.sum(-1) / open_count.clamp(min=1)).sum(1)  # users without an open target add 0
+        recall_users += int((open_count > 0).sum())
     hr, ndcg = hits / eligible.clamp(min=1), gains / eligible.clamp(min=1)
     out: dict[str, float | list[float]] = {}
     for row, k in enumerate(ks):
         out[f"hr@{k}"], out[f"ndcg@{k}"] = float(hr[row].mean()), float(ndcg[row].mean())
         out[f"per_target/hr@{k}"], out[f"per_target/ndcg@{k}"] = hr[row].tolist(), ndcg[row].tolist()
+        out[f"any_target_hr@{k}"] = float(any_hits[row]) / max(evaluated_users, 1)
+        out[f"target_recall@{k}"] = float(recall_sum[row]) / max(recall_users, 1)
     return out
 
 

@@ -153,10 +153,15 @@ def test_victims_train_natively_in_central_mode_and_beat_chance(synthetic, name)
 def test_promotion_and_utility_equal_per_user_loops(synthetic):
     model = make_model("bpr", synthetic.num_users, synthetic.num_items, 8, torch.Generator().manual_seed(5))
     targets = np.array([3, 50, 99])
-    got = promotion(model, synthetic.train, targets, (10, 20))
+    rows = synthetic.test.row_ids()
+    kept = rows % 7 != 0  # every 7th user without a test list: not one of RevAdv's evaluated users
+    test_lists = Interactions.from_pairs(rows[kept], synthetic.test.items[kept], synthetic.num_users)
+    got = promotion(model, synthetic.train, targets, (10, 20), test=test_lists)
     scores = model.score_all(torch.arange(synthetic.num_users)).double()
     hits = {10: np.zeros(3), 20: np.zeros(3)}
     gains = {10: np.zeros(3), 20: np.zeros(3)}
+    any_target = {10: [], 20: []}  # RevAdv: users with a test list, at least one target in the top K
+    target_recall = {10: [], 20: []}  # GradientPassing: users with a target outside their training list
     eligible = np.zeros(3)
     recall = []
     for u in range(synthetic.num_users):
@@ -164,6 +169,14 @@ def test_promotion_and_utility_equal_per_user_loops(synthetic):
         seen = synthetic.train.user(u)
         row[torch.from_numpy(seen)] = -torch.inf
         order = torch.argsort(row, descending=True, stable=True).tolist()
+        open_targets = [t for t in targets if t not in seen]
+        test = set(test_lists.user(u).tolist())
+        for k in (10, 20):
+            ranked = [t for t in open_targets if 1 + int((row > row[t]).sum()) <= k]
+            if test:
+                any_target[k].append(len(ranked) > 0)
+            if open_targets:
+                target_recall[k].append(len(ranked) / len(open_targets))
         for j, t in enumerate(targets):
             if t in seen:
                 continue
@@ -173,13 +186,15 @@ def test_promotion_and_utility_equal_per_user_loops(synthetic):
                 if rank <= k:
                     hits[k][j] += 1
                     gains[k][j] += 1 / math.log2(1 + rank)
-        test = set(synthetic.test.user(u).tolist())
         if test:
             recall.append(len(test & set(order[:20])) / len(test))
     for k in (10, 20):
         assert got[f"hr@{k}"] == pytest.approx(float(np.mean(hits[k] / eligible)))
         assert got[f"ndcg@{k}"] == pytest.approx(float(np.mean(gains[k] / eligible)))
-    assert utility(model, synthetic.train, synthetic.test)["test/recall@20"] == pytest.approx(np.mean(recall))
+        assert got[f"any_target_hr@{k}"] == pytest.approx(float(np.mean(any_target[k])))
+        assert got[f"target_recall@{k}"] == pytest.approx(float(np.mean(target_recall[k])))
+    assert got["any_target_hr@20"] > got["hr@20"] > 0  # one target in the top 20 is enough for a user
+    assert utility(model, synthetic.train, test_lists)["test/recall@20"] == pytest.approx(np.mean(recall))
     popular = utility(PopularityScorer(synthetic.train, synthetic.num_items), synthetic.train, synthetic.test)
     assert popular["test/recall@20"] > 0.1
 

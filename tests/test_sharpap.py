@@ -140,8 +140,14 @@ def test_sharpap_table_command_on_synthetic_data(tmp_path, capsys):
 
     main(["table", "--datasets", "synthetic", "--runs", "2", "--preset", "ci", "--kappa", "0.5",
           "--out", str(tmp_path)])
-    for name in ("table.csv", "table.md", "table.png", "attacks.csv", "bands.csv", "utility.csv"):
+    for name in ("table.csv", "table.md", "table.png", "alternatives.csv", "attacks.csv", "bands.csv", "utility.csv"):
         assert (tmp_path / name).is_file()
+    alternatives = list(csv.DictReader((tmp_path / "alternatives.csv").open()))
+    assert len(alternatives) == 5 * 5
+    for row in alternatives:  # a wider top K finds at least as many targets
+        for name in ("TargetHR", "Recall"):
+            assert float(row[f"{name}@50"].split(" ± ")[0]) >= float(row[f"{name}@10"].split(" ± ")[0])
+    assert {row["p TargetHR@50"] == "nan" for row in alternatives} == {True, False}  # no p for no attack
     bands = list(csv.DictReader((tmp_path / "bands.csv").open()))
     for victim in ("wrmf", "simgcl"):  # every run's 5 targets fall in exactly one band
         assert sum(int(row["targets"]) for row in bands if row["victim"] == victim and row["attack"] == "revadv") == 10
