@@ -11,6 +11,12 @@ TargetHR@K and GradientPassing's Recall@K of the whole target set), ``attacks.cs
 (surrogate diagnostics and cost), ``bands.csv``/``.md`` (per-target H@10 / H@50 by the targets' popularity
 band), ``utility.csv``/``.md`` (clean Recall@20 / NDCG@20 beside the popularity baseline) and ``table.png`` into
 ``--out``, and prints them with the paper's numbers.
+
+    python -m experiments.sharpap iterates --datasets fed-ml --runs 1 --victims wrmf --iterates 0 1 2 5 10 20 30
+
+follows RevAdv's outer loop (the ``table`` command's attack cell: same preset, targets, X₀ and seeds) and keeps the
+iterates X_t; writes ``iterates.csv``/``.md``/``.png``: each X_t's fake-user size, its surrogate H@50 as the loop
+scored it and as a surrogate fitted from scratch scores it, and the target H@10 / H@50 of every victim retrained on it.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from attacks.implicit import PRESETS as ATTACK_PRESETS
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import MODES, SharpSettings
 from experiments.sharpap_cell import (FAKE_SHARE, TARGET_BANDS, UNIFORM, VICTIM_MEASURES, load, popularity,
-                                      run_attack, run_victim, setting)
+                                      run_attack, run_iterates, run_victim, setting)
 from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
@@ -163,6 +169,35 @@ class Experiment:
         return {"table": self.table(results), "alternatives": self.alternatives_table(results),
                 "attacks": self.attack_table(attacks, made), "bands": self.band_table(results),
                 "utility": self.utility_table(results, popular)}
+
+    def iterates(self) -> dict[str, list[dict[str, Any]]]:
+        """The ``iterates`` table: RevAdv's iterates X_t (``--iterates``) of every dataset and run, each scored by the
+        loop's surrogate and by one fitted from scratch, and every victim retrained on it."""
+        a, rows = self.args, []
+        cells = {}
+        for d in a.datasets:
+            for r in range(a.runs):
+                attack = self.attack_cell(d, "revadv", r)
+                cells[(d, r)] = Cell("iterates-" + attack.key[len("attack-"):],
+                                     {**attack.params, "iterates": sorted(set(a.iterates))})
+        made = run_sweep(list(cells.values()), run_iterates, self.out, workers=a.workers)
+        victims = {}
+        for (d, r), cell in cells.items():
+            for x in made[cell.key]["iterates"]:
+                source = Cell(f"attack-{cell.key[len('iterates-'):]}-x{x['iteration']}", {})
+                for v in a.victims:
+                    victims[(d, r, x["iteration"], v)] = self.victim_cell(d, v, source, r, x["profiles"])
+        measured = run_sweep(list(victims.values()), run_victim, self.out, workers=a.workers)
+        for (d, r), cell in cells.items():
+            for x in made[cell.key]["iterates"]:
+                row: dict[str, Any] = {"dataset": d, "run": r, "t": x["iteration"], "items per fake user": x["items_per_fake"],
+                                       "surrogate H@50 (loop)": x["loop_surrogate_hr"],
+                                       "surrogate H@50 (from scratch)": x["fresh_surrogate_hr"]}
+                for v in a.victims:
+                    result = measured[victims[(d, r, x["iteration"], v)].key]
+                    row[f"{v} H@10"], row[f"{v} H@50"] = result["hr@10"], result["hr@50"]
+                rows.append(row)
+        return {"iterates": rows}
 
     def popularity_key(self, dataset: str, run: int) -> str:
         return f"popularity-{dataset}{self.band_tag}-r{run}"
@@ -303,10 +338,32 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_iterates(rows: list[dict[str, Any]], path: Path) -> None:
+    """Target H@50 against the outer iteration t: the surrogate's (both scores) and every victim's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (d, r) in dict.fromkeys((row["dataset"], row["run"]) for row in rows):
+        block = [row for row in rows if row["dataset"] == d and row["run"] == r]
+        for column in [c for c in block[0] if c.endswith("H@50") or c.startswith("surrogate")]:
+            ax.plot([row["t"] for row in block], [row[column] for row in block], marker="o",
+                    label=f"{d} run {r}: {column}")
+    ax.set(xlabel="outer iteration t", ylabel="target H@50")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def build_parser() -> CommandParser:
     parser = CommandParser(prog="python -m experiments.sharpap", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["table"], help="what to produce")
+    parser.add_argument("command", choices=["table", "iterates"],
+                        help="table: every attack against every victim; iterates: RevAdv's outer-loop iterates, each "
+                             "scored by the surrogate and retrained on by the victims")
     add_common(parser, out="runs/sharpap", seeds=None, datasets=["fed-ml"])
     add_list(parser, "--victims", str, "names", list(VICTIMS), f"victims ({', '.join(VICTIMS)})")
     add_list(parser, "--attacks", str, "names", list(CONDITIONS), f"attacks ({', '.join(CONDITIONS)})")
@@ -318,6 +375,8 @@ def build_parser() -> CommandParser:
     parser.add_argument("--target-band", choices=TARGET_BANDS, default=UNIFORM,
                         help="draw each run's 5 targets among all items (uniform, default) or within one popularity "
                              "band of the training counts (RevAdv's target groups)")
+    add_list(parser, "--iterates", int, "integers", [0, 1, 2, 5, 10, 20, 30],
+             "with the iterates command: the outer iterations t whose X_t is kept")
     parser.add_argument("--kappa", type=float, default=SharpSettings.kappa, help="SharpAP radius κ (relative)")
     parser.add_argument("--sharp-mode", choices=MODES, default=SharpSettings.mode, help="SharpAP perturbation")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
@@ -342,11 +401,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("--gpus-per-cell must be in (0, 1]")
     if args.iterations is not None and args.iterations < 0:
         raise UsageError("--iterations must be >= 0")
+    if any(not 0 <= t <= (args.iterations if args.iterations is not None else ATTACK_PRESETS[args.preset].revadv.iterations)
+           for t in args.iterates):
+        raise UsageError("--iterates must lie between 0 and the outer iterations of the preset (or --iterations)")
     for dataset in args.datasets:  # missing or malformed data fails here, in one line, before any run
         load(dataset, args.data_dir)
-    tables = Experiment(args).run()
+    experiment = Experiment(args)
+    tables = experiment.run() if args.command == "table" else experiment.iterates()
     out = Path(args.out)
-    titles = {"table": f"Target promotion (mean ± std over {args.runs} runs, {args.preset} preset)",
+    titles = {"iterates": "RevAdv's iterates X_t: surrogate H@50 as the loop scores them (warm-started fits) and "
+                          "from scratch, and the target H@10 / H@50 of every victim retrained on them","table": f"Target promotion (mean ± std over {args.runs} runs, {args.preset} preset)",
               "alternatives": "The whole target set, as RevAdv (TargetHR@K: users with >= 1 target in the top K) and "
                               "GradientPassing (Recall@K of the targets outside a user's training list) measure it; "
                               "p: paired t-test against no attack (RevAdv+SharpAP: against RevAdv)",
@@ -356,8 +420,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, rows in tables.items():
         write_table(rows, out / name, title=titles[name])
         print(markdown_table(rows))
-    plot(tables["table"], out / "table.png")
-    print(f"wrote {out}/table.png and " + ", ".join(f"{name}.csv, .md" for name in tables))
+    name, draw = ("table", plot) if "table" in tables else ("iterates", plot_iterates)
+    draw(tables[name], out / f"{name}.png")
+    print(f"wrote {out}/{name}.png")
+    print(f"wrote {out}/" + ", ".join(f"{name}.csv, .md" for name in tables))
     return 0
 
 

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacks.implicit import AttackOptions, FakeProfiles, PoisonSetting, generate
+from attacks.implicit import AttackOptions, FakeProfiles, PoisonSetting, generate, gradient_attack
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import SharpSettings
-from attacks.implicit.wmf_surrogate import WMFSettings
+from attacks.implicit.wmf_surrogate import WMFSettings, WMFSurrogate
 from central.ranking_learner import TrainSettings, train_native
 from recsys.data import Dataset, Interactions, load_dataset
 from recsys.models.ranking import make_model
@@ -123,6 +123,27 @@ def run_attack(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     return {"profiles": str(path), "targets": poison.targets.tolist(), "num_fake": poison.num_fake,
             "budget": poison.budget, "history": history, "seconds": time.perf_counter() - start,
             "seconds_per_iteration": float(np.mean(iterations)) if iterations else 0.0, "peak_mib": _peak_mib()}
+
+
+def run_iterates(params: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Iterates cell: RevAdv's loop as in its attack cell; saves the iterates X_t, t in ``params["iterates"]``, in
+    ``folder`` with the surrogate's H@50 as the loop scored them and as a surrogate fitted from scratch scores them."""
+    torch.set_num_threads(params.get("threads", 1))
+    _, poison = cell_setting(params)
+    options, wanted, rows = attack_options(params), set(params["iterates"]), []
+
+    def keep(row: dict[str, Any], fake: torch.Tensor) -> None:
+        if row["iteration"] not in wanted:
+            return
+        path = folder / f"iterate-{row['iteration']}.npz"
+        FakeProfiles.from_matrix(fake, poison.budget).save(path)
+        fresh = WMFSurrogate(poison, options.surrogate, params["run"], device=options.device)
+        rows.append({"iteration": row["iteration"], "profiles": str(path), "items_per_fake": float(fake.sum(1).mean()),
+                     "loop_surrogate_hr": row["surrogate_hr"],
+                     "fresh_surrogate_hr": fresh.target_hit_ratio(fresh.fit(fake, differentiable=False).theta)})
+
+    gradient_attack(poison, options, params["run"], sharp=False, on_iteration=keep)
+    return {"iterates": rows}
 
 
 def run_victim(params: dict[str, Any], folder: Path) -> dict[str, Any]:

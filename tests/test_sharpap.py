@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.implicit import ATTACKS, AttackOptions, FakeProfiles, PoisonSetting, generate
+from attacks.implicit import ATTACKS, PRESETS, AttackOptions, FakeProfiles, PoisonSetting, generate
 from attacks.implicit.revadv import RevAdvSettings, adversarial_gradient, plain_cotangent, project, run
 from attacks.implicit.sharpap import SharpAP, SharpSettings, perturbation
 from attacks.implicit.wmf_surrogate import WMFSettings, WMFSurrogate
@@ -222,6 +222,27 @@ def test_command_line_rejects_bad_settings(capsys):
     if not torch.cuda.is_available():
         assert main(["table", "--device", "cuda"]) == 2
         assert "torch sees no CUDA GPU" in capsys.readouterr().err
+    assert main(["iterates", "--preset", "ci", "--iterates", "0", "7"]) == 2  # the ci preset has 6 outer iterations
+    assert "--iterates must lie between 0 and the outer iterations" in capsys.readouterr().err
+
+
+def test_iterates_command_follows_the_attack_cells_loop(tmp_path):
+    from experiments.sharpap import main
+    from experiments.sharpap_cell import load, setting
+
+    main(["iterates", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--victims", "wrmf",
+          "--iterates", "0,1,2,3,4,5,6", "--out", str(tmp_path)])
+    assert (tmp_path / "iterates.png").is_file()
+    rows = list(csv.DictReader((tmp_path / "iterates.csv").open()))
+    assert [int(row["t"]) for row in rows] == list(range(7))
+    first = rows[0]  # X₀'s fit is from scratch in the loop too
+    assert float(first["surrogate H@50 (loop)"]) == float(first["surrogate H@50 (from scratch)"])
+    best = max(range(7), key=lambda t: float(rows[t]["surrogate H@50 (loop)"]))  # first of the best, as the loop keeps
+    [folder] = [path for path in (tmp_path / "cells").glob("iterates-*") if path.is_dir()]
+    kept = FakeProfiles.load(folder / f"iterate-{best}.npz")
+    profiles, _ = generate("revadv", setting(load("synthetic", None), 0), PRESETS["ci"], 0)  # the attack cell's call
+    assert np.array_equal(kept.lists.items, profiles.lists.items)
+    assert np.array_equal(kept.lists.indptr, profiles.lists.indptr)
 
 
 def test_cuda_and_band_cells_get_their_own_keys_and_default_cells_keep_theirs():

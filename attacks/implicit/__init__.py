@@ -32,12 +32,18 @@ def _heuristic(function: Callable[[PoisonSetting, np.random.Generator], FakeProf
     return generate
 
 
+def gradient_attack(setting: PoisonSetting, options: AttackOptions, seed: int, sharp: bool,
+                    on_iteration: Callable[[dict[str, Any], Any], None] | None = None) -> tuple[FakeProfiles, History]:
+    """RevAdv (``sharp`` False) or RevAdv+SharpAP on the WMF surrogate; both share X₀, the surrogate's seed and
+    the targets. ``on_iteration(row, X_t)``: see ``revadv.run``."""
+    surrogate = WMFSurrogate(setting, options.surrogate, seed, device=options.device)
+    rule = SharpAP(options.sharp) if sharp else revadv.plain_cotangent
+    return revadv.run(surrogate, setting, options.revadv, _rng(seed, "revadv"), rule, on_iteration)
+
+
 def _gradient(sharp: bool):
     def generate(setting: PoisonSetting, options: AttackOptions, seed: int) -> tuple[FakeProfiles, History]:
-        # RevAdv and RevAdv+SharpAP share X₀, the surrogate's seed and the targets
-        surrogate = WMFSurrogate(setting, options.surrogate, seed, device=options.device)
-        rule = SharpAP(options.sharp) if sharp else revadv.plain_cotangent
-        return revadv.run(surrogate, setting, options.revadv, _rng(seed, "revadv"), rule)
+        return gradient_attack(setting, options, seed, sharp)
     return generate
 
 
@@ -56,4 +62,4 @@ def generate(name: str, setting: PoisonSetting, options: AttackOptions, seed: in
     return ATTACKS[name](setting, options, seed)
 
 
-__all__ = ["ATTACKS", "PRESETS", "AttackOptions", "FakeProfiles", "PoisonSetting", "generate"]
+__all__ = ["ATTACKS", "PRESETS", "AttackOptions", "FakeProfiles", "PoisonSetting", "generate", "gradient_attack"]

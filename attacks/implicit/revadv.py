@@ -88,8 +88,10 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def run(surrogate: Surrogate, setting: PoisonSetting, settings: RevAdvSettings, rng: np.random.Generator,
         cotangent: Cotangent = plain_cotangent,
-        on_iteration: Callable[[dict[str, Any]], None] | None = None) -> tuple[FakeProfiles, list[dict[str, Any]]]:
-    """The RevAdv loop with the given cotangent rule; returns the best iterate and one row per iteration."""
+        on_iteration: Callable[[dict[str, Any], torch.Tensor], None] | None = None
+        ) -> tuple[FakeProfiles, list[dict[str, Any]]]:
+    """The RevAdv loop with the given cotangent rule; returns the best iterate and one row per iteration.
+    ``on_iteration(row, X_t)`` sees every iteration's row and the iterate X_t it scored."""
     fake = initial_fake(setting, rng)
     velocity = torch.zeros_like(fake)
     best_hr, best = -1.0, fake
@@ -97,6 +99,7 @@ def run(surrogate: Surrogate, setting: PoisonSetting, settings: RevAdvSettings, 
     for t in range(settings.iterations + 1):
         start = time.perf_counter()
         last = t == settings.iterations
+        scored = fake
         fit = surrogate.fit(fake, differentiable=not last)
         row: dict[str, Any] = {"iteration": t, "surrogate_hr": surrogate.target_hit_ratio(fit.theta)}
         if row["surrogate_hr"] > best_hr:
@@ -114,5 +117,5 @@ def run(surrogate: Surrogate, setting: PoisonSetting, settings: RevAdvSettings, 
         row["seconds"] = time.perf_counter() - start
         history.append(row)
         if on_iteration is not None:
-            on_iteration(row)
+            on_iteration(row, scored)
     return FakeProfiles.from_matrix(best, setting.budget), history
