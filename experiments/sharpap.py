@@ -135,15 +135,16 @@ class Experiment:
         tags = f"{self.band_tag}{self.share_tag}{self.device_tag}"
         return Cell(f"attack-{dataset}-{attack}{gradient}{sharp}{tags}-r{run}", params)
 
-    def victim_cell(self, dataset: str, victim: str, attack: Cell | None, run: int, profiles: str | None) -> Cell:
+    def victim_cell(self, dataset: str, victim: str, source: str | None, run: int, profiles: str | None) -> Cell:
+        """The victim retrained on the ``profiles`` named ``source`` (an attack cell's key without ``attack-``;
+        None: no attack)."""
         training = self.victim_settings[victim]
         params = {"dataset": dataset, "data_dir": self.args.data_dir, "victim": victim, "run": run,
                   "threads": self.args.threads, "dim": self.dim, "profiles": profiles, "measures": list(VICTIM_MEASURES),
                   "train": {"epochs": training.epochs, "lr": training.lr, "batch_size": training.batch},
                   **self.band, **self.share, **self.device,
                   **({"options": training.options} if training.options else {})}
-        source = (attack.key[len("attack-"):] if attack is not None
-                  else f"{dataset}-none{self.band_tag}{self.share_tag}-r{run}")
+        source = source or f"{dataset}-none{self.band_tag}{self.share_tag}-r{run}"
         tag = "".join(f"-{k}{v}" for k, v in training.options.items())
         return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}", params)
 
@@ -160,8 +161,8 @@ class Experiment:
                 for r in range(a.runs):
                     cell = attacks.get((d, at, r))
                     for v in a.victims:
-                        victims[(d, at, v, r)] = self.victim_cell(d, v, cell, r,
-                                                                  made[cell.key]["profiles"] if cell else None)
+                        victims[(d, at, v, r)] = self.victim_cell(d, v, cell.key[len("attack-"):] if cell else None,
+                                                                  r, made[cell.key]["profiles"] if cell else None)
         measured = run_sweep(list(victims.values()), run_victim, self.out, workers=a.workers, **gpus)
         baselines = [Cell(self.popularity_key(d, r), {"dataset": d, "data_dir": a.data_dir, "run": r, **self.band})
                      for d in a.datasets for r in range(a.runs)]
@@ -185,7 +186,7 @@ class Experiment:
         victims = {}
         for (d, r), cell in cells.items():
             for x in made[cell.key]["iterates"]:
-                source = Cell(f"attack-{cell.key[len('iterates-'):]}-x{x['iteration']}", {})
+                source = f"{cell.key[len('iterates-'):]}-x{x['iteration']}"
                 for v in a.victims:
                     victims[(d, r, x["iteration"], v)] = self.victim_cell(d, v, source, r, x["profiles"])
         measured = run_sweep(list(victims.values()), run_victim, self.out, workers=a.workers)
@@ -410,8 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     experiment = Experiment(args)
     tables = experiment.run() if args.command == "table" else experiment.iterates()
     out = Path(args.out)
-    titles = {"iterates": "RevAdv's iterates X_t: surrogate H@50 as the loop scores them (warm-started fits) and "
-                          "from scratch, and the target H@10 / H@50 of every victim retrained on them","table": f"Target promotion (mean ± std over {args.runs} runs, {args.preset} preset)",
+    titles = {"table": f"Target promotion (mean ± std over {args.runs} runs, {args.preset} preset)",
+              "iterates": "RevAdv's iterates X_t: surrogate H@50 as the loop scores them (warm-started fits) and "
+                          "from scratch, and the target H@10 / H@50 of every victim retrained on them",
               "alternatives": "The whole target set, as RevAdv (TargetHR@K: users with >= 1 target in the top K) and "
                               "GradientPassing (Recall@K of the targets outside a user's training list) measure it; "
                               "p: paired t-test against no attack (RevAdv+SharpAP: against RevAdv)",
@@ -421,10 +423,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, rows in tables.items():
         write_table(rows, out / name, title=titles[name])
         print(markdown_table(rows))
-    name, draw = ("table", plot) if "table" in tables else ("iterates", plot_iterates)
-    draw(tables[name], out / f"{name}.png")
-    print(f"wrote {out}/{name}.png")
-    print(f"wrote {out}/" + ", ".join(f"{name}.csv, .md" for name in tables))
+    figure, draw = ("table", plot) if args.command == "table" else ("iterates", plot_iterates)
+    draw(tables[figure], out / f"{figure}.png")
+    print(f"wrote {out}/{figure}.png and " + ", ".join(f"{name}.csv, .md" for name in tables))
     return 0
 
 

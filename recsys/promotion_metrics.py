@@ -71,6 +71,7 @@ def promotion(scorer: AllItemScorer, train: Interactions, targets: np.ndarray,
     eligible = torch.zeros(len(targets_t), dtype=torch.float64)
     any_hits, recall_sum = torch.zeros(len(ks), dtype=torch.float64), torch.zeros(len(ks), dtype=torch.float64)
     evaluated_users = recall_users = 0
+    has_test = np.ones(train.num_users, dtype=bool) if test is None else test.lengths() > 0
     kk = torch.tensor(ks, dtype=torch.float64)[:, None, None]
     for start in range(0, train.num_users, USER_CHUNK):
         stop = min(start + USER_CHUNK, train.num_users)
@@ -82,8 +83,7 @@ def promotion(scorer: AllItemScorer, train: Interactions, targets: np.ndarray,
         hits += within.sum(1)
         gains += torch.where(within, 1.0 / torch.log2(1.0 + rank[None]), 0.0).sum(1)
         eligible += open_pairs.sum(0)
-        evaluated = (torch.ones(stop - start, dtype=torch.bool) if test is None
-                     else torch.from_numpy(test.lengths()[start:stop] > 0))
+        evaluated = torch.from_numpy(has_test[start:stop])
         any_hits += (within.any(-1) & evaluated).sum(1)
         evaluated_users += int(evaluated.sum())
         open_count = open_pairs.sum(1)
