@@ -1,8 +1,9 @@
 """Settings of the gradient attacks (surrogate, outer loop, SharpAP) and their named presets.
 
 ``paper``: the spec's hyper-parameters (RevAdv's WMF surrogate, d = 128, 50 epochs with the last 10 unrolled,
-re-fitted from scratch every outer iteration: CPU-days on ML-1M); ``lean``: d = 64, a first fit of 40 epochs,
-then warm-started fits of 10 plain + 3 unrolled epochs (about 4 minutes of one core for a RevAdv run on ML-1M);
+re-fitted from scratch every outer iteration: about 16 minutes of one core and 10 GiB for a RevAdv run on ML-1M);
+``lean``: d = 64, a first fit of 40 epochs, then warm-started fits of 10 plain + 3 unrolled epochs (about 4 minutes
+of one core and 3.7 GiB);
 ``ci``: a synthetic end-to-end check in seconds.
 """
 
