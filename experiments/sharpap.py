@@ -176,11 +176,11 @@ class Experiment:
         """The ``iterates`` table: RevAdv's iterates X_t (``--iterates``) of every dataset and run, each scored by the
         loop's surrogate and by one fitted from scratch, and every victim retrained on it."""
         a, rows = self.args, []
+        kept = sorted({t for t in a.iterates if t <= self.options["revadv"]["iterations"]})
         cells = {}
         for d in a.datasets:
             for r in range(a.runs):
                 attack = self.attack_cell(d, "revadv", r)
-                kept = sorted({t for t in a.iterates if t <= self.options["revadv"]["iterations"]})
                 cells[(d, r)] = Cell("iterates-" + attack.key[len("attack-"):], {**attack.params, "iterates": kept})
         made = run_sweep(list(cells.values()), run_iterates, self.out, workers=a.workers)
         victims = {}
