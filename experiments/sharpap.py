@@ -31,8 +31,7 @@ from typing import Any
 
 import torch
 
-from attacks.implicit import ATTACKS
-from attacks.implicit import PRESETS as ATTACK_PRESETS
+from attacks.implicit import ATTACKS, SURROGATE_PRESETS
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import MODES, SharpSettings
 from experiments.sharpap_cell import (FAKE_SHARE, TARGET_BANDS, UNIFORM, VICTIM_MEASURES, load, popularity,
@@ -110,12 +109,16 @@ def _per_target(results: dict[tuple, dict[str, Any]], condition: tuple[str, str,
 class Experiment:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args, self.out = args, Path(args.out)
-        surrogate, revadv = ATTACK_PRESETS[args.preset].surrogate, ATTACK_PRESETS[args.preset].revadv
+        preset = SURROGATE_PRESETS[args.surrogate][args.preset]
+        surrogate, revadv = preset.surrogate, preset.revadv
         if args.iterations is not None:
             revadv = RevAdvSettings(**{**asdict(revadv), "iterations": args.iterations})
         self.options = {"surrogate": asdict(surrogate), "revadv": asdict(revadv),
                         "sharp": asdict(SharpSettings(kappa=args.kappa, mode=args.sharp_mode))}
         self.victim_settings = VICTIM_PRESETS[args.preset]
+        wmf = args.surrogate == "wmf"  # cells of the WMF surrogate keep their keys and parameters
+        self.surrogate = {} if wmf else {"surrogate_name": args.surrogate}
+        self.surrogate_tag = "" if wmf else f"-{args.surrogate}"
         default = args.fake_share == FAKE_SHARE  # cells of the default share keep their keys and parameters
         self.share = {} if default else {"fake_share": args.fake_share}
         self.share_tag = "" if default else f"-n{args.fake_share}"
@@ -129,9 +132,11 @@ class Experiment:
 
     def attack_cell(self, dataset: str, attack: str, run: int) -> Cell:
         params = {"dataset": dataset, "data_dir": self.args.data_dir, "attack": attack, "run": run,
-                  "threads": self.args.threads, **self.options, **self.band, **self.share, **self.device}
+                  "threads": self.args.threads, **self.options, **self.surrogate, **self.band, **self.share,
+                  **self.device}
         sharp = f"-k{self.args.kappa}-{self.args.sharp_mode}" if attack.endswith("sharpap") else ""
-        gradient = f"-{self.args.preset}-i{self.options['revadv']['iterations']}" if attack.startswith("revadv") else ""
+        gradient = f"{self.surrogate_tag}-{self.args.preset}-i{self.options['revadv']['iterations']}" \
+            if attack.startswith("revadv") else ""
         tags = f"{self.band_tag}{self.share_tag}{self.device_tag}"
         return Cell(f"attack-{dataset}-{attack}{gradient}{sharp}{tags}-r{run}", params)
 
@@ -261,7 +266,9 @@ class Experiment:
                                    "s/iteration": result["seconds_per_iteration"], "seconds": result["seconds"],
                                    "peak MiB": result["peak_mib"]}
             if history:
-                row["surrogate H@50 best"] = max(h["surrogate_hr"] for h in history)
+                scores = [h["surrogate_hr"] for h in history]
+                row["surrogate H@50 (X₀)"], row["surrogate H@50 best"] = scores[0], max(scores)
+                row["best t"] = scores.index(max(scores))
                 cos = [h["cos_G"] for h in history if "cos_G" in h]
                 if cos:
                     row["cos(G, G_sharp) mean"] = statistics.fmean(cos)
@@ -371,6 +378,9 @@ def build_parser() -> CommandParser:
     add_list(parser, "--attacks", str, "names", list(CONDITIONS), f"attacks ({', '.join(CONDITIONS)})")
     parser.add_argument("--runs", type=int, default=5, help="runs 0..N-1 (each its own targets and seeds)")
     parser.add_argument("--preset", choices=VICTIM_PRESETS, default="lean", help="hyper-parameter preset (default lean)")
+    parser.add_argument("--surrogate", choices=SURROGATE_PRESETS, default="wmf",
+                        help="the gradient attacks' surrogate: wmf (Adam, unrolled; default) or wmf-als (ALS, "
+                             "differentiated through its last item solve, RevAdv's cheaper variant)")
     parser.add_argument("--iterations", type=int, default=None, help="override RevAdv's outer iterations")
     parser.add_argument("--fake-share", type=float, default=FAKE_SHARE,
                         help="fake users as a share of the real users (default 0.01, the paper's 1%%)")

@@ -17,7 +17,7 @@ import torch
 from attacks.implicit import AttackOptions, FakeProfiles, PoisonSetting, generate, gradient_attack
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import SharpSettings
-from attacks.implicit.wmf_surrogate import WMFSettings, WMFSurrogate
+from attacks.implicit.options import make_surrogate, settings_type
 from central.ranking_learner import TrainSettings, train_native
 from recsys.data import Dataset, Interactions, load_dataset
 from recsys.models.ranking import make_model
@@ -103,7 +103,8 @@ def cell_setting(params: dict[str, Any]) -> tuple[Dataset, PoisonSetting]:
 
 
 def attack_options(params: dict[str, Any]) -> AttackOptions:
-    return AttackOptions(WMFSettings(**params["surrogate"]), RevAdvSettings(**params["revadv"]),
+    surrogate = settings_type(params.get("surrogate_name", "wmf"))(**params["surrogate"])
+    return AttackOptions(surrogate, RevAdvSettings(**params["revadv"]),
                          SharpSettings(**params["sharp"]), device=params.get("device", "cpu"))
 
 
@@ -137,7 +138,7 @@ def run_iterates(params: dict[str, Any], folder: Path) -> dict[str, Any]:
             return
         path = folder / f"iterate-{row['iteration']}.npz"
         FakeProfiles.from_matrix(fake, poison.budget).save(path)
-        fresh = WMFSurrogate(poison, options.surrogate, params["run"], device=options.device)
+        fresh = make_surrogate(poison, options, params["run"])
         rows.append({"iteration": row["iteration"], "profiles": str(path), "items_per_fake": float(fake.sum(1).mean()),
                      "loop_surrogate_hr": row["surrogate_hr"],
                      "fresh_surrogate_hr": fresh.target_hit_ratio(fresh.fit(fake, differentiable=False).theta)})

@@ -1,6 +1,6 @@
 """Implicit-feedback fake-profile attacks, by name; each returns ``FakeProfiles`` within the
 setting's per-fake budget: ``random``, ``bandwagon`` (heuristics), ``revadv`` (hypergradient
-through a WMF surrogate) and ``revadv+sharpap`` (RevAdv with SharpAP's sharpness-aware cotangent).
+through a WMF surrogate, ``options.surrogate`` names which) and ``revadv+sharpap`` (RevAdv with SharpAP's sharpness-aware cotangent).
 
 A new attack is a function ``(setting, options, seed) -> (profiles, history)`` plus an entry in ``ATTACKS``.
 """
@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 
 from attacks.implicit import heuristic, revadv
-from attacks.implicit.options import PRESETS, AttackOptions
+from attacks.implicit.options import PRESETS, SURROGATE_PRESETS, AttackOptions, make_surrogate
 from attacks.implicit.profiles import FakeProfiles, PoisonSetting
 from attacks.implicit.sharpap import SharpAP
-from attacks.implicit.wmf_surrogate import WMFSurrogate
 
 History = list[dict[str, Any]]
 
@@ -34,9 +33,9 @@ def _heuristic(function: Callable[[PoisonSetting, np.random.Generator], FakeProf
 
 def gradient_attack(setting: PoisonSetting, options: AttackOptions, seed: int, sharp: bool,
                     on_iteration: Callable[[dict[str, Any], Any], None] | None = None) -> tuple[FakeProfiles, History]:
-    """RevAdv (``sharp`` False) or RevAdv+SharpAP on the WMF surrogate; both share X₀, the surrogate's seed and
-    the targets. ``on_iteration(row, X_t)``: see ``revadv.run``."""
-    surrogate = WMFSurrogate(setting, options.surrogate, seed, device=options.device)
+    """RevAdv (``sharp`` False) or RevAdv+SharpAP on the surrogate ``options.surrogate`` describes; both share X₀,
+    the surrogate's seed and the targets. ``on_iteration(row, X_t)``: see ``revadv.run``."""
+    surrogate = make_surrogate(setting, options, seed)
     rule = SharpAP(options.sharp) if sharp else revadv.plain_cotangent
     return revadv.run(surrogate, setting, options.revadv, _rng(seed, "revadv"), rule, on_iteration)
 
@@ -62,4 +61,4 @@ def generate(name: str, setting: PoisonSetting, options: AttackOptions, seed: in
     return ATTACKS[name](setting, options, seed)
 
 
-__all__ = ["ATTACKS", "PRESETS", "AttackOptions", "FakeProfiles", "PoisonSetting", "generate", "gradient_attack"]
+__all__ = ["ATTACKS", "PRESETS", "SURROGATE_PRESETS", "AttackOptions", "FakeProfiles", "PoisonSetting", "generate", "gradient_attack"]

@@ -7,8 +7,10 @@ cotangent c = ∇θ L_adv(θ_E) (``plain_cotangent``; SharpAP substitutes its ow
 fake row, take a momentum-SGD descent step (lr 1, momentum 0.95) and project every row back to
 binary: 1 where the entry exceeds RevAdv's threshold τ = 0.05 (its best configuration), keeping at
 most the ``budget`` largest entries per row, so every attack has the same budget. ``threshold=None``
-keeps exactly the ``budget`` largest (the top-k projection of RAPU / GradientPassing). X₀ = rows of
-random real users with at most ``budget`` items.
+keeps exactly the ``budget`` largest (the top-k projection of RAPU / GradientPassing). With
+``click_targets`` (RevAdv's setting for its WMF-ALS surrogate) the targets' hypergradient is zeroed and
+every fake row clicks the targets after the projection, which keeps ``budget`` − |T| other entries.
+X₀ = rows of random real users with at most ``budget`` items.
 
 A surrogate is any object with ``fit(X, differentiable) -> SurrogateFit`` (θ, VJP through θ(X)),
 ``adversarial_loss(θ)`` and ``target_hit_ratio(θ)``.
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 from attacks.implicit.profiles import FakeProfiles, PoisonSetting
-from attacks.implicit.wmf_surrogate import SurrogateFit, Theta
+from attacks.implicit.surrogate import SurrogateFit, Theta
 
 Cotangent = Callable[["Surrogate", SurrogateFit], tuple[Theta, dict[str, Any]]]
 
@@ -44,6 +46,7 @@ class RevAdvSettings:
     momentum: float = 0.95
     cos_every: int = 5  # with SharpAP: cos(G, G_sharp) every this many iterations (an extra VJP); 0 = never
     threshold: float | None = 0.05  # τ of the projection; None: exactly the budget's top-k
+    click_targets: bool = False  # every fake row clicks the targets after each step
 
     def __post_init__(self) -> None:
         if self.iterations < 0 or self.lr <= 0 or not 0 <= self.momentum < 1 or self.cos_every < 0 \
@@ -75,11 +78,15 @@ def initial_fake(setting: PoisonSetting, rng: np.random.Generator) -> torch.Tens
     return fake
 
 
-def project(x: torch.Tensor, budget: int, threshold: float | None) -> torch.Tensor:
+def project(x: torch.Tensor, budget: int, threshold: float | None, clicked: torch.Tensor | None = None) -> torch.Tensor:
     """1 on the ``budget`` largest entries of every row that exceed ``threshold`` (all of them
-    when ``threshold`` is None), 0 elsewhere."""
+    when ``threshold`` is None), 0 elsewhere; with ``clicked`` columns, those are 1 in every row and the
+    rest of the row keeps at most ``budget`` − len(clicked) entries."""
+    if clicked is not None:
+        x, budget = x.index_fill(1, clicked, -math.inf), budget - len(clicked)
     out = torch.zeros_like(x).scatter_(1, x.topk(budget, dim=1).indices, 1.0)
-    return out if threshold is None else out * (x > threshold)
+    out = out if threshold is None else out * (x > threshold)
+    return out if clicked is None else out.index_fill_(1, clicked, 1.0)
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -93,6 +100,7 @@ def run(surrogate: Surrogate, setting: PoisonSetting, settings: RevAdvSettings, 
     """The RevAdv loop with the given cotangent rule; returns the best iterate and one row per iteration.
     ``on_iteration(row, X_t)`` sees every iteration's row and the iterate X_t it scored."""
     fake = initial_fake(setting, rng)
+    clicked = torch.as_tensor(setting.targets, dtype=torch.long) if settings.click_targets else None
     velocity = torch.zeros_like(fake)
     best_hr, best = -1.0, fake
     history: list[dict[str, Any]] = []
@@ -111,9 +119,11 @@ def run(surrogate: Surrogate, setting: PoisonSetting, settings: RevAdvSettings, 
             if plain is not None and settings.cos_every and t % settings.cos_every == 0:
                 diagnostics["cos_G"] = _cosine(fit.vjp(plain), grad)
             row.update(diagnostics)
+            if clicked is not None:
+                grad = grad.index_fill(1, clicked, 0.0)
             grad = grad / grad.norm(dim=1, keepdim=True).clamp(min=torch.finfo(grad.dtype).tiny)
             velocity = settings.momentum * velocity + grad
-            fake = project(fake - settings.lr * velocity, setting.budget, settings.threshold)
+            fake = project(fake - settings.lr * velocity, setting.budget, settings.threshold, clicked)
         row["seconds"] = time.perf_counter() - start
         history.append(row)
         if on_iteration is not None:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from attacks.implicit.revadv import Surrogate, adversarial_gradient
-from attacks.implicit.wmf_surrogate import SurrogateFit, Theta
+from attacks.implicit.surrogate import SurrogateFit, Theta
 
 MODES = ("block", "global", "ksteps")
 

@@ -51,8 +51,10 @@ def buckets(users: np.ndarray, items: np.ndarray, num_rows: int, num_cols: int,
     return out
 
 
-def als_solve(groups: list[Bucket], fixed: torch.Tensor, alpha: float, reg: float, num_rows: int) -> torch.Tensor:
-    """Least-squares rows x = (FᵀF + α·Σ_{j∈row} f_j f_jᵀ + λI)⁻¹ (1 + α)·Σ_{j∈row} f_j given the fixed side F."""
+def als_solve(groups: list[Bucket], fixed: torch.Tensor, alpha: float, reg: float, num_rows: int,
+              rhs: torch.Tensor | None = None) -> torch.Tensor:
+    """Least-squares rows x = (FᵀF + α·Σ_{j∈row} f_j f_jᵀ + λI)⁻¹ (1 + α)·Σ_{j∈row} f_j given the fixed side F;
+    with ``rhs`` [num_rows, d], the same systems solved for those right-hand sides instead."""
     dim = fixed.shape[1]
     gram = fixed.T @ fixed + reg * torch.eye(dim, dtype=fixed.dtype, device=fixed.device)
     padded = torch.cat((fixed, fixed.new_zeros((1, dim))))  # the padding id reads a zero vector
@@ -60,7 +62,8 @@ def als_solve(groups: list[Bucket], fixed: torch.Tensor, alpha: float, reg: floa
     for group in groups:
         vectors = padded.index_select(0, group.items.reshape(-1)).view(*group.items.shape, dim)  # [B, L, d]
         factor = torch.linalg.cholesky(gram + alpha * vectors.transpose(1, 2) @ vectors)  # SPD systems
-        out[group.rows] = torch.cholesky_solve((1.0 + alpha) * vectors.sum(1)[..., None], factor)[..., 0]
+        right = (1.0 + alpha) * vectors.sum(1) if rhs is None else rhs[group.rows]
+        out[group.rows] = torch.cholesky_solve(right[..., None], factor)[..., 0]
     return out
 
 

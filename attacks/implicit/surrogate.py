@@ -1,0 +1,87 @@
+"""What every surrogate of the gradient attacks shares: Θ = {user_real: P_real, user_fake: P_fake,
+item: Q}, the fit it returns (θ_E and the VJP of the map X → θ_E), RevAdv's adversarial loss and the
+surrogate's target hit ratio.
+
+Adversarial loss: L_adv(θ) = −mean over real users u and targets t of log softmax_t(s_u·), all items
+in the softmax (RevAdv sums over users; the mean only rescales a row-normalised hypergradient).
+Inner loss on rows of Y = [R; X]: Σ_u Σ_i w_ui (y_ui − p_uᵀq_i)², w_ui = α if y_ui > 0 else 1
+(RevAdv's ``weight_alpha``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from attacks.implicit.profiles import PoisonSetting
+from recsys.promotion_metrics import promotion
+
+Theta = dict[str, torch.Tensor]
+INIT_STD = 0.1
+
+
+@dataclass
+class SurrogateFit:
+    """θ_E trained on the fake matrix ``fake`` and the VJP of the map fake → θ_E."""
+
+    theta: Theta
+    fake: torch.Tensor
+    vjp: Callable[[Theta], torch.Tensor]
+
+
+class ThetaSurrogate:
+    """The parts of a matrix-factorisation surrogate over the real rows of ``setting`` plus a fake
+    matrix that do not depend on how it is trained."""
+
+    def __init__(self, setting: PoisonSetting, seed: int, dim: int, alpha: float, hit_k: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
+        self.setting, self.seed, self.dim, self.alpha, self.hit_k, self.dtype = setting, seed, dim, alpha, hit_k, dtype
+        self.device = torch.device(device)
+        train = setting.train
+        self.real = torch.zeros(train.num_users, setting.num_items, dtype=dtype)
+        self.real[torch.from_numpy(train.row_ids()), torch.from_numpy(train.items)] = 1.0
+        self.real = self.real.to(self.device)
+        self.targets = torch.as_tensor(setting.targets, dtype=torch.long, device=self.device)
+
+    def initial_theta(self) -> Theta:
+        """N(0, 0.1²) embeddings from the seed's stream."""
+        g = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}/wmf-init".encode()))
+        n, f, m = self.setting.train.num_users, self.setting.num_fake, self.setting.num_items
+        return {name: (INIT_STD * torch.randn(rows, self.dim, generator=g, dtype=self.dtype)).to(self.device)
+                for name, rows in (("user_real", n), ("user_fake", f), ("item", m))}
+
+    def batch_loss(self, theta: Theta, rows: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """The weighted squared error of the ``rows`` of Y whose ids are ``batch``."""
+        users = torch.cat((theta["user_real"], theta["user_fake"]))[batch]
+        weights = torch.where(rows > 0, self.alpha, 1.0)
+        return (weights * (rows - users @ theta["item"].T) ** 2).sum()
+
+    def recommendation_loss(self, theta: Theta, fake: torch.Tensor) -> torch.Tensor:
+        """The inner loss over every row of Y = [R; X]."""
+        everyone = torch.arange(self.real.shape[0] + fake.shape[0], device=self.device)
+        return self.batch_loss(theta, torch.cat((self.real, fake.to(self.device, self.dtype))), everyone)
+
+    def adversarial_loss(self, theta: Theta) -> torch.Tensor:
+        logp = torch.log_softmax(theta["user_real"] @ theta["item"].T, dim=1)[:, self.targets]
+        return -logp.mean()
+
+    def target_norm(self, theta: Theta) -> torch.Tensor:
+        """‖Q_T‖_F, the scale SharpAP's radius is relative to."""
+        return theta["item"][self.targets].norm()
+
+    def target_hit_ratio(self, theta: Theta) -> float:
+        """Mean H@K of the targets on the surrogate (K = ``hit_k``), over the real users."""
+        return float(promotion(_ThetaScorer(theta), self.setting.train, np.asarray(self.setting.targets),
+                               (self.hit_k,))[f"hr@{self.hit_k}"])
+
+
+class _ThetaScorer:
+    def __init__(self, theta: Theta) -> None:
+        self.theta = theta
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        return self.theta["user_real"][users.to(self.theta["item"].device)] @ self.theta["item"].T
