@@ -131,14 +131,14 @@ class Experiment:
         self.device_tag = "" if on_cpu else f"-{args.device}"
 
     def attack_cell(self, dataset: str, attack: str, run: int) -> Cell:
+        gradient = attack.startswith("revadv")  # the heuristics' cells do not depend on the gradient attacks' settings
         params = {"dataset": dataset, "data_dir": self.args.data_dir, "attack": attack, "run": run,
-                  "threads": self.args.threads, **self.options, **self.surrogate, **self.band, **self.share,
-                  **self.device}
+                  "threads": self.args.threads, **(self.options | self.surrogate if gradient else {}), **self.band,
+                  **self.share, **self.device}
         sharp = f"-k{self.args.kappa}-{self.args.sharp_mode}" if attack.endswith("sharpap") else ""
-        gradient = f"{self.surrogate_tag}-{self.args.preset}-i{self.options['revadv']['iterations']}" \
-            if attack.startswith("revadv") else ""
+        gradient_tag = f"{self.surrogate_tag}-{self.args.preset}-i{self.options['revadv']['iterations']}" if gradient else ""
         tags = f"{self.band_tag}{self.share_tag}{self.device_tag}"
-        return Cell(f"attack-{dataset}-{attack}{gradient}{sharp}{tags}-r{run}", params)
+        return Cell(f"attack-{dataset}-{attack}{gradient_tag}{sharp}{tags}-r{run}", params)
 
     def victim_cell(self, dataset: str, victim: str, source: str | None, run: int, profiles: str | None) -> Cell:
         """The victim retrained on the ``profiles`` named ``source`` (an attack cell's key without ``attack-``;

@@ -103,6 +103,9 @@ def cell_setting(params: dict[str, Any]) -> tuple[Dataset, PoisonSetting]:
 
 
 def attack_options(params: dict[str, Any]) -> AttackOptions:
+    """The gradient attacks' settings named by an attack cell's ``params`` (the heuristics' cells name none)."""
+    if "surrogate" not in params:
+        return AttackOptions()
     surrogate = settings_type(params.get("surrogate_name", "wmf"))(**params["surrogate"])
     return AttackOptions(surrogate, RevAdvSettings(**params["revadv"]),
                          SharpSettings(**params["sharp"]), device=params.get("device", "cpu"))

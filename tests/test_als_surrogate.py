@@ -110,7 +110,9 @@ def test_als_cells_get_their_own_keys_and_settings():
     attack = als.attack_cell("fed-ml", "revadv", 0)
     assert attack.key == "attack-fed-ml-revadv-wmf-als-lean-i30-r0" and attack.params["surrogate_name"] == "wmf-als"
     assert attack_options(attack.params) == SURROGATE_PRESETS["wmf-als"]["lean"]
-    assert als.attack_cell("fed-ml", "random", 0).key == "attack-fed-ml-random-r0"  # heuristics share their cells
+    default = Experiment(build_parser().parse_args(["table", "--preset", "paper"]))
+    for cell in (als.attack_cell("fed-ml", "random", 0), default.attack_cell("fed-ml", "random", 0)):
+        assert cell.key == "attack-fed-ml-random-r0" and "surrogate" not in cell.params  # one heuristic cell for all
 
 
 def test_table_and_iterates_commands_with_the_als_surrogate(tmp_path):
