@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attacks.implicit import SURROGATE_PRESETS, AttackOptions, PoisonSetting, generate
-from attacks.implicit.options import make_surrogate, settings_type, surrogate_name
+from attacks.implicit.options import SURROGATES, make_surrogate, settings_type
 from attacks.implicit.revadv import RevAdvSettings, adversarial_gradient, plain_cotangent, project, run
 from attacks.implicit.sharpap import SharpAP, SharpSettings
 from attacks.implicit.wmf_als_surrogate import ALSSettings, ALSSurrogate
@@ -60,6 +60,15 @@ def test_the_fit_is_als_and_rejects_a_continuous_matrix(setting):
         surrogate.fit(0.5 * fake)
 
 
+def test_a_repeated_click_counts_once():
+    fake = torch.tensor([[1.0, 0, 0, 1, 0, 1, 0], [0, 1, 1, 0, 0, 0, 1]])
+    thetas = []
+    for lists in ([[0, 1], [1, 2, 3], [4, 5]], [[0, 1, 1], [1, 2, 3], [4, 5, 4]]):
+        small = PoisonSetting(Interactions.from_lists(lists), 7, np.array([3]), 2, 4)
+        thetas.append(ALSSurrogate(small, ALSSettings(dim=3, sweeps=3), seed=0).fit(fake).theta)
+    assert all(torch.equal(thetas[0][k], thetas[1][k]) for k in thetas[0])
+
+
 def test_projection_clicks_the_targets_within_the_budget():
     x = torch.tensor([[0.9, 0.04, 0.3, 0.06, -1.0], [0.01, 0.02, 0.03, 0.04, 0.05]])
     clicked = torch.tensor([4])
@@ -95,7 +104,7 @@ def test_surrogate_registry_round_trips_its_names(setting):
     for name, presets in SURROGATE_PRESETS.items():
         assert set(presets) == {"paper", "lean", "ci"}
         for options in presets.values():
-            assert surrogate_name(options.surrogate) == name and settings_type(name) is type(options.surrogate)
+            assert SURROGATES[type(options.surrogate)][0] == name and settings_type(name) is type(options.surrogate)
     assert isinstance(make_surrogate(setting, SURROGATE_PRESETS["wmf-als"]["ci"], 0), ALSSurrogate)
     with pytest.raises(ValueError, match="unknown surrogate 'svd'"):
         settings_type("svd")

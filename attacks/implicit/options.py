@@ -44,10 +44,6 @@ SURROGATES: dict[type, tuple[str, Callable[..., Surrogate]]] = {  # settings typ
 }
 
 
-def surrogate_name(settings: SurrogateSettings) -> str:
-    return SURROGATES[type(settings)][0]
-
-
 def settings_type(name: str) -> type:
     """The settings class of the surrogate called ``name``."""
     for kind, (known, _) in SURROGATES.items():

@@ -44,7 +44,8 @@ class ALSSurrogate(ThetaSurrogate):
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
         super().__init__(setting, seed, settings.dim, settings.alpha, settings.hit_k, dtype, device)
         self.settings = settings
-        self.real_pairs = (setting.train.row_ids(), setting.train.items)
+        pairs = np.unique(setting.train.row_ids() * setting.num_items + setting.train.items)  # distinct clicks
+        self.real_pairs = (pairs // setting.num_items, pairs % setting.num_items)
 
     def fit(self, fake: torch.Tensor, differentiable: bool = True) -> SurrogateFit:
         """``sweeps`` ALS sweeps on [R; ``fake``] (each solves the users, then the items); the VJP is always
