@@ -24,7 +24,7 @@ from attacks.implicit.sharpap import SharpAP, SharpSettings  # noqa: E402
 from attacks.implicit.wmf_surrogate import WMFSurrogate  # noqa: E402
 from central.ranking_learner import RankingLearner, TrainSettings, native_objective  # noqa: E402
 from attacks.implicit import PRESETS  # noqa: E402
-from experiments.sharpap import VICTIM_DIM, VICTIM_PRESETS, VICTIMS  # noqa: E402
+from experiments.sharpap import VICTIM_CHOICES, VICTIM_DIM, VICTIM_PRESETS  # noqa: E402
 from experiments.sharpap_cell import load, setting  # noqa: E402
 from recsys.models.ranking import make_model  # noqa: E402
 from recsys.models.wrmf import als_solve  # noqa: E402
@@ -45,13 +45,14 @@ def attack_cost(poison, preset: str, iterations: int) -> None:
 
 
 def victim_cost(dataset, preset: str, epochs: int) -> None:
-    for name in VICTIMS:
+    for name in VICTIM_CHOICES:
         training = VICTIM_PRESETS[preset][name]
-        model = make_model(name, dataset.num_users, dataset.num_items, VICTIM_DIM[preset], torch.Generator().manual_seed(0),
-                           **training.options)
+        model = make_model(name, dataset.num_users, dataset.num_items, training.dim or VICTIM_DIM[preset],
+                           torch.Generator().manual_seed(0), **training.options)
         model.bind(dataset.train)
-        learner = RankingLearner(model, native_objective(model, dataset.train, TrainSettings(1, training.lr, training.batch)),
-                                 torch.Generator().manual_seed(0), lr=training.lr)
+        settings = TrainSettings(1, training.lr, training.batch, weight_decay=training.weight_decay)
+        learner = RankingLearner(model, native_objective(model, dataset.train, settings), torch.Generator().manual_seed(0),
+                                 lr=training.lr, weight_decay=training.weight_decay)
         start = time.perf_counter()
         for epoch in range(1, epochs + 1):
             learner.train_epoch(epoch)

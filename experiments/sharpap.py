@@ -43,7 +43,8 @@ from recsys.promotion_metrics import BANDS, popularity_bands
 
 # fed-ml = ML-1M implicit; gowalla = a seeded CPU subsample; synthetic = CI size
 DATASETS = ("fed-ml", "gowalla", "synthetic")
-VICTIMS = ("wrmf", "bpr", "lightgcn", "sgl", "simgcl")
+VICTIMS = ("wrmf", "bpr", "lightgcn", "sgl", "simgcl")  # the default: the SharpAP paper's five
+VICTIM_CHOICES = (*VICTIMS, "wmf-adam")  # + RevAdv's WRMF victim: WMF trained by Adam, as its surrogate
 CONDITIONS = ("none", *ATTACKS)
 KS = (10, 20, 50)
 ITERATES = (0, 1, 2, 5, 10, 20, 30)  # the iterates command's default outer iterations
@@ -51,26 +52,30 @@ ITERATES = (0, 1, 2, 5, 10, 20, 30)  # the iterates command's default outer iter
 
 @dataclass(frozen=True)
 class VictimTraining:
-    """How a preset trains a victim: epochs (ALS victims: sweeps), Adam's lr, the batch size and
-    hyper-parameter overrides for ``make_model``."""
+    """How a preset trains a victim: epochs (ALS victims: sweeps), Adam's lr, the batch size,
+    hyper-parameter overrides for ``make_model``, Adam's weight decay and a dimension other than the preset's."""
 
     epochs: int
     lr: float
     batch: int
     options: dict[str, Any] = field(default_factory=dict)
+    weight_decay: float = 0.0
+    dim: int | None = None
 
 
 def _victims(**entries: tuple) -> dict[str, VictimTraining]:
     return {name: VictimTraining(*entry) for name, entry in entries.items()}
 
 
+REVADV_WMF = (50, 1e-2, 2048, {}, 1e-5, 128)  # RevAdv's own WRMF victim (WeightedMF-sgd), cheap: both presets
 VICTIM_PRESETS: dict[str, dict[str, VictimTraining]] = {  # the attacks' settings: attacks.implicit.PRESETS
     "paper": _victims(wrmf=(15, 1e-3, 2048), bpr=(200, 1e-3, 2048), lightgcn=(200, 1e-3, 2048),
-                      sgl=(100, 1e-3, 2048), simgcl=(100, 1e-3, 2048)),
+                      sgl=(100, 1e-3, 2048), simgcl=(100, 1e-3, 2048), **{"wmf-adam": REVADV_WMF}),
     "lean": _victims(wrmf=(10, 1e-3, 2048), bpr=(30, 5e-3, 8192), lightgcn=(20, 1e-3, 32768),  # one ML-1M condition
-                     sgl=(10, 1e-3, 32768, {"include_ego": False}), simgcl=(10, 5e-3, 32768)),  # in an hour on 2 cores
+                     sgl=(10, 1e-3, 32768, {"include_ego": False}), simgcl=(10, 5e-3, 32768),  # in an hour on 2 cores
+                     **{"wmf-adam": REVADV_WMF}),
     "ci": _victims(wrmf=(4, 1e-3, 2048), bpr=(10, 1e-2, 1024), lightgcn=(6, 1e-2, 1024),
-                   sgl=(4, 1e-2, 1024), simgcl=(4, 1e-2, 1024)),
+                   sgl=(4, 1e-2, 1024), simgcl=(4, 1e-2, 1024), **{"wmf-adam": (10, 1e-2, 128, {}, 1e-5)}),
 }
 VICTIM_DIM = {"paper": 64, "lean": 64, "ci": 16}
 
@@ -144,13 +149,15 @@ class Experiment:
         """The victim retrained on the ``profiles`` named ``source`` (an attack cell's key without ``attack-``;
         None: no attack)."""
         training = self.victim_settings[victim]
+        decay = {"weight_decay": training.weight_decay} if training.weight_decay else {}
         params = {"dataset": dataset, "data_dir": self.args.data_dir, "victim": victim, "run": run,
-                  "threads": self.args.threads, "dim": self.dim, "profiles": profiles, "measures": list(VICTIM_MEASURES),
-                  "train": {"epochs": training.epochs, "lr": training.lr, "batch_size": training.batch},
+                  "threads": self.args.threads, "dim": training.dim or self.dim, "profiles": profiles,
+                  "measures": list(VICTIM_MEASURES),
+                  "train": {"epochs": training.epochs, "lr": training.lr, "batch_size": training.batch, **decay},
                   **self.band, **self.share, **self.device,
                   **({"options": training.options} if training.options else {})}
         source = source or f"{dataset}-none{self.band_tag}{self.share_tag}-r{run}"
-        tag = "".join(f"-{k}{v}" for k, v in training.options.items())
+        tag = "".join(f"-{k}{v}" for k, v in training.options.items()) + (f"-d{training.dim}" if training.dim else "")
         return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}", params)
 
     def run(self) -> dict[str, list[dict[str, Any]]]:
@@ -374,7 +381,8 @@ def build_parser() -> CommandParser:
                         help="table: every attack against every victim; iterates: RevAdv's outer-loop iterates, each "
                              "scored by the surrogate and retrained on by the victims")
     add_common(parser, out="runs/sharpap", seeds=None, datasets=["fed-ml"])
-    add_list(parser, "--victims", str, "names", list(VICTIMS), f"victims ({', '.join(VICTIMS)})")
+    add_list(parser, "--victims", str, "names", list(VICTIMS), f"victims ({', '.join(VICTIM_CHOICES)}; default: "
+             f"{' '.join(VICTIMS)})")
     add_list(parser, "--attacks", str, "names", list(CONDITIONS), f"attacks ({', '.join(CONDITIONS)})")
     parser.add_argument("--runs", type=int, default=5, help="runs 0..N-1 (each its own targets and seeds)")
     parser.add_argument("--preset", choices=VICTIM_PRESETS, default="lean", help="hyper-parameter preset (default lean)")
@@ -404,7 +412,7 @@ def build_parser() -> CommandParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(build_parser(), argv)
     check_choices("--datasets", args.datasets, DATASETS)
-    check_choices("--victims", args.victims, VICTIMS)
+    check_choices("--victims", args.victims, VICTIM_CHOICES)
     check_choices("--attacks", args.attacks, CONDITIONS)
     if args.runs < 1 or args.threads < 1 or args.kappa < 0 or not 0 < args.fake_share <= 1:
         raise UsageError("--runs and --threads must be >= 1, --kappa >= 0 and --fake-share in (0, 1]")

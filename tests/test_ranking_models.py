@@ -53,6 +53,52 @@ def test_wrmf_sweep_equals_the_per_user_and_per_item_normal_equations():
     assert all(b <= a + 1e-9 for a, b in zip(losses, losses[1:]))
 
 
+def dense_rows(train: Interactions, num_items: int) -> torch.Tensor:
+    dense = torch.zeros(train.num_users, num_items, dtype=torch.float64)
+    dense[torch.from_numpy(train.row_ids()), torch.from_numpy(train.items)] = 1.0
+    return dense
+
+
+def revadv_row_loss(user_vecs: torch.Tensor, item_vecs: torch.Tensor, rows: torch.Tensor, alpha: float) -> torch.Tensor:
+    """RevAdv's ``mse_loss(...).sum()`` on dense rows: weight α on a click, 1 elsewhere."""
+    weights = torch.where(rows > 0, alpha, 1.0)
+    return (weights * (rows - user_vecs @ item_vecs.T) ** 2).sum()
+
+
+def test_adam_wmf_row_loss_and_gradient_equal_revadvs_dense_rows():
+    lists = [[0, 3, 3, 5], [], [1], [2, 4, 6, 7, 8], [8, 0]]  # an empty row and a repeated click (counts once)
+    train = Interactions.from_lists(lists)
+    model = make_model("wmf-adam", 5, 9, 3, torch.Generator().manual_seed(0)).double()
+    model.bind(train)
+    users = torch.tensor([3, 0, 1, 4])
+    loss = model.row_loss(users)
+    grads = torch.autograd.grad(loss, [model.user_emb, model.item_emb])
+    p, q = model.user_emb.detach().clone().requires_grad_(), model.item_emb.detach().clone().requires_grad_()
+    reference = revadv_row_loss(p[users], q, dense_rows(train, 9)[users], model.alpha)
+    torch.testing.assert_close(loss, reference, rtol=1e-12, atol=1e-12)
+    for got, want in zip(grads, torch.autograd.grad(reference, [p, q])):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert float(model.user_emb.detach().std()) == pytest.approx(0.1, rel=0.5)  # RevAdv's N(0, 0.1²) start
+
+
+def test_adam_wmf_trains_as_revadv_trains_its_wmf():
+    """Two epochs of ``train_native`` = Adam (L2 as weight decay) on the dense rows in the same shuffled user batches."""
+    train = random_lists(13, 10, 4)
+    settings = TrainSettings(2, lr=1e-2, batch_size=5, weight_decay=1e-3)
+    model = make_model("wmf-adam", 13, 10, 4, torch.Generator().manual_seed(1)).double()
+    p, q = model.user_emb.detach().clone().requires_grad_(), model.item_emb.detach().clone().requires_grad_()
+    train_native(model, train, settings, seed=7)
+    optimiser = torch.optim.Adam([p, q], lr=settings.lr, weight_decay=settings.weight_decay)
+    rows, generator = dense_rows(train, 10), torch.Generator().manual_seed(7)
+    for _ in range(settings.epochs):
+        for users in torch.randperm(13, generator=generator).split(settings.batch_size):
+            optimiser.zero_grad()
+            revadv_row_loss(p[users], q, rows[users], model.alpha).backward()
+            optimiser.step()
+    torch.testing.assert_close(model.user_emb.detach(), p.detach())
+    torch.testing.assert_close(model.item_emb.detach(), q.detach())
+
+
 def test_lightgcn_propagation_equals_a_dense_reference():
     train = random_lists(6, 5, 1, high=5)
     model = make_model("lightgcn", 6, 5, 3, torch.Generator().manual_seed(1)).double()
@@ -137,7 +183,7 @@ def synthetic():
                           temperature=0.3)
 
 
-@pytest.mark.parametrize("name", ["wrmf", "bpr", "lightgcn", "sgl", "simgcl"])
+@pytest.mark.parametrize("name", ["wrmf", "bpr", "lightgcn", "sgl", "simgcl", "wmf-adam"])
 def test_victims_train_natively_in_central_mode_and_beat_chance(synthetic, name):
     torch.set_num_threads(1)
     model = make_model(name, synthetic.num_users, synthetic.num_items, 16, torch.Generator().manual_seed(0))

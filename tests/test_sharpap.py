@@ -163,8 +163,9 @@ def test_sharpap_table_command_on_synthetic_data(tmp_path, capsys):
     attacks = (tmp_path / "attacks.csv").read_text()
     assert "cos(G, G_sharp) mean" in attacks
     main(["table", "--datasets", "synthetic", "--runs", "2", "--preset", "ci", "--kappa", "0.5",
-          "--victims", "wrmf", "--attacks", "none", "revadv", "--out", str(tmp_path)])  # all cells cached
-    assert "| synthetic | wrmf | revadv |" in capsys.readouterr().out
+          "--victims", "wrmf", "wmf-adam", "--attacks", "none", "revadv", "--out", str(tmp_path)])  # wrmf's cached
+    out = capsys.readouterr().out
+    assert "| synthetic | wrmf | revadv |" in out and "| synthetic | wmf-adam | revadv |" in out  # RevAdv's WRMF victim
     main(["table", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--fake-share", "0.1",
           "--victims", "wrmf", "--attacks", "none", "random", "--out", str(tmp_path)])
     assert "| synthetic | random | 0 | 8 30 48 159 182 | 30 |" in capsys.readouterr().out  # 10% of 300 users

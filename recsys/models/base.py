@@ -6,7 +6,8 @@ What a trainer and an evaluator need from it:
 * ``score(users, items)`` for aligned ids and ``score_all(users)`` ([B, M], every item);
 * how it is trained (``native_loss``): ``"bpr"`` / ``"logistic"`` (a generic sampled pairwise
   objective on ``score``), ``"model"`` (its own mini-batch objective ``training_loss``, e.g.
-  graph models with contrastive terms) or ``"als"`` (closed-form sweeps, ``als_sweep``);
+  graph models with contrastive terms), ``"rows"`` (its own loss ``row_loss`` of whole user rows,
+  batches of users) or ``"als"`` (closed-form sweeps, ``als_sweep``);
 * ``bind(train)``: the training interactions (graph models build their adjacency from them,
   ALS models their confidence rows); ``begin_epoch(generator)``: per-epoch randomness (views);
 * Θ for central mode: the item-side parameters (``shared_parameter_names``).
@@ -20,7 +21,7 @@ from recsys.data.dataset import Interactions
 from recsys.models.ncf import init_user_embeddings
 
 USER_SIDE = ("user_emb", "user_bias")  # parameters that stay with the client in central mode
-NATIVE_LOSSES = ("bpr", "logistic", "model", "als")
+NATIVE_LOSSES = ("bpr", "logistic", "model", "rows", "als")
 
 
 class RankingModel(torch.nn.Module):
@@ -69,7 +70,11 @@ class RankingModel(torch.nn.Module):
 
     def training_loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         """The model's own objective on a batch (``native_loss == "model"`` only)."""
-        raise NotImplementedError(f"{type(self).__name__} is trained with the generic {self.native_loss!r} loss")
+        raise NotImplementedError(f"{type(self).__name__} is trained with the {self.native_loss!r} loss")
+
+    def row_loss(self, users: torch.Tensor) -> torch.Tensor:
+        """The model's own loss of the whole rows of ``users`` (``native_loss == "rows"`` only)."""
+        raise NotImplementedError(f"{type(self).__name__} is trained with the {self.native_loss!r} loss")
 
 
 def shared_parameter_names(module: torch.nn.Module) -> list[str]:

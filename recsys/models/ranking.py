@@ -1,5 +1,5 @@
 """The registry of implicit-feedback top-K recommenders (``MODELS``): BPR-MF, LMF and NCF here,
-WRMF, LightGCN, SGL and SimGCL in their own modules, all on the ``RankingModel`` interface.
+WRMF (ALS), WMF trained by Adam (RevAdv's WRMF victim), LightGCN, SGL and SimGCL in their own modules, all on the ``RankingModel`` interface.
 
 Every model scores (user, item) pairs from their embedding rows with ``pair_scores`` so that an
 attacker can substitute other item embeddings (the attention fusion of PTA, eqs. 5–8), and
@@ -20,6 +20,7 @@ from recsys.models.lightgcn import LightGCN
 from recsys.models.ncf import ITEM_EMBEDDING, NCFSpec, Theta, init_theta, ncf_logits, score_all_items
 from recsys.models.sgl import SGL
 from recsys.models.simgcl import SimGCL
+from recsys.models.wmf_adam import AdamWMF
 from recsys.models.wrmf import WRMF
 
 class BPRMF(RankingModel):
@@ -98,7 +99,7 @@ def save_atomically(module: torch.nn.Module, path: Path) -> None:
     atomic_torch_save(module.state_dict(), path)
 
 
-MODELS: dict[str, type[RankingModel]] = {"bpr": BPRMF, "ncf": NCF, "lmf": LMF, "wrmf": WRMF,
+MODELS: dict[str, type[RankingModel]] = {"bpr": BPRMF, "ncf": NCF, "lmf": LMF, "wrmf": WRMF, "wmf-adam": AdamWMF,
                                          "lightgcn": LightGCN, "sgl": SGL, "simgcl": SimGCL}
 
 __all__ = ["MODELS", "RankingModel", "make_model", "recommend", "save_atomically", "shared_parameter_names"]

@@ -67,6 +67,23 @@ def als_solve(groups: list[Bucket], fixed: torch.Tensor, alpha: float, reg: floa
     return out
 
 
+def distinct_pairs(train: Interactions, num_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (user, item) pairs of ``train``, sorted by user, then item (a repeated click counts once)."""
+    pairs = np.unique(train.row_ids() * num_items + train.items)
+    return pairs // num_items, pairs % num_items
+
+
+def weighted_square_loss(user_vecs: torch.Tensor, item_vecs: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                         positive_weight: float) -> torch.Tensor:
+    """Σ_u Σ_i w_ui (p_ui − x_uᵀy_i)² over every (user, item) of ``user_vecs`` × ``item_vecs``, with p_ui = 1 and
+    w_ui = ``positive_weight`` on the observed pairs (``rows`` index ``user_vecs``, ``cols`` index ``item_vecs``)
+    and p_ui = 0, w_ui = 1 elsewhere, without forming the dense matrix: Σ_all s² = tr(XᵀX·YᵀY), plus the
+    corrections on the observed entries."""
+    observed = (user_vecs[rows] * item_vecs[cols]).sum(1)
+    every = torch.sum((user_vecs.T @ user_vecs) * (item_vecs.T @ item_vecs))
+    return every - (observed**2).sum() + positive_weight * ((1.0 - observed) ** 2).sum()
+
+
 class WRMF(RankingModel):
     """x_uᵀ y_i scored; trained by ``als_sweep`` on the bound interactions (α = 20, λ = 0.05 as RevAdv's ALS)."""
 
@@ -76,8 +93,7 @@ class WRMF(RankingModel):
 
     def bind(self, train: Interactions) -> None:
         super().bind(train)
-        pairs = np.unique(train.row_ids() * self.num_items + train.items)  # distinct (user, item)
-        users, items = pairs // self.num_items, pairs % self.num_items
+        users, items = distinct_pairs(train, self.num_items)
         self.pairs = (torch.from_numpy(users).to(self.device), torch.from_numpy(items).to(self.device))
         self.by_user = buckets(users, items, self.num_users, self.num_items, self.device)
         self.by_item = buckets(items, users, self.num_items, self.num_users, self.device)
@@ -93,11 +109,7 @@ class WRMF(RankingModel):
 
     @torch.no_grad()
     def objective(self) -> torch.Tensor:
-        """Σ c_ui (p_ui − x_uᵀy_i)² + λ(‖X‖² + ‖Y‖²), without forming the dense matrix:
-        Σ_all s² = tr(XᵀX·YᵀY), plus the corrections on the observed entries."""
+        """Σ c_ui (p_ui − x_uᵀy_i)² + λ(‖X‖² + ‖Y‖²), c_ui = 1 + α on a click, without the dense matrix."""
         x, y = self.user_emb, self.item_emb
-        rows, cols = self.pairs
-        observed = (x[rows] * y[cols]).sum(1)
-        every = torch.sum((x.T @ x) * (y.T @ y))
-        fit = every - (observed**2).sum() + (1.0 + self.alpha) * ((1.0 - observed) ** 2).sum()
+        fit = weighted_square_loss(x, y, *self.pairs, 1.0 + self.alpha)
         return fit + self.reg * (x.pow(2).sum() + y.pow(2).sum())
