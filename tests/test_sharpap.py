@@ -68,6 +68,33 @@ def test_profiles_inject_save_and_load(tmp_path, setting):
         PoisonSetting(setting.train, 80, np.array([1, 1]), 2, 5)
 
 
+def test_revadvs_wrmf_victim_is_its_surrogate_with_another_draw(setting):
+    """`wmf-adam`, trained in central mode on R + X from the surrogate's θ₀ with the surrogate's shuffles, ends
+    at the surrogate's θ_E: the victim and the attack's model differ only by their random draw."""
+    import zlib
+
+    from central.ranking_learner import TrainSettings, train_native
+    from recsys.models.ranking import make_model
+
+    wmf = WMFSettings(dim=4, epochs=3, unroll=0, batch_rows=64, weight_decay=1e-3)
+    surrogate = WMFSurrogate(setting, wmf, seed=5, dtype=torch.float64)
+    rng = np.random.default_rng(0)
+    fake = torch.from_numpy((rng.random((setting.num_fake, setting.num_items)) < 0.1).astype(np.float64))
+    theta = surrogate.fit(fake, differentiable=False).theta
+    poisoned = FakeProfiles.from_matrix(fake, setting.num_items).inject(setting.train)
+    victim = make_model("wmf-adam", poisoned.num_users, setting.num_items, 4, torch.Generator()).double()
+    start = surrogate.initial_theta()
+    with torch.no_grad():
+        victim.user_emb.copy_(torch.cat((start["user_real"], start["user_fake"])))
+        victim.item_emb.copy_(start["item"])
+    shuffles = zlib.crc32(b"5/wmf-shuffle")  # the surrogate's stream of row orders, one per epoch
+    train_native(victim, poisoned, TrainSettings(wmf.epochs, wmf.lr, wmf.batch_rows, weight_decay=wmf.weight_decay),
+                 seed=shuffles)
+    torch.testing.assert_close(victim.item_emb.detach(), theta["item"], rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(victim.user_emb.detach(), torch.cat((theta["user_real"], theta["user_fake"])),
+                               rtol=1e-9, atol=1e-11)
+
+
 def test_hypergradient_equals_finite_differences_on_a_tiny_problem():
     train = Interactions.from_lists([[0, 1], [1, 2, 3], [4, 5], [0, 5, 6], [2, 6]])
     small = PoisonSetting(train, 7, np.array([3]), 2, 4)
