@@ -1,5 +1,6 @@
 """The registry of implicit-feedback top-K recommenders (``MODELS``): BPR-MF, LMF and NCF here,
-WRMF (ALS), WMF trained by Adam (RevAdv's WRMF victim), LightGCN, SGL and SimGCL in their own modules, all on the ``RankingModel`` interface.
+WRMF (ALS), WMF trained by Adam (RevAdv's WRMF victim), LightGCN, SGL and SimGCL in their own
+modules, all on the ``RankingModel`` interface.
 
 Every model scores (user, item) pairs from their embedding rows with ``pair_scores`` so that an
 attacker can substitute other item embeddings (the attention fusion of PTA, eqs. 5–8), and

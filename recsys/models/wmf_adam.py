@@ -19,6 +19,8 @@ INIT_STD = 0.1  # RevAdv's WeightedMF initialisation
 
 
 class AdamWMF(RankingModel):
+    """p_uᵀq_i scored; trained by Adam on ``row_loss`` over batches of users (see the module doc)."""
+
     native_loss = "rows"
     alpha = 20.0  # the weight of a click (RevAdv's weight_alpha; WRMF's confidence would be 1 + α)
 
