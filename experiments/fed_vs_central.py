@@ -9,7 +9,8 @@ the same targets (``unpopular``: the T least popular items, the federated defaul
 seed among those with a training interaction). Conditions, each a cached sweep cell (``<out>/cells``):
 
 * ``central`` — the federated NCF trained centrally (``central.ncf_trainer``) on the real users plus the m fake
-  profiles of a profile attack (``attacks.implicit``: random, bandwagon, revadv, revadv+sharpap) as extra users;
+  profiles of a profile attack (``attacks.implicit``: random, bandwagon, revadv, rapu, each gradient attack with
+  +sharpap) as extra users;
 * ``federated`` — the federated paper setting (``harness.runner``) with the same m profiles played by fake
   clients that train honestly on them (``--attack profile:NAME``), or with model poisoning (a-ra, a-hum, eb, …);
 * ``none`` in each mode.
@@ -37,7 +38,7 @@ import torch
 
 from attacks.federated.profile_clients import implicit_profiles
 from attacks.implicit import ATTACKS as PROFILE_ATTACKS
-from attacks.implicit import FakeProfiles
+from attacks.implicit import GRADIENT_ATTACKS, FakeProfiles
 from central.ncf_trainer import Evaluation, train_central_ncf
 from central.ranking_learner import TrainSettings
 from federation.config import SimulationConfig, usable_cores
@@ -139,7 +140,7 @@ def make_cells(args: argparse.Namespace) -> dict[tuple, Cell]:
                             if mode == "central":
                                 params["central"] = central
                             tag = "" if attack == "none" else f"-rho{rho:g}"
-                            if attack.startswith("revadv"):  # a gradient attack: its preset is part of the cell
+                            if attack in GRADIENT_ATTACKS:  # a gradient attack: its preset is part of the cell
                                 params["profile_preset"] = args.profile_preset
                                 tag += f"-{args.profile_preset}"
                             key = (f"{dataset_name}-{kind}-{mode}-{attack}{tag}-e{args.epochs}-lr{args.lr:g}"
@@ -271,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--central-batch", type=int, default=1024, help="observed pairs per central mini-batch")
     p.add_argument("--profile-items", type=int, default=30, help="items per fake profile, targets included")
     p.add_argument("--profile-preset", choices=PROFILE_ATTACK_PRESETS, default="lean",
-                   help="settings of the gradient profile attacks (revadv, revadv+sharpap; attacks.implicit.PRESETS)")
+                   help="settings of the gradient profile attacks (revadv, rapu, +sharpap; attacks.implicit.PRESETS)")
     p.add_argument("--cached-only", action="store_true", help="report the cells that already ran; run nothing")
     return p
 

@@ -26,6 +26,8 @@ MALICIOUS_STRATEGIES: dict[str, str] = {
     "profile:bandwagon": "attacks.federated.profile_clients:BandwagonProfiles",
     "profile:revadv": "attacks.federated.profile_clients:RevAdvProfiles",
     "profile:revadv+sharpap": "attacks.federated.profile_clients:SharpAPProfiles",
+    "profile:rapu": "attacks.federated.profile_clients:RAPUProfiles",
+    "profile:rapu+sharpap": "attacks.federated.profile_clients:RAPUSharpAPProfiles",
 }
 PROFILE_ATTACK_PRESETS: tuple[str, ...] = ("paper", "lean", "ci")  # the keys of attacks.implicit.PRESETS
 AGGREGATION_RULES: dict[str, str] = {

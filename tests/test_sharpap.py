@@ -1,5 +1,6 @@
 """Implicit poisoning: fake-profile budgets, RevAdv's hypergradient against finite differences,
-SharpAP's perturbations (ρ = 0 is RevAdv bit for bit), and the experiment command end to end."""
+RAPU's objective against its sum written out, SharpAP's perturbations (ρ = 0 is the wrapped attack bit for
+bit), and the experiment command end to end."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.implicit import ATTACKS, PRESETS, AttackOptions, FakeProfiles, PoisonSetting, generate
+from attacks.implicit import (ATTACKS, GRADIENT_BASES, PRESETS, AttackOptions, FakeProfiles, PoisonSetting, generate,
+                              gradient_attack)
+from attacks.implicit.rapu import wmw_loss
 from attacks.implicit.revadv import RevAdvSettings, adversarial_gradient, plain_cotangent, project, run
 from attacks.implicit.sharpap import SharpAP, SharpSettings, perturbation
 from attacks.implicit.wmf_surrogate import WMFSettings, WMFSurrogate
@@ -131,6 +134,56 @@ def test_sharpap_with_zero_radius_is_revadv_bit_for_bit(setting):
     assert all(torch.equal(cot[k], reference[k]) for k in cot)
 
 
+@pytest.mark.parametrize("base", list(GRADIENT_BASES))
+def test_sharpap_with_zero_radius_is_the_wrapped_attack_bit_for_bit(setting, base):
+    options = AttackOptions(TINY_WMF, RevAdvSettings(iterations=3, cos_every=0), SharpSettings(kappa=0.0))
+    plain, plain_history = gradient_attack(setting, options, 0, sharp=False, base=base)
+    sharp, sharp_history = gradient_attack(setting, options, 0, sharp=True, base=base)
+    assert np.array_equal(plain.lists.indptr, sharp.lists.indptr)
+    assert np.array_equal(plain.lists.items, sharp.lists.items)
+    assert [r["surrogate_hr"] for r in plain_history] == [r["surrogate_hr"] for r in sharp_history]
+
+
+def test_wmw_loss_equals_its_sum_written_out():
+    scores = torch.randn(4, 9, generator=torch.Generator().manual_seed(3), dtype=torch.float64, requires_grad=True)
+    targets, top, b = torch.tensor([2, 7]), 3, 0.5
+    loss = wmw_loss(scores, targets, top, b)
+    s = scores.detach().numpy()
+    sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+    terms, grad = [], np.zeros_like(s)
+    for u in range(4):
+        for t in targets.tolist():
+            for j in np.argsort(-s[u])[:top]:
+                x = (s[u, j] - s[u, t]) / b
+                terms.append(sigmoid(x))
+                slope = sigmoid(x) * (1 - sigmoid(x)) / b / (4 * len(targets) * top)
+                grad[u, j] += slope
+                grad[u, t] -= slope
+    assert float(loss.detach()) == pytest.approx(np.mean(terms), rel=1e-12)
+    loss.backward()
+    np.testing.assert_allclose(scores.grad.numpy(), grad, rtol=1e-10, atol=1e-14)
+
+
+def test_rapu_starts_from_revadvs_x0_and_keeps_the_targets_in_every_projected_row(setting):
+    seen: dict[str, list[torch.Tensor]] = {"revadv": [], "rapu": []}
+    options = AttackOptions(TINY_WMF, RevAdvSettings(iterations=3))
+    for base, rows in seen.items():
+        gradient_attack(setting, options, 0, sharp=False, on_iteration=lambda row, x, rows=rows: rows.append(x),
+                        base=base)
+    assert torch.equal(seen["revadv"][0], seen["rapu"][0])
+    for x in seen["rapu"][1:]:  # RAPU's projection: exactly the budget's top-k, the targets clicked
+        assert (x.sum(1) == setting.budget).all() and (x[:, setting.targets] == 1).all()
+    assert any(not torch.equal(a, b) for a, b in zip(seen["revadv"][1:], seen["rapu"][1:]))
+
+
+def test_rapu_raises_the_surrogate_hit_ratio(setting):
+    surrogate = WMFSettings(dim=8, epochs=20, unroll=3, batch_rows=64, hit_k=10)
+    _, history = gradient_attack(setting, AttackOptions(surrogate, RevAdvSettings(iterations=4)), 0, sharp=False,
+                                 base="rapu")
+    hrs = [row["surrogate_hr"] for row in history]
+    assert max(hrs[1:]) > 2 * hrs[0]
+
+
 def test_sharpap_perturbations_have_their_radius(setting):
     surrogate = WMFSurrogate(setting, TINY_WMF, 0)
     fit = surrogate.fit(project(torch.rand(setting.num_fake, setting.num_items), setting.budget, None))
@@ -193,6 +246,10 @@ def test_sharpap_table_command_on_synthetic_data(tmp_path, capsys):
           "--victims", "wrmf", "wmf-adam", "--attacks", "none", "revadv", "--out", str(tmp_path)])  # wrmf's cached
     out = capsys.readouterr().out
     assert "| synthetic | wrmf | revadv |" in out and "| synthetic | wmf-adam | revadv |" in out  # RevAdv's WRMF victim
+    main(["table", "--datasets", "synthetic", "--runs", "2", "--preset", "ci", "--kappa", "0.5",
+          "--victims", "wrmf", "--attacks", "none", "rapu", "rapu+sharpap", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| synthetic | wrmf | rapu+sharpap |" in out and "vs rapu" in out  # RAPU+SharpAP is compared with RAPU
     main(["table", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--fake-share", "0.1",
           "--victims", "wrmf", "--attacks", "none", "random", "--out", str(tmp_path)])
     assert "| synthetic | random | 0 | 8 30 48 159 182 | 30 |" in capsys.readouterr().out  # 10% of 300 users
@@ -289,6 +346,8 @@ def test_cuda_and_band_cells_get_their_own_keys_and_default_cells_keep_theirs():
     assert band.victim_cell("fed-ml", "wrmf", None, 0, None).key == "victim-wrmf-e10-fed-ml-none-ttail-n0.05-r0"
     assert band.popularity_key("fed-ml", 0) == "popularity-fed-ml-ttail-r0"
     assert "target_band" not in cpu.attack_cell("fed-ml", "revadv", 0).params
+    rapu = cpu.attack_cell("fed-ml", "rapu+sharpap", 0)  # a gradient attack: the preset's settings are its parameters
+    assert rapu.key == "attack-fed-ml-rapu+sharpap-lean-i30-k0.1-block-r0" and "surrogate" in rapu.params
 
 
 @pytest.mark.gpu

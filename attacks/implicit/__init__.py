@@ -1,8 +1,11 @@
 """Implicit-feedback fake-profile attacks, by name; each returns ``FakeProfiles`` within the
-setting's per-fake budget: ``random``, ``bandwagon`` (heuristics), ``revadv`` (hypergradient
-through a WMF surrogate, ``options.surrogate`` names which) and ``revadv+sharpap`` (RevAdv with SharpAP's sharpness-aware cotangent).
+setting's per-fake budget: ``random``, ``bandwagon`` (heuristics), the gradient attacks ``revadv``
+(hypergradient through a WMF surrogate, ``options.surrogate`` names which) and ``rapu`` (RAPU-G: RevAdv's
+loop with RAPU's objective and projection), and each of those with SharpAP's sharpness-aware cotangent
+(``revadv+sharpap``, ``rapu+sharpap``).
 
-A new attack is a function ``(setting, options, seed) -> (profiles, history)`` plus an entry in ``ATTACKS``.
+A new attack is a function ``(setting, options, seed) -> (profiles, history)`` plus an entry in ``ATTACKS``;
+a new gradient attack is an entry in ``GRADIENT_BASES`` (its objective and outer-loop settings).
 """
 
 from __future__ import annotations
@@ -13,12 +16,20 @@ from typing import Any
 
 import numpy as np
 
-from attacks.implicit import heuristic, revadv
+from attacks.implicit import heuristic, rapu, revadv
 from attacks.implicit.options import PRESETS, SURROGATE_PRESETS, AttackOptions, make_surrogate
 from attacks.implicit.profiles import FakeProfiles, PoisonSetting
+from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import SharpAP
+from attacks.implicit.surrogate import Objective, softmax_loss
 
 History = list[dict[str, Any]]
+SHARP_SUFFIX = "+sharpap"
+# gradient attack -> (its adversarial objective, its outer-loop settings from the preset's RevAdv settings)
+GRADIENT_BASES: dict[str, tuple[Objective, Callable[[RevAdvSettings], RevAdvSettings]]] = {
+    "revadv": (softmax_loss, lambda settings: settings),
+    "rapu": (rapu.wmw_loss, rapu.loop_settings),
+}
 
 
 def _rng(seed: int, name: str) -> np.random.Generator:
@@ -32,26 +43,29 @@ def _heuristic(function: Callable[[PoisonSetting, np.random.Generator], FakeProf
 
 
 def gradient_attack(setting: PoisonSetting, options: AttackOptions, seed: int, sharp: bool,
-                    on_iteration: Callable[[dict[str, Any], Any], None] | None = None) -> tuple[FakeProfiles, History]:
-    """RevAdv (``sharp`` False) or RevAdv+SharpAP on the surrogate ``options.surrogate`` describes; both share X₀,
-    the surrogate's seed and the targets. ``on_iteration(row, X_t)``: see ``revadv.run``."""
-    surrogate = make_surrogate(setting, options, seed)
+                    on_iteration: Callable[[dict[str, Any], Any], None] | None = None,
+                    base: str = "revadv") -> tuple[FakeProfiles, History]:
+    """The gradient attack ``base`` (a name of ``GRADIENT_BASES``), with SharpAP's cotangent when ``sharp``, on the
+    surrogate ``options.surrogate`` describes; all share X₀, the surrogate's seed and the targets.
+    ``on_iteration(row, X_t)``: see ``revadv.run``."""
+    objective, loop = GRADIENT_BASES[base]
+    surrogate = make_surrogate(setting, options, seed, objective)
     rule = SharpAP(options.sharp) if sharp else revadv.plain_cotangent
-    return revadv.run(surrogate, setting, options.revadv, _rng(seed, "revadv"), rule, on_iteration)
+    return revadv.run(surrogate, setting, loop(options.revadv), _rng(seed, "revadv"), rule, on_iteration)
 
 
-def _gradient(sharp: bool):
+def _gradient(base: str, sharp: bool):
     def generate(setting: PoisonSetting, options: AttackOptions, seed: int) -> tuple[FakeProfiles, History]:
-        return gradient_attack(setting, options, seed, sharp)
+        return gradient_attack(setting, options, seed, sharp, base=base)
     return generate
 
 
 ATTACKS: dict[str, Callable[[PoisonSetting, AttackOptions, int], tuple[FakeProfiles, History]]] = {
     "random": _heuristic(heuristic.random_attack, "random"),
     "bandwagon": _heuristic(heuristic.bandwagon_attack, "bandwagon"),
-    "revadv": _gradient(sharp=False),
-    "revadv+sharpap": _gradient(sharp=True),
+    **{f"{base}{suffix}": _gradient(base, sharp=bool(suffix)) for base in GRADIENT_BASES for suffix in ("", SHARP_SUFFIX)},
 }
+GRADIENT_ATTACKS = tuple(name for name in ATTACKS if name.removesuffix(SHARP_SUFFIX) in GRADIENT_BASES)
 
 
 def generate(name: str, setting: PoisonSetting, options: AttackOptions, seed: int) -> tuple[FakeProfiles, History]:
@@ -61,4 +75,4 @@ def generate(name: str, setting: PoisonSetting, options: AttackOptions, seed: in
     return ATTACKS[name](setting, options, seed)
 
 
-__all__ = ["ATTACKS", "PRESETS", "SURROGATE_PRESETS", "AttackOptions", "FakeProfiles", "PoisonSetting", "generate", "gradient_attack"]
+__all__ = ["ATTACKS", "GRADIENT_ATTACKS", "GRADIENT_BASES", "PRESETS", "SHARP_SUFFIX", "SURROGATE_PRESETS", "AttackOptions", "FakeProfiles", "PoisonSetting", "generate", "gradient_attack"]

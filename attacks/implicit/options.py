@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from attacks.implicit.profiles import PoisonSetting
 from attacks.implicit.revadv import RevAdvSettings, Surrogate
 from attacks.implicit.sharpap import SharpSettings
+from attacks.implicit.surrogate import Objective, softmax_loss
 from attacks.implicit.wmf_als_surrogate import ALSSettings, ALSSurrogate
 from attacks.implicit.wmf_surrogate import WMFSettings, WMFSurrogate
 
@@ -52,9 +53,11 @@ def settings_type(name: str) -> type:
     raise ValueError(f"unknown surrogate {name!r}; choose one of {', '.join(n for n, _ in SURROGATES.values())}")
 
 
-def make_surrogate(setting: PoisonSetting, options: AttackOptions, seed: int) -> Surrogate:
-    """The surrogate ``options.surrogate`` describes, over ``setting``, on ``options.device``."""
-    return SURROGATES[type(options.surrogate)][1](setting, options.surrogate, seed, device=options.device)
+def make_surrogate(setting: PoisonSetting, options: AttackOptions, seed: int,
+                   objective: Objective = softmax_loss) -> Surrogate:
+    """The surrogate ``options.surrogate`` describes, over ``setting``, on ``options.device``, attacking ``objective``."""
+    return SURROGATES[type(options.surrogate)][1](setting, options.surrogate, seed, device=options.device,
+                                                  objective=objective)
 
 
 PRESETS: dict[str, AttackOptions] = {

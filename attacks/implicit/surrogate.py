@@ -2,8 +2,9 @@
 item: Q}, the fit it returns (θ_E and the VJP of the map X → θ_E), RevAdv's adversarial loss and the
 surrogate's target hit ratio.
 
-Adversarial loss: L_adv(θ) = −mean over real users u and targets t of log softmax_t(s_u·), all items
-in the softmax (RevAdv sums over users; the mean only rescales a row-normalised hypergradient).
+Adversarial loss: an ``Objective`` of the real users' scores S = P_real Qᵀ over all items and the targets;
+RevAdv's (the default, ``softmax_loss``) is L_adv = −mean over real users u and targets t of log softmax_t(s_u·),
+all items in the softmax (RevAdv sums over users; the mean only rescales a row-normalised hypergradient).
 Inner loss on rows of Y = [R; X]: Σ_u Σ_i w_ui (y_ui − p_uᵀq_i)², w_ui = α if y_ui > 0 else 1
 (RevAdv's ``weight_alpha``).
 """
@@ -21,7 +22,13 @@ from attacks.implicit.profiles import PoisonSetting
 from recsys.promotion_metrics import promotion
 
 Theta = dict[str, torch.Tensor]
+Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (real users' scores [n, m], targets) -> L_adv
 INIT_STD = 0.1
+
+
+def softmax_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """RevAdv's L_adv: −mean over the users and targets of log softmax_t(s_u·)."""
+    return -torch.log_softmax(scores, dim=1)[:, targets].mean()
 
 
 @dataclass
@@ -38,8 +45,10 @@ class ThetaSurrogate:
     matrix that do not depend on how it is trained."""
 
     def __init__(self, setting: PoisonSetting, seed: int, dim: int, alpha: float, hit_k: int,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                 objective: Objective = softmax_loss) -> None:
         self.setting, self.seed, self.dim, self.alpha, self.hit_k, self.dtype = setting, seed, dim, alpha, hit_k, dtype
+        self.objective = objective
         self.device = torch.device(device)
         train = setting.train
         self.real = torch.zeros(train.num_users, setting.num_items, dtype=dtype)
@@ -66,8 +75,7 @@ class ThetaSurrogate:
         return self.batch_loss(theta, torch.cat((self.real, fake.to(self.device, self.dtype))), everyone)
 
     def adversarial_loss(self, theta: Theta) -> torch.Tensor:
-        logp = torch.log_softmax(theta["user_real"] @ theta["item"].T, dim=1)[:, self.targets]
-        return -logp.mean()
+        return self.objective(theta["user_real"] @ theta["item"].T, self.targets)
 
     def target_norm(self, theta: Theta) -> torch.Tensor:
         """‖Q_T‖_F, the scale SharpAP's radius is relative to."""

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from attacks.implicit.profiles import PoisonSetting
-from attacks.implicit.surrogate import SurrogateFit, Theta, ThetaSurrogate
+from attacks.implicit.surrogate import Objective, SurrogateFit, Theta, ThetaSurrogate, softmax_loss
 from recsys.models.wrmf import als_solve, buckets
 
 
@@ -41,8 +41,9 @@ class ALSSurrogate(ThetaSurrogate):
     """A WMF surrogate trained by ALS over the real rows of ``setting`` plus a fake matrix (see the module doc)."""
 
     def __init__(self, setting: PoisonSetting, settings: ALSSettings, seed: int,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
-        super().__init__(setting, seed, settings.dim, settings.alpha, settings.hit_k, dtype, device)
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                 objective: Objective = softmax_loss) -> None:
+        super().__init__(setting, seed, settings.dim, settings.alpha, settings.hit_k, dtype, device, objective)
         self.settings = settings
         pairs = np.unique(setting.train.row_ids() * setting.num_items + setting.train.items)  # distinct clicks
         self.real_pairs = (pairs // setting.num_items, pairs % setting.num_items)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from attacks.implicit.profiles import PoisonSetting
-from attacks.implicit.surrogate import SurrogateFit, Theta, ThetaSurrogate
+from attacks.implicit.surrogate import Objective, SurrogateFit, Theta, ThetaSurrogate, softmax_loss
 
 BETAS, EPS = (0.9, 0.999), 1e-8
 
@@ -65,8 +65,9 @@ class WMFSurrogate(ThetaSurrogate):
     """A WMF surrogate trained by Adam over the real rows of ``setting`` plus a fake matrix (see the module doc)."""
 
     def __init__(self, setting: PoisonSetting, settings: WMFSettings, seed: int,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
-        super().__init__(setting, seed, settings.dim, settings.alpha, settings.hit_k, dtype, device)
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                 objective: Objective = softmax_loss) -> None:
+        super().__init__(setting, seed, settings.dim, settings.alpha, settings.hit_k, dtype, device, objective)
         self.settings = settings
         self.previous: Theta | None = None
 
