@@ -63,7 +63,8 @@ def _gradient(base: str, sharp: bool):
 ATTACKS: dict[str, Callable[[PoisonSetting, AttackOptions, int], tuple[FakeProfiles, History]]] = {
     "random": _heuristic(heuristic.random_attack, "random"),
     "bandwagon": _heuristic(heuristic.bandwagon_attack, "bandwagon"),
-    **{f"{base}{suffix}": _gradient(base, sharp=bool(suffix)) for base in GRADIENT_BASES for suffix in ("", SHARP_SUFFIX)},
+    **{f"{base}{suffix}": _gradient(base, sharp=bool(suffix))
+       for base in GRADIENT_BASES for suffix in ("", SHARP_SUFFIX)},
 }
 GRADIENT_ATTACKS = tuple(name for name in ATTACKS if name.removesuffix(SHARP_SUFFIX) in GRADIENT_BASES)
 
@@ -75,4 +76,5 @@ def generate(name: str, setting: PoisonSetting, options: AttackOptions, seed: in
     return ATTACKS[name](setting, options, seed)
 
 
-__all__ = ["ATTACKS", "GRADIENT_ATTACKS", "GRADIENT_BASES", "PRESETS", "SHARP_SUFFIX", "SURROGATE_PRESETS", "AttackOptions", "FakeProfiles", "PoisonSetting", "generate", "gradient_attack"]
+__all__ = ["ATTACKS", "GRADIENT_ATTACKS", "GRADIENT_BASES", "PRESETS", "SHARP_SUFFIX", "SURROGATE_PRESETS", "AttackOptions",
+           "FakeProfiles", "PoisonSetting", "generate", "gradient_attack"]

@@ -55,7 +55,8 @@ def settings_type(name: str) -> type:
 
 def make_surrogate(setting: PoisonSetting, options: AttackOptions, seed: int,
                    objective: Objective = softmax_loss) -> Surrogate:
-    """The surrogate ``options.surrogate`` describes, over ``setting``, on ``options.device``, attacking ``objective``."""
+    """The surrogate ``options.surrogate`` describes, over ``setting``, on ``options.device``, with the adversarial
+    loss ``objective``."""
     return SURROGATES[type(options.surrogate)][1](setting, options.surrogate, seed, device=options.device,
                                                   objective=objective)
 

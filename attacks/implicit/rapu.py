@@ -28,7 +28,8 @@ WMW_B = 1.0  # b: the sigmoid's width
 
 
 def wmw_loss(scores: torch.Tensor, targets: torch.Tensor, top: int = WMW_TOP, b: float = WMW_B) -> torch.Tensor:
-    """RAPU's L_adv on the real users' ``scores`` [n, m]: mean of σ((s_uj − s_ut)/b) over u, t and u's top ``top`` j."""
+    """RAPU's L_adv on the real users' ``scores`` [n, m]: the mean of σ((s_uj − s_ut)/b) over u, t and u's ``top``
+    highest-scored j."""
     best = scores.topk(min(top, scores.shape[1]), dim=1).values
     return torch.sigmoid((best[:, None, :] - scores[:, targets, None]) / b).mean()
 
