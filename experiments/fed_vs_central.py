@@ -9,7 +9,7 @@ the same targets (``unpopular``: the T least popular items, the federated defaul
 seed among those with a training interaction). Conditions, each a cached sweep cell (``<out>/cells``):
 
 * ``central`` — the federated NCF trained centrally (``central.ncf_trainer``) on the real users plus the m fake
-  profiles of a profile attack (``attacks.implicit``: random, bandwagon, revadv, rapu, each gradient attack with
+  profiles of a profile attack (``attacks.implicit``: random, bandwagon, revadv, rapu, dada, each gradient attack with
   +sharpap) as extra users;
 * ``federated`` — the federated paper setting (``harness.runner``) with the same m profiles played by fake
   clients that train honestly on them (``--attack profile:NAME``), or with model poisoning (a-ra, a-hum, eb, …);
@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--central-batch", type=int, default=1024, help="observed pairs per central mini-batch")
     p.add_argument("--profile-items", type=int, default=30, help="items per fake profile, targets included")
     p.add_argument("--profile-preset", choices=PROFILE_ATTACK_PRESETS, default="lean",
-                   help="settings of the gradient profile attacks (revadv, rapu, +sharpap; attacks.implicit.PRESETS)")
+                   help="settings of the gradient profile attacks (revadv, rapu, dada, +sharpap; attacks.implicit.PRESETS)")
     p.add_argument("--cached-only", action="store_true", help="report the cells that already ran; run nothing")
     return p
 

@@ -46,7 +46,7 @@ DATASETS = ("fed-ml", "gowalla", "synthetic")
 VICTIMS = ("wrmf", "bpr", "lightgcn", "sgl", "simgcl")  # the default: the SharpAP paper's five
 VICTIM_CHOICES = (*VICTIMS, "wmf-adam")  # + RevAdv's WRMF victim: WMF trained by Adam, as its surrogate
 CONDITIONS = ("none", *ATTACKS)
-DEFAULT_CONDITIONS = ("none", "random", "bandwagon", "revadv", "revadv+sharpap")  # the issue's; + rapu(+sharpap)
+DEFAULT_CONDITIONS = ("none", "random", "bandwagon", "revadv", "revadv+sharpap")  # the issue's; + rapu, dada (+sharpap)
 KS = (10, 20, 50)
 ITERATES = (0, 1, 2, 5, 10, 20, 30)  # the iterates command's default outer iterations
 

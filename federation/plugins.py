@@ -28,6 +28,8 @@ MALICIOUS_STRATEGIES: dict[str, str] = {
     "profile:revadv+sharpap": "attacks.federated.profile_clients:SharpAPProfiles",
     "profile:rapu": "attacks.federated.profile_clients:RAPUProfiles",
     "profile:rapu+sharpap": "attacks.federated.profile_clients:RAPUSharpAPProfiles",
+    "profile:dada": "attacks.federated.profile_clients:DADAProfiles",
+    "profile:dada+sharpap": "attacks.federated.profile_clients:DADASharpAPProfiles",
 }
 PROFILE_ATTACK_PRESETS: tuple[str, ...] = ("paper", "lean", "ci")  # the keys of attacks.implicit.PRESETS
 AGGREGATION_RULES: dict[str, str] = {

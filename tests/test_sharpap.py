@@ -233,9 +233,10 @@ def test_sharpap_table_command_on_synthetic_data(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| synthetic | wrmf | revadv |" in out and "| synthetic | wmf-adam | revadv |" in out  # RevAdv's WRMF victim
     main(["table", "--datasets", "synthetic", "--runs", "2", "--preset", "ci", "--kappa", "0.5",
-          "--victims", "wrmf", "--attacks", "none", "rapu", "rapu+sharpap", "--out", str(tmp_path)])
+          "--victims", "wrmf", "--attacks", "none", "rapu", "rapu+sharpap", "dada", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "| synthetic | wrmf | rapu+sharpap |" in out and "vs rapu" in out  # RAPU+SharpAP is compared with RAPU
+    assert "| synthetic | wrmf | dada |" in out
     main(["table", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--fake-share", "0.1",
           "--victims", "wrmf", "--attacks", "none", "random", "--out", str(tmp_path)])
     assert "| synthetic | random | 0 | 8 30 48 159 182 | 30 |" in capsys.readouterr().out  # 10% of 300 users

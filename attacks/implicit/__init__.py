@@ -1,8 +1,9 @@
 """Implicit-feedback fake-profile attacks, by name; each returns ``FakeProfiles`` within the
 setting's per-fake budget: ``random``, ``bandwagon`` (heuristics), the gradient attacks ``revadv``
-(hypergradient through a WMF surrogate, ``options.surrogate`` names which) and ``rapu`` (RAPU-G: RevAdv's
-loop with RAPU's objective and projection), and each of those with SharpAP's sharpness-aware cotangent
-(``revadv+sharpap``, ``rapu+sharpap``).
+(hypergradient through a WMF surrogate, ``options.surrogate`` names which), ``rapu`` (RAPU-G: RevAdv's
+loop with RAPU's objective and projection) and ``dada`` (approximate DADA: RevAdv's loop with a difficulty- and
+diversity-weighted objective), and each of those with SharpAP's sharpness-aware cotangent (``revadv+sharpap``,
+``rapu+sharpap``, ``dada+sharpap``).
 
 A new attack is a function ``(setting, options, seed) -> (profiles, history)`` plus an entry in ``ATTACKS``;
 a new gradient attack is an entry in ``GRADIENT_BASES`` (its objective and outer-loop settings).
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from attacks.implicit import heuristic, rapu, revadv
+from attacks.implicit import dada, heuristic, rapu, revadv
 from attacks.implicit.options import PRESETS, SURROGATE_PRESETS, AttackOptions, make_surrogate
 from attacks.implicit.profiles import FakeProfiles, PoisonSetting
 from attacks.implicit.revadv import RevAdvSettings
@@ -25,10 +26,12 @@ from attacks.implicit.surrogate import Objective, softmax_loss
 
 History = list[dict[str, Any]]
 SHARP_SUFFIX = "+sharpap"
-# gradient attack -> (its adversarial objective, its outer-loop settings from the preset's RevAdv settings)
-GRADIENT_BASES: dict[str, tuple[Objective, Callable[[RevAdvSettings], RevAdvSettings]]] = {
-    "revadv": (softmax_loss, lambda settings: settings),
-    "rapu": (rapu.wmw_loss, rapu.loop_settings),
+# gradient attack -> (its adversarial objective for a setting and seed, its outer-loop settings from the preset's)
+ObjectiveFactory = Callable[[PoisonSetting, int], Objective]
+GRADIENT_BASES: dict[str, tuple[ObjectiveFactory, Callable[[RevAdvSettings], RevAdvSettings]]] = {
+    "revadv": (lambda setting, seed: softmax_loss, lambda settings: settings),
+    "rapu": (lambda setting, seed: rapu.wmw_loss, rapu.loop_settings),
+    "dada": (dada.objective, lambda settings: settings),
 }
 
 
@@ -49,7 +52,7 @@ def gradient_attack(setting: PoisonSetting, options: AttackOptions, seed: int, s
     surrogate ``options.surrogate`` describes; all share X₀, the surrogate's seed and the targets.
     ``on_iteration(row, X_t)``: see ``revadv.run``."""
     objective, loop = GRADIENT_BASES[base]
-    surrogate = make_surrogate(setting, options, seed, objective)
+    surrogate = make_surrogate(setting, options, seed, objective(setting, seed))
     rule = SharpAP(options.sharp) if sharp else revadv.plain_cotangent
     return revadv.run(surrogate, setting, loop(options.revadv), _rng(seed, "revadv"), rule, on_iteration)
 
