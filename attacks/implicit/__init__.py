@@ -79,5 +79,5 @@ def generate(name: str, setting: PoisonSetting, options: AttackOptions, seed: in
     return ATTACKS[name](setting, options, seed)
 
 
-__all__ = ["ATTACKS", "GRADIENT_ATTACKS", "GRADIENT_BASES", "PRESETS", "SHARP_SUFFIX", "SURROGATE_PRESETS", "AttackOptions",
-           "FakeProfiles", "PoisonSetting", "generate", "gradient_attack"]
+__all__ = ["ATTACKS", "GRADIENT_ATTACKS", "GRADIENT_BASES", "PRESETS", "SHARP_SUFFIX", "SURROGATE_PRESETS",
+           "AttackOptions", "FakeProfiles", "PoisonSetting", "generate", "gradient_attack"]
