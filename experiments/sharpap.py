@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from attacks.implicit import ATTACKS, GRADIENT_ATTACKS, SHARP_SUFFIX, SURROGATE_PRESETS
@@ -97,8 +98,9 @@ def _mean_std(values: Sequence[float]) -> str:
 
 
 def paired_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided paired t-test p-value (NaN with fewer than two pairs or no variation)."""
-    if len(a) < 2:
+    """Two-sided paired t-test p-value (NaN with fewer than two pairs or no variation in the differences)."""
+    differences = np.subtract(a, b)
+    if len(a) < 2 or np.ptp(differences) <= 1e-12 * max(1.0, float(np.abs(differences).max())):
         return math.nan
     from scipy.stats import ttest_rel
 

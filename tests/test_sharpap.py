@@ -390,3 +390,12 @@ def test_injected_profiles_promote_the_targets_on_a_retrained_victim(setting):
     clean = target_hr(setting.train)
     poisoned = target_hr(bandwagon_attack(many, np.random.default_rng(0)).inject(setting.train))
     assert poisoned > 3 * clean and poisoned > clean + 0.05  # measured: 0.023 -> 0.089
+
+
+def test_paired_p_is_nan_without_variation_in_the_differences():
+    from experiments.sharpap import paired_p
+
+    assert np.isnan(paired_p([0.1], [0.2]))
+    assert np.isnan(paired_p([0.1, 0.2, 0.3], [0.1, 0.2, 0.3]))
+    assert np.isnan(paired_p([0.3, 0.4, 0.5], [0.1, 0.2, 0.3]))  # a constant shift: t is infinite
+    assert paired_p([0.3, 0.5, 0.4], [0.1, 0.2, 0.3]) == pytest.approx(0.0742, abs=1e-4)  # t = 3.46, 2 d.o.f.
