@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--central-batch", type=int, default=1024, help="observed pairs per central mini-batch")
     p.add_argument("--profile-items", type=int, default=30, help="items per fake profile, targets included")
     p.add_argument("--profile-preset", choices=PROFILE_ATTACK_PRESETS, default="lean",
-                   help="settings of the gradient profile attacks (revadv, rapu, dada, +sharpap; attacks.implicit.PRESETS)")
+                   help="settings of the gradient profile attacks (revadv, rapu, dada, +sharpap; "
+                        "attacks.implicit.PRESETS)")
     p.add_argument("--cached-only", action="store_true", help="report the cells that already ran; run nothing")
     return p
 

@@ -68,7 +68,7 @@ class SimulationConfig:
     mining_lr: float = 0.001  # ξ: hard-user-mining step (A-hum, eq. 9)
     mining_steps: int = 30  # β: hard-user-mining iterations
     fake_profile_items: int = 30  # RA: items of a fake user's profile, targets included
-    profile_preset: str = "lean"  # profile:revadv / rapu / dada (+sharpap): the gradient attacks' preset (attacks.implicit.PRESETS)
+    profile_preset: str = "lean"  # the gradient profile attacks' preset (attacks.implicit.PRESETS)
     num_shards: int = 0  # supernodes hosting the clients; 0: one in process, one per available CPU core with Ray
     backend: str = "inprocess"
     client_num_cpus: float = 1.0
