@@ -70,16 +70,16 @@ def weighted_softmax_loss(scores: torch.Tensor, targets: torch.Tensor, weights: 
     return -(weights * torch.log_softmax(scores, dim=1)[:, targets]).sum() / weights.sum()
 
 
-def community_weights_of(setting: PoisonSetting, seed: int) -> torch.Tensor:
-    """c_u of the real users of ``setting``; the k-means++ start comes from the seed's stream."""
-    rows = interaction_mask(setting.train, setting.num_items).numpy().astype(np.float64)
-    return community_weights(communities(rows, COMMUNITIES, np.random.default_rng(zlib.crc32(f"{seed}/dada".encode()))))
+def community_weights_of(seen: torch.Tensor, seed: int) -> torch.Tensor:
+    """c_u of the users whose training items are ``seen`` (bool [n, m]); the k-means++ start from the seed's stream."""
+    rng = np.random.default_rng(zlib.crc32(f"{seed}/dada".encode()))
+    return community_weights(communities(seen.numpy().astype(np.float64), COMMUNITIES, rng))
 
 
 def objective(setting: PoisonSetting, seed: int) -> Objective:
     """DADA's L_adv over the real users of ``setting`` (its communities drawn from ``seed``)."""
-    per_user = community_weights_of(setting, seed)
     seen = interaction_mask(setting.train, setting.num_items)
+    per_user = community_weights_of(seen, seed)
 
     def loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         weights = per_user.to(scores)[:, None] * difficulty_weights(scores.detach(), targets, seen.to(scores.device))
