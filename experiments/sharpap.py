@@ -5,7 +5,8 @@
 
 Two sweeps of cached cells (``harness.sweep``): fake profiles are generated once per dataset ×
 attack × run (``experiments.sharpap_cell.run_attack``), then every victim retrains from scratch
-on them (``run_victim``); commands with the same ``--out`` reuse every finished cell. Writes
+on them (``run_victim``), ``--victim-draws`` times with its own seeds, the measures averaged over the draws;
+commands with the same ``--out`` reuse every finished cell. Writes
 ``table.csv``/``.md`` (mean ± std over runs, paired t-test p-values), ``alternatives.csv``/``.md`` (RevAdv's
 TargetHR@K and GradientPassing's Recall@K of the whole target set), ``attacks.csv``/``.md``
 (surrogate diagnostics and cost), ``bands.csv``/``.md`` (per-target H@10 / H@50 by the targets' popularity
@@ -148,9 +149,10 @@ class Experiment:
         tags = f"{self.band_tag}{self.share_tag}{self.device_tag}"
         return Cell(f"attack-{dataset}-{attack}{gradient_tag}{sharp}{tags}-r{run}", params)
 
-    def victim_cell(self, dataset: str, victim: str, source: str | None, run: int, profiles: str | None) -> Cell:
-        """The victim retrained on the ``profiles`` named ``source`` (an attack cell's key without ``attack-``;
-        None: no attack)."""
+    def victim_cell(self, dataset: str, victim: str, source: str | None, run: int, profiles: str | None,
+                    draw: int = 0) -> Cell:
+        """The victim retrained (seed ``draw`` of the run) on the ``profiles`` named ``source`` (an attack cell's key
+        without ``attack-``; None: no attack)."""
         training = self.victim_settings[victim]
         decay = {"weight_decay": training.weight_decay} if training.weight_decay else {}
         params = {"dataset": dataset, "data_dir": self.args.data_dir, "victim": victim, "run": run,
@@ -158,10 +160,11 @@ class Experiment:
                   "measures": list(VICTIM_MEASURES),
                   "train": {"epochs": training.epochs, "lr": training.lr, "batch_size": training.batch, **decay},
                   **self.band, **self.share, **self.device,
-                  **({"options": training.options} if training.options else {})}
+                  **({"options": training.options} if training.options else {}), **({"draw": draw} if draw else {})}
         source = source or f"{dataset}-none{self.band_tag}{self.share_tag}-r{run}"
         tag = "".join(f"-{k}{v}" for k, v in training.options.items()) + (f"-d{training.dim}" if training.dim else "")
-        return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}", params)
+        draw_tag = f"-v{draw}" if draw else ""  # draw 0 keeps the single-draw key
+        return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}{draw_tag}", params)
 
     def run(self) -> dict[str, list[dict[str, Any]]]:
         """The tables ``table``, ``alternatives``, ``attacks``, ``bands`` and ``utility``."""
@@ -176,14 +179,19 @@ class Experiment:
                 for r in range(a.runs):
                     cell = attacks.get((d, at, r))
                     for v in a.victims:
-                        victims[(d, at, v, r)] = self.victim_cell(d, v, cell.key[len("attack-"):] if cell else None,
-                                                                  r, made[cell.key]["profiles"] if cell else None)
+                        for draw in range(a.victim_draws):
+                            victims[(d, at, v, r, draw)] = self.victim_cell(
+                                d, v, cell.key[len("attack-"):] if cell else None, r,
+                                made[cell.key]["profiles"] if cell else None, draw)
         measured = run_sweep(list(victims.values()), run_victim, self.out, workers=a.workers, **gpus)
         baselines = [Cell(self.popularity_key(d, r), {"dataset": d, "data_dir": a.data_dir, "run": r, **self.band})
                      for d in a.datasets for r in range(a.runs)]
         popular = run_sweep(baselines, popularity, self.out, progress=False)
-        results = {key: measured[cell.key] for key, cell in victims.items()}
-        return {"table": self.table(results), "alternatives": self.alternatives_table(results),
+        draws = {}
+        for (d, at, v, r, _), cell in victims.items():
+            draws.setdefault((d, at, v, r), []).append(measured[cell.key])
+        results = {key: mean_over_draws(cells) for key, cells in draws.items()}
+        return {"table": self.table(results, draws), "alternatives": self.alternatives_table(results),
                 "attacks": self.attack_table(attacks, made), "bands": self.band_table(results),
                 "utility": self.utility_table(results, popular)}
 
@@ -219,7 +227,9 @@ class Experiment:
     def popularity_key(self, dataset: str, run: int) -> str:
         return f"popularity-{dataset}{self.band_tag}-r{run}"
 
-    def table(self, results: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
+    def table(self, results: dict[tuple, dict[str, Any]], draws: dict[tuple, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Mean ± std over the runs of each run's measures (averaged over the victim's draws); with several draws also
+        the victim's own spread: the std of H@10 over a run's draws, averaged over the runs."""
         a, rows = self.args, []
         for d in a.datasets:
             for v in a.victims:
@@ -229,6 +239,9 @@ class Experiment:
                     for metric in ("hr", "ndcg"):
                         for k in KS:
                             row[f"{'H' if metric == 'hr' else 'N'}@{k}"] = _mean_std([x[f"{metric}@{k}"] for x in runs])
+                    if a.victim_draws > 1:
+                        row["H@10 draw std"] = statistics.fmean(
+                            statistics.stdev(x["hr@10"] for x in draws[(d, at, v, r)]) for r in range(a.runs))
                     comparison = self.compare(results, (d, at, v), "hr@10")
                     if comparison:
                         row["ΔH@10"] = f"{comparison[0]:+.4f} vs {comparison[1]}"
@@ -332,6 +345,19 @@ class Experiment:
         return rows
 
 
+def mean_over_draws(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One run's victim measures over its draws: numbers averaged (per-target lists element by element), the peak
+    memory the largest, anything else the first draw's."""
+    def combine(key: str, values: list[Any]) -> Any:
+        if isinstance(values[0], list):
+            return [statistics.fmean(column) for column in zip(*values)]
+        if not isinstance(values[0], (int, float)):
+            return values[0]
+        return max(values) if key == "peak_mib" else statistics.fmean(values)
+
+    return {key: combine(key, [result[key] for result in results]) for key in results[0]}
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """H@10 (mean over runs) per victim and attack, one panel per dataset."""
     import matplotlib
@@ -405,6 +431,9 @@ def build_parser() -> CommandParser:
              "outer iterations are left out)")
     parser.add_argument("--kappa", type=float, default=SharpSettings.kappa, help="SharpAP radius κ (relative)")
     parser.add_argument("--sharp-mode", choices=MODES, default=SharpSettings.mode, help="SharpAP perturbation")
+    parser.add_argument("--victim-draws", type=int, default=1,
+                        help="with the table command: train each victim this many times per run (its own seeds), "
+                             "measures averaged over the draws before the runs' mean and paired t-test (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the surrogate and the victims train (default cpu; cuda cells get their own keys)")
@@ -419,8 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_choices("--datasets", args.datasets, DATASETS)
     check_choices("--victims", args.victims, VICTIM_CHOICES)
     check_choices("--attacks", args.attacks, CONDITIONS)
-    if args.runs < 1 or args.threads < 1 or args.kappa < 0 or not 0 < args.fake_share <= 1:
-        raise UsageError("--runs and --threads must be >= 1, --kappa >= 0 and --fake-share in (0, 1]")
+    if min(args.runs, args.threads, args.victim_draws) < 1 or args.kappa < 0 or not 0 < args.fake_share <= 1:
+        raise UsageError("--runs, --threads and --victim-draws must be >= 1, --kappa >= 0 and --fake-share in (0, 1]")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: torch sees no CUDA GPU on this machine; use --device cpu")
     if not 0 < args.gpus_per_cell <= 1:
@@ -434,7 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     experiment = Experiment(args)
     tables = experiment.run() if args.command == "table" else experiment.iterates()
     out = Path(args.out)
-    titles = {"table": f"Target promotion (mean ± std over {args.runs} runs, {args.preset} preset)",
+    draws = f", each victim's measures averaged over {args.victim_draws} draws" if args.victim_draws > 1 else ""
+    titles = {"table": f"Target promotion (mean ± std over {args.runs} runs{draws}, {args.preset} preset)",
               "iterates": "RevAdv's iterates X_t: surrogate H@50 as the loop scores them (warm-started fits) and "
                           "from scratch, and the target H@10 / H@50 of every victim retrained on them",
               "alternatives": "The whole target set, as RevAdv (TargetHR@K: users with >= 1 target in the top K) and "

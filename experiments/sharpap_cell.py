@@ -152,14 +152,16 @@ def run_iterates(params: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 def run_victim(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Victim cell: train ``params["victim"]`` from scratch on the real users plus the profiles
-    file ``params["profiles"]`` (none: clean), measure the targets' promotion and the utility."""
+    file ``params["profiles"]`` (none: clean), measure the targets' promotion and the utility;
+    ``params["draw"]`` (default 0) picks the victim's seed (its initialisation and batches) for the run."""
     torch.set_num_threads(params.get("threads", 1))
     start = time.perf_counter()
     dataset, poison = cell_setting(params)
     train = dataset.train
     if params["profiles"]:
         train = FakeProfiles.load(Path(params["profiles"])).inject(train)
-    seed = zlib.crc32(f"victim/{params['victim']}/{params['run']}".encode())
+    draw = f"/{params['draw']}" if params.get("draw") else ""  # draw 0 keeps the single-draw seed
+    seed = zlib.crc32(f"victim/{params['victim']}/{params['run']}{draw}".encode())
     model = make_model(params["victim"], train.num_users, dataset.num_items, params["dim"],
                        torch.Generator().manual_seed(seed), **params.get("options", {})).to(params.get("device", "cpu"))
     history = train_native(model, train, TrainSettings(**params["train"]), seed)

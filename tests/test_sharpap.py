@@ -5,6 +5,7 @@ bit), and the experiment command end to end."""
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -278,13 +279,17 @@ def test_preset_model_options_reach_the_victim_cell():
     assert sgl.params["options"] == {"include_ego": False} and "include_egoFalse" in sgl.key
     wrmf = experiment.victim_cell("fed-ml", "wrmf", None, 0, None)
     assert "options" not in wrmf.params and wrmf.key == "victim-wrmf-e10-fed-ml-none-r0"
+    assert "draw" not in wrmf.params  # draw 0 is the single-draw cell
+    second = experiment.victim_cell("fed-ml", "wrmf", None, 0, None, draw=2)
+    assert second.params["draw"] == 2 and second.key == "victim-wrmf-e10-fed-ml-none-r0-v2"
 
 
 def test_command_line_rejects_bad_settings(capsys):
     from experiments.sharpap import main
 
-    assert main(["table", "--runs", "0"]) == 2
-    assert "--runs and --threads must be >= 1" in capsys.readouterr().err
+    for option in ("--runs", "--victim-draws"):
+        assert main(["table", option, "0"]) == 2
+        assert "--runs, --threads and --victim-draws must be >= 1" in capsys.readouterr().err
     assert main(["table", "--victims", "wrmf,ncf"]) == 2
     assert capsys.readouterr().err.startswith("error: --victims: unknown ncf")
     with pytest.raises(ValueError, match="SharpAP mode"):
@@ -399,3 +404,36 @@ def test_paired_p_is_nan_without_variation_in_the_differences():
     assert np.isnan(paired_p([0.1, 0.2, 0.3], [0.1, 0.2, 0.3]))
     assert np.isnan(paired_p([0.3, 0.4, 0.5], [0.1, 0.2, 0.3]))  # a constant shift: t is infinite
     assert paired_p([0.3, 0.5, 0.4], [0.1, 0.2, 0.3]) == pytest.approx(0.0742, abs=1e-4)  # t = 3.46, 2 d.o.f.
+
+
+def test_mean_over_draws_averages_numbers_and_per_target_lists():
+    from experiments.sharpap import mean_over_draws
+
+    draws = [{"hr@10": 0.1, "per_target/hr@10": [0.0, 0.2], "peak_mib": 900.0, "name": "a"},
+             {"hr@10": 0.3, "per_target/hr@10": [0.4, 0.0], "peak_mib": 700.0, "name": "b"}]
+    assert mean_over_draws(draws) == {"hr@10": pytest.approx(0.2), "per_target/hr@10": [pytest.approx(0.2),
+                                      pytest.approx(0.1)], "peak_mib": 900.0, "name": "a"}
+
+
+def test_victim_draws_retrain_each_victim_with_its_own_seeds_and_average_per_run(tmp_path):
+    from experiments.sharpap import main
+
+    args = ["table", "--datasets", "synthetic", "--runs", "2", "--preset", "ci", "--victims", "wrmf",
+            "--attacks", "none", "random", "--out", str(tmp_path)]
+    main(args)
+    single = {p.name for p in (tmp_path / "cells").glob("victim-*.json")}
+    main([*args, "--victim-draws", "3"])
+    cells = {p.name: json.loads(p.read_text())["result"] for p in (tmp_path / "cells").glob("victim-*.json")}
+    assert single < set(cells) and len(cells) == 3 * len(single)  # draw 0 is the single-draw cell, reused
+    table = {row["attack"]: row for row in csv.DictReader((tmp_path / "table.csv").open())}
+    assert "3 draws" in (tmp_path / "table.md").read_text()
+    for attack in ("none", "random"):
+        per_run = [[cells[name] for name in sorted(cells) if f"-{attack}" in name and f"-r{r}" in name]
+                   for r in range(2)]
+        assert all(len(draws) == 3 for draws in per_run)
+        recalls = {draw["test/recall@20"] for draws in per_run for draw in draws}
+        assert len(recalls) == 6  # every draw trained its own victim
+        run_means = [np.mean([draw["hr@10"] for draw in draws]) for draws in per_run]
+        assert float(table[attack]["H@10"].split(" ± ")[0]) == pytest.approx(np.mean(run_means), abs=5e-5)
+        spread = np.mean([np.std([draw["hr@10"] for draw in draws], ddof=1) for draws in per_run])
+        assert float(table[attack]["H@10 draw std"]) == pytest.approx(spread, abs=1e-9)
