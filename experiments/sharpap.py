@@ -227,7 +227,8 @@ class Experiment:
     def popularity_key(self, dataset: str, run: int) -> str:
         return f"popularity-{dataset}{self.band_tag}-r{run}"
 
-    def table(self, results: dict[tuple, dict[str, Any]], draws: dict[tuple, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    def table(self, results: dict[tuple, dict[str, Any]],
+              draws: dict[tuple, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         """Mean ± std over the runs of each run's measures (averaged over the victim's draws); with several draws also
         the victim's own spread: the std of H@10 over a run's draws, averaged over the runs."""
         a, rows = self.args, []
