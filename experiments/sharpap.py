@@ -347,13 +347,11 @@ class Experiment:
 
 
 def mean_over_draws(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One run's victim measures over its draws: numbers averaged (per-target lists element by element), the peak
-    memory the largest, anything else the first draw's."""
+    """One run's victim measures over its draws: averaged (per-target lists element by element), the peak memory the
+    largest."""
     def combine(key: str, values: list[Any]) -> Any:
         if isinstance(values[0], list):
             return [statistics.fmean(column) for column in zip(*values)]
-        if not isinstance(values[0], (int, float)):
-            return values[0]
         return max(values) if key == "peak_mib" else statistics.fmean(values)
 
     return {key: combine(key, [result[key] for result in results]) for key in results[0]}

@@ -409,10 +409,10 @@ def test_paired_p_is_nan_without_variation_in_the_differences():
 def test_mean_over_draws_averages_numbers_and_per_target_lists():
     from experiments.sharpap import mean_over_draws
 
-    draws = [{"hr@10": 0.1, "per_target/hr@10": [0.0, 0.2], "peak_mib": 900.0, "name": "a"},
-             {"hr@10": 0.3, "per_target/hr@10": [0.4, 0.0], "peak_mib": 700.0, "name": "b"}]
+    draws = [{"hr@10": 0.1, "per_target/hr@10": [0.0, 0.2], "peak_mib": 900.0},
+             {"hr@10": 0.3, "per_target/hr@10": [0.4, 0.0], "peak_mib": 700.0}]
     assert mean_over_draws(draws) == {"hr@10": pytest.approx(0.2), "per_target/hr@10": [pytest.approx(0.2),
-                                      pytest.approx(0.1)], "peak_mib": 900.0, "name": "a"}
+                                      pytest.approx(0.1)], "peak_mib": 900.0}
 
 
 def test_victim_draws_retrain_each_victim_with_its_own_seeds_and_average_per_run(tmp_path):
