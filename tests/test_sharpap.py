@@ -340,6 +340,13 @@ def test_cuda_and_band_cells_get_their_own_keys_and_default_cells_keep_theirs():
     assert "target_band" not in cpu.attack_cell("fed-ml", "revadv", 0).params
     rapu = cpu.attack_cell("fed-ml", "rapu+sharpap", 0)  # a gradient attack: the preset's settings are its parameters
     assert rapu.key == "attack-fed-ml-rapu+sharpap-lean-i30-k0.1-block-r0" and "surrogate" in rapu.params
+    mixed = Experiment(build_parser().parse_args(["table", "--preset", "paper", "--victim-preset", "lean"]))
+    attack = mixed.attack_cell("fed-ml", "revadv", 0)  # the paper preset's attack, the lean preset's victims
+    assert attack.key == "attack-fed-ml-revadv-paper-i30-r0" and attack.params["surrogate"]["dim"] == 128
+    victim = mixed.victim_cell("fed-ml", "sgl", attack.key[len("attack-"):], 0, None)
+    assert victim.key == "victim-sgl-e10-include_egoFalse-fed-ml-revadv-paper-i30-r0"
+    assert victim.params["train"] == {"epochs": 10, "lr": 1e-3, "batch_size": 32768} and victim.params["dim"] == 64
+    assert mixed.victim_cell("fed-ml", "sgl", None, 0, None).key == cpu.victim_cell("fed-ml", "sgl", None, 0, None).key
 
 
 @pytest.mark.gpu
