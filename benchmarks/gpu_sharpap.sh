@@ -34,13 +34,15 @@ step() {  # step NAME SHARE_PERCENT COMMAND...: run COMMAND under its share of t
 
 "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+# the two files with `gpu` tests: collecting every test module would need `implicit` and `ray` on the GPU machine
 step gpu-tests 10 "$python" -m pytest -q -p no:cacheprovider -m gpu tests/test_sharpap.py tests/test_speed_equivalence.py
 step table-lean 50 "$python" -m experiments.sharpap table --datasets "$dataset" --data-dir "$data" --preset "$preset" \
     --runs 1 --workers 1 --threads "$threads" --device "$device" --victims wrmf bpr lightgcn sgl simgcl \
     --attacks none revadv revadv+sharpap --out "$out/table-lean"
 cat "$out/table-lean/table.md" "$out/table-lean/attacks.md" "$out/table-lean/utility.md" 2>/dev/null
-for cost in lean paper; do
-    [ "$preset" = ci ] && cost=ci
+costs="lean paper"
+[ "$preset" = ci ] && costs=ci
+for cost in $costs; do
     step "bench-$cost" 18 "$python" benchmarks/bench_sharpap.py --dataset "$dataset" --data-dir "$data" \
         --device "$device" --preset "$cost" --epochs 2 --iterations 3 --threads "$threads"
 done
