@@ -28,7 +28,7 @@ from attacks.implicit.sharpap import SharpAP, SharpSettings  # noqa: E402
 from attacks.implicit.wmf_surrogate import WMFSurrogate  # noqa: E402
 from central.ranking_learner import RankingLearner, TrainSettings, native_objective  # noqa: E402
 from attacks.implicit import PRESETS  # noqa: E402
-from experiments.sharpap import VICTIM_CHOICES, VICTIM_DIM, VICTIM_PRESETS  # noqa: E402
+from experiments.sharpap import DATASETS, VICTIM_CHOICES, VICTIM_DIM, VICTIM_PRESETS  # noqa: E402
 from experiments.sharpap_cell import load, setting  # noqa: E402
 from recsys.models.ranking import make_model  # noqa: E402
 from recsys.models.wrmf import als_solve  # noqa: E402
@@ -102,7 +102,7 @@ def als_ratio(dataset) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=["fed-ml", "gowalla", "synthetic"], default="synthetic")
+    parser.add_argument("--dataset", choices=list(DATASETS), default="synthetic")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--preset", choices=list(PRESETS), default="lean")
     parser.add_argument("--iterations", type=int, default=3, help="outer iterations timed per attack")

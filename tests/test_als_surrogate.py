@@ -35,7 +35,9 @@ def test_hypergradient_equals_autograd_through_the_closed_form_item_solve():
     cotangent = adversarial_gradient(surrogate, fit.theta)
     users = torch.cat((fit.theta["user_real"], fit.theta["user_fake"]))
     x = fake.clone().requires_grad_()
-    y = torch.cat((surrogate.real, x))
+    real = torch.zeros(6, 7, dtype=torch.float64)
+    real[torch.from_numpy(train.row_ids()), torch.from_numpy(train.items)] = 1.0
+    y = torch.cat((real, x))
     items = []
     for v in range(7):  # q_v = (PᵀC_vP + λI)⁻¹ PᵀC_v y_v, P and C_v constant, one item at a time
         confidence = torch.diag(1.0 + (settings.alpha - 1.0) * y[:, v].detach())

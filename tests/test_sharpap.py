@@ -15,6 +15,7 @@ from attacks.implicit import (ATTACKS, GRADIENT_BASES, PRESETS, AttackOptions, F
                               gradient_attack)
 from attacks.implicit.rapu import wmw_loss
 from attacks.implicit.revadv import RevAdvSettings, adversarial_gradient, plain_cotangent, project
+from attacks.implicit.rows import ClickRows, Clicks, DenseRows
 from attacks.implicit.sharpap import SharpAP, SharpSettings, perturbation
 from attacks.implicit.wmf_surrogate import WMFSettings, WMFSurrogate
 from recsys.data import make_synthetic
@@ -117,6 +118,49 @@ def test_hypergradient_equals_finite_differences_on_a_tiny_problem():
         step[row, col] = eps
         numeric = (attack_loss(fake + step) - attack_loss(fake - step)) / (2 * eps)
         assert float(grad[row, col]) == pytest.approx(numeric, rel=1e-4, abs=1e-9)
+
+
+def test_inner_loss_from_the_clicks_equals_revadvs_dense_rows():
+    train = Interactions.from_lists([[0, 1, 1], [1, 2, 3], [4, 5], [0, 5, 6], [2, 6]])  # user 0 clicks item 1 twice
+    surrogate = WMFSurrogate(PoisonSetting(train, 7, np.array([3]), 2, 4), WMFSettings(dim=3), seed=0,
+                             dtype=torch.float64)
+    theta = surrogate.initial_theta()
+    fake = torch.tensor([[1.0, 0, 0.7, 1, 0, 0, -0.2], [0, 1, 0, 0, 0.4, 0, 1]], dtype=torch.float64)
+    clicks = Clicks(torch.tensor([0, 2, 5, 7, 10, 12]), torch.tensor([0, 1, 1, 2, 3, 4, 5, 0, 5, 6, 2, 6]))
+    y = torch.zeros(7, 7, dtype=torch.float64)
+    y[torch.tensor([0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4]), clicks.items] = 1.0
+
+    def written_out(theta, fake, batch):  # RevAdv's loss on dense rows of Y = [R; X]
+        rows = torch.cat((y[:5], fake))[batch]
+        users = torch.cat((theta["user_real"], theta["user_fake"]))[batch]
+        return (torch.where(rows > 0, 20.0, 1.0) * (rows - users @ theta["item"].T) ** 2).sum()
+
+    assert torch.equal(surrogate.real, y[:5])  # ML-1M-like density: dense rows, RevAdv's own computation
+    for form in (lambda x: DenseRows(y[:5], x, 20.0), lambda x: ClickRows(clicks, x, 20.0)):
+        for batch in (torch.tensor([6, 0, 3, 5]), torch.arange(7), torch.tensor([2, 4])):
+            def loss(theta, fake, batch):
+                return form(fake).loss(theta, batch)
+
+            torch.testing.assert_close(loss(theta, fake, batch), written_out(theta, fake, batch))
+            for argnums in (0, 1):  # the inner gradient on Θ and on X
+                torch.testing.assert_close(torch.func.grad(loss, argnums)(theta, fake, batch),
+                                           torch.func.grad(written_out, argnums)(theta, fake, batch))
+
+
+def test_sparse_data_trains_on_clicks_with_the_dense_rows_fit_and_hypergradient():
+    data = make_synthetic(num_users=200, num_items=1500, mean_items_per_user=6, seed=2)  # 0.4 % clicked
+    small = PoisonSetting(data.train, data.num_items, np.array([7, 900]), 3, 8)
+    settings = WMFSettings(dim=4, epochs=4, unroll=2, batch_rows=64)
+    clicks, dense = (WMFSurrogate(small, settings, seed=0, dtype=torch.float64) for _ in range(2))
+    assert isinstance(clicks.real, Clicks)
+    dense.real = clicks.real.dense(data.num_items, torch.float64)
+    fake = project(torch.rand(3, data.num_items, generator=torch.Generator().manual_seed(0), dtype=torch.float64),
+                   8, None)
+    fits = [surrogate.fit(fake) for surrogate in (clicks, dense)]
+    torch.testing.assert_close(fits[0].theta, fits[1].theta, rtol=1e-10, atol=1e-12)
+    cotangent = adversarial_gradient(dense, fits[1].theta)
+    torch.testing.assert_close(fits[0].vjp(cotangent), fits[1].vjp(cotangent), rtol=1e-9, atol=1e-12)
+    assert float(fits[1].vjp(cotangent).abs().max()) > 1e-6
 
 
 def test_sharpap_with_zero_radius_has_revadvs_cotangent_bit_for_bit(setting):

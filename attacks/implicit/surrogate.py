@@ -5,8 +5,7 @@ surrogate's target hit ratio.
 Adversarial loss: an ``Objective`` of the real users' scores S = P_real Qᵀ over all items and the targets;
 RevAdv's (the default, ``softmax_loss``) is L_adv = −mean over real users u and targets t of log softmax_t(s_u·),
 all items in the softmax (RevAdv sums over users; the mean only rescales a row-normalised hypergradient).
-Inner loss on rows of Y = [R; X]: Σ_u Σ_i w_ui (y_ui − p_uᵀq_i)², w_ui = α if y_ui > 0 else 1
-(RevAdv's ``weight_alpha``).
+Inner loss: the weighted squared error over the rows Y = [R; X] (``rows``: dense, or the real rows as clicks).
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from attacks.implicit.profiles import PoisonSetting
+from attacks.implicit.rows import CLICK_ROWS_BELOW, ClickRows, Clicks, DenseRows
 from recsys.promotion_metrics import promotion
 
 Theta = dict[str, torch.Tensor]
@@ -50,10 +50,15 @@ class ThetaSurrogate:
         self.setting, self.seed, self.dim, self.alpha, self.hit_k, self.dtype = setting, seed, dim, alpha, hit_k, dtype
         self.objective = objective
         self.device = torch.device(device)
-        train = setting.train
-        self.real = torch.zeros(train.num_users, setting.num_items, dtype=dtype)
-        self.real[torch.from_numpy(train.row_ids()), torch.from_numpy(train.items)] = 1.0
-        self.real = self.real.to(self.device)
+        train, m = setting.train, setting.num_items
+        self.num_real = train.num_users
+        pairs = np.unique(train.row_ids() * m + train.items)  # distinct clicks, ordered by user
+        self.real_pairs = (pairs // m, pairs % m)
+        indptr = np.zeros(train.num_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self.real_pairs[0], minlength=train.num_users), out=indptr[1:])
+        clicks = Clicks(torch.from_numpy(indptr).to(self.device), torch.from_numpy(self.real_pairs[1]).to(self.device))
+        dense = len(pairs) >= CLICK_ROWS_BELOW * train.num_users * m
+        self.real: torch.Tensor | Clicks = clicks.dense(m, dtype) if dense else clicks
         self.targets = torch.as_tensor(setting.targets, dtype=torch.long, device=self.device)
 
     def initial_theta(self) -> Theta:
@@ -63,16 +68,16 @@ class ThetaSurrogate:
         return {name: (INIT_STD * torch.randn(rows, self.dim, generator=g, dtype=self.dtype)).to(self.device)
                 for name, rows in (("user_real", n), ("user_fake", f), ("item", m))}
 
-    def batch_loss(self, theta: Theta, rows: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
-        """The weighted squared error of the ``rows`` of Y whose ids are ``batch``."""
-        users = torch.cat((theta["user_real"], theta["user_fake"]))[batch]
-        weights = torch.where(rows > 0, self.alpha, 1.0)
-        return (weights * (rows - users @ theta["item"].T) ** 2).sum()
+    def rows(self, fake: torch.Tensor) -> DenseRows | ClickRows:
+        """Y = [R; ``fake``] for the inner loss."""
+        if isinstance(self.real, Clicks):
+            return ClickRows(self.real, fake, self.alpha)
+        return DenseRows(self.real, fake, self.alpha)
 
     def recommendation_loss(self, theta: Theta, fake: torch.Tensor) -> torch.Tensor:
         """The inner loss over every row of Y = [R; X]."""
-        everyone = torch.arange(self.real.shape[0] + fake.shape[0], device=self.device)
-        return self.batch_loss(theta, torch.cat((self.real, fake.to(self.device, self.dtype))), everyone)
+        everyone = torch.arange(self.num_real + fake.shape[0], device=self.device)
+        return self.rows(fake.to(self.device, self.dtype)).loss(theta, everyone)
 
     def adversarial_loss(self, theta: Theta) -> torch.Tensor:
         return self.objective(theta["user_real"] @ theta["item"].T, self.targets)

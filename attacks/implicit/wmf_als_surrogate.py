@@ -45,8 +45,6 @@ class ALSSurrogate(ThetaSurrogate):
                  objective: Objective = softmax_loss) -> None:
         super().__init__(setting, seed, settings.dim, settings.alpha, settings.hit_k, dtype, device, objective)
         self.settings = settings
-        pairs = np.unique(setting.train.row_ids() * setting.num_items + setting.train.items)  # distinct clicks
-        self.real_pairs = (pairs // setting.num_items, pairs % setting.num_items)
 
     def fit(self, fake: torch.Tensor, differentiable: bool = True) -> SurrogateFit:
         """``sweeps`` ALS sweeps on [R; ``fake``] (each solves the users, then the items); the VJP is always
@@ -55,7 +53,7 @@ class ALSSurrogate(ThetaSurrogate):
             raise ValueError("the WMF-ALS surrogate trains on a binary fake matrix (0/1 entries)")
         home = fake.device
         fake = fake.detach().to(self.device, self.dtype)
-        n, m = self.real.shape
+        n, m = self.num_real, self.setting.num_items
         rows, cols = (t.cpu().numpy() for t in fake.nonzero(as_tuple=True))
         users = np.concatenate((self.real_pairs[0], n + rows))
         items = np.concatenate((self.real_pairs[1], cols))

@@ -1,7 +1,8 @@
-"""The WMF surrogate of RevAdv (Tang et al. RecSys'20), trained by Adam on dense user rows, with
-the last ``unroll`` epochs differentiated w.r.t. the fake rows (truncated unrolling).
+"""The WMF surrogate of RevAdv (Tang et al. RecSys'20), trained by Adam on batches of user rows (``rows``: dense
+as in RevAdv, or the real rows as clicks on sparse data), with the last ``unroll`` epochs
+differentiated w.r.t. the fake rows (truncated unrolling).
 
-Inner loss (``surrogate.ThetaSurrogate``): the weights come from the mask, so X's gradient flows
+Inner loss (``rows``): the weights come from the mask, so X's gradient flows
 through the residual only. Adam (lr 1e-2, L2 1e-5 through the gradient,
 as torch's ``weight_decay``) is written functionally: the inner gradients are ``torch.func.grad``
 and θ_E(X) is differentiated with ``torch.func.vjp``, so any cotangent on Θ (the adversarial
@@ -73,12 +74,11 @@ class WMFSurrogate(ThetaSurrogate):
 
     def _epochs(self, theta: Theta, state, step: int, fake: torch.Tensor, orders: list[torch.Tensor]):
         """Adam over the row batches of each order; returns (θ, state, step)."""
-        rows_all = torch.cat((self.real, fake))
-        gradient = torch.func.grad(self.batch_loss)
+        gradient = torch.func.grad(self.rows(fake).loss)
         for order in orders:
             for batch in order.split(self.settings.batch_rows):
                 step += 1
-                grads = gradient(theta, rows_all[batch], batch)
+                grads = gradient(theta, batch)
                 theta, state = adam_step(theta, grads, state, step, self.settings.lr, self.settings.weight_decay)
         return theta, state, step
 
@@ -91,7 +91,7 @@ class WMFSurrogate(ThetaSurrogate):
         unroll = s.unroll if differentiable else 0
         plain += 0 if differentiable else s.unroll
         g = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}/wmf-shuffle".encode()))
-        total_rows = self.real.shape[0] + fake.shape[0]
+        total_rows = self.num_real + fake.shape[0]
         orders = [torch.randperm(total_rows, generator=g).to(self.device) for _ in range(plain + unroll)]
         state = ({k: torch.zeros_like(v) for k, v in theta.items()}, {k: torch.zeros_like(v) for k, v in theta.items()})
         home = fake.device  # the outer loop's X stays where it is; the fit runs on ``self.device``
