@@ -2,7 +2,8 @@
 user's training items masked).
 
 * Promotion of a target item t: U_t = the real users without t in their training lists;
-  rank_u(t) = 1 + the number of unmasked items scored strictly above t;
+  rank_u(t) = 1 + the number of unmasked items scored strictly above t (counted among each user's
+  max(K) highest scores, on the scorer's device, which gives the same ranks up to max(K));
   H@K_t = |{u ∈ U_t : rank_u(t) ≤ K}| / |U_t|; N@K_t = mean over U_t of 1/log₂(1 + rank_u(t)) when
   rank_u(t) ≤ K, else 0. Reported per target and averaged over the targets.
 * The attack papers' alternatives, over the whole target set T: RevAdv's TargetHR@K = the share of the
@@ -51,12 +52,28 @@ def popularity_bands(train: Interactions, num_items: int, items: np.ndarray) -> 
     return [next(name for name, lowest in BANDS if p >= lowest) for p in percentiles]
 
 
-def _masked_scores(scorer: AllItemScorer, train: Interactions, start: int, stop: int) -> torch.Tensor:
-    scores = scorer.score_all(torch.arange(start, stop)).to(device="cpu", dtype=torch.float64)
+def _masked_scores(scorer: AllItemScorer, train: Interactions, start: int, stop: int,
+                   on_cpu: bool = True) -> torch.Tensor:
+    """The scores of users ``start``..``stop`` with their training items at −inf: float64 on the CPU, or
+    (``on_cpu`` False) where and as the scorer made them."""
+    scores = scorer.score_all(torch.arange(start, stop))
+    scores = scores.to(device="cpu", dtype=torch.float64) if on_cpu else scores.clone()
     lo, hi = train.indptr[start], train.indptr[stop]
-    rows = torch.from_numpy(train.row_ids()[lo:hi] - start)
-    scores[rows, torch.from_numpy(train.items[lo:hi])] = -torch.inf
+    rows = torch.from_numpy(train.row_ids()[lo:hi] - start).to(scores.device)
+    scores[rows, torch.from_numpy(train.items[lo:hi]).to(scores.device)] = -torch.inf
     return scores
+
+
+def _target_ranks(scores: torch.Tensor, targets: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rank_u(t) [B, T] as float64 on the CPU, exact up to ``top`` and ``top`` + 1 beyond; whether t is open to u).
+
+    Only the ``top`` highest scores are compared: t ranks within ``top`` iff its score is at least the
+    ``top``-th highest (ties included), and then every item scored above it is among those ``top``."""
+    target_scores = scores[:, targets.to(scores.device)]  # -inf where the user has the target in train
+    best = scores.topk(min(top, scores.shape[1]), dim=1).values
+    above = (best[:, None, :] > target_scores[:, :, None]).sum(-1)
+    rank = torch.where(target_scores >= best[:, -1:], 1 + above, top + 1)
+    return rank.to(device="cpu", dtype=torch.float64), torch.isfinite(target_scores).cpu()
 
 
 def promotion(scorer: AllItemScorer, train: Interactions, targets: np.ndarray,
@@ -75,10 +92,7 @@ def promotion(scorer: AllItemScorer, train: Interactions, targets: np.ndarray,
     kk = torch.tensor(ks, dtype=torch.float64)[:, None, None]
     for start in range(0, train.num_users, USER_CHUNK):
         stop = min(start + USER_CHUNK, train.num_users)
-        scores = _masked_scores(scorer, train, start, stop)
-        target_scores = scores[:, targets_t]  # [B, T]; -inf where the user has the target in train
-        open_pairs = torch.isfinite(target_scores)
-        rank = 1.0 + (scores[:, None, :] > target_scores[:, :, None]).sum(-1).to(torch.float64)
+        rank, open_pairs = _target_ranks(_masked_scores(scorer, train, start, stop, on_cpu=False), targets_t, max(ks))
         within = (rank[None] <= kk) & open_pairs[None]  # [K, B, T]
         hits += within.sum(1)
         gains += torch.where(within, 1.0 / torch.log2(1.0 + rank[None]), 0.0).sum(1)

@@ -9,7 +9,7 @@ import torch
 
 from attacks.implicit import SURROGATE_PRESETS, AttackOptions, PoisonSetting, generate
 from attacks.implicit.options import SURROGATES, make_surrogate, settings_type
-from attacks.implicit.revadv import RevAdvSettings, adversarial_gradient, plain_cotangent, project, run
+from attacks.implicit.revadv import RevAdvSettings, plain_cotangent, project, run
 from attacks.implicit.sharpap import SharpAP, SharpSettings
 from attacks.implicit.wmf_als_surrogate import ALSSettings, ALSSurrogate
 from recsys.data import make_synthetic
@@ -32,7 +32,7 @@ def test_hypergradient_equals_autograd_through_the_closed_form_item_solve():
     surrogate = ALSSurrogate(small, settings, seed=0, dtype=torch.float64)
     fake = torch.tensor([[1.0, 0, 0, 1, 0, 1, 0], [0, 1, 1, 0, 0, 0, 1]], dtype=torch.float64)
     fit = surrogate.fit(fake)
-    cotangent = adversarial_gradient(surrogate, fit.theta)
+    cotangent = surrogate.adversarial_gradient(fit.theta)
     users = torch.cat((fit.theta["user_real"], fit.theta["user_fake"]))
     x = fake.clone().requires_grad_()
     real = torch.zeros(6, 7, dtype=torch.float64)

@@ -245,6 +245,33 @@ def test_promotion_and_utility_equal_per_user_loops(synthetic):
     assert popular["test/recall@20"] > 0.1
 
 
+class _CoarseScorer:
+    """A model's scores rounded to three values: most items tie with most targets."""
+
+    def __init__(self, model, num_users: int) -> None:
+        self.model, self.scale = model, model.score_all(torch.arange(num_users)).detach().std()
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        return torch.round(self.model.score_all(users).detach() / self.scale).clamp(-1, 1)
+
+
+def test_promotion_ranks_ties_as_a_count_over_all_items(synthetic):
+    model = make_model("bpr", synthetic.num_users, synthetic.num_items, 8, torch.Generator().manual_seed(5))
+    scorer, targets = _CoarseScorer(model, synthetic.num_users), np.array([3, 50, 99, 7])
+    scores = scorer.score_all(torch.arange(synthetic.num_users)).double()
+    scores[torch.from_numpy(synthetic.train.row_ids()), torch.from_numpy(synthetic.train.items)] = -torch.inf
+    target_scores = scores[:, targets]
+    rank = 1 + (scores[:, None, :] > target_scores[:, :, None]).sum(-1)  # every item compared
+    open_pairs = torch.isfinite(target_scores)
+    got = promotion(scorer, synthetic.train, targets, (1, 10, 50))
+    for k in (1, 10, 50):
+        within = (rank <= k) & open_pairs
+        assert got[f"per_target/hr@{k}"] == pytest.approx((within.sum(0) / open_pairs.sum(0)).tolist())
+        gains = torch.where(within, 1 / torch.log2(1.0 + rank), 0.0).sum(0) / open_pairs.sum(0)
+        assert got[f"per_target/ndcg@{k}"] == pytest.approx(gains.tolist())
+    assert 0 < got["hr@10"] < got["hr@50"] < 1  # ties put targets on both sides of the cut
+
+
 @pytest.mark.parametrize("item, band", [(20, "head"), (19, "upper torso"), (16, "upper torso"),
                                         (15, "lower torso"), (11, "lower torso"), (10, "tail"), (1, "tail"),
                                         (0, "tail")])

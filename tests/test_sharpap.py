@@ -13,8 +13,9 @@ import torch
 
 from attacks.implicit import (ATTACKS, GRADIENT_BASES, PRESETS, AttackOptions, FakeProfiles, PoisonSetting, generate,
                               gradient_attack)
+from attacks.implicit import surrogate as surrogate_module
 from attacks.implicit.rapu import wmw_loss
-from attacks.implicit.revadv import RevAdvSettings, adversarial_gradient, plain_cotangent, project
+from attacks.implicit.revadv import RevAdvSettings, plain_cotangent, project
 from attacks.implicit.rows import ClickRows, Clicks, DenseRows
 from attacks.implicit.sharpap import SharpAP, SharpSettings, perturbation
 from attacks.implicit.wmf_surrogate import WMFSettings, WMFSurrogate
@@ -111,7 +112,7 @@ def test_hypergradient_equals_finite_differences_on_a_tiny_problem():
         return float(surrogate.adversarial_loss(surrogate.fit(x, differentiable=False).theta))
 
     fit = surrogate.fit(fake)
-    grad = fit.vjp(adversarial_gradient(surrogate, fit.theta))
+    grad = fit.vjp(surrogate.adversarial_gradient(fit.theta))
     eps = 1e-6
     for row, col in [(0, 3), (1, 0), (1, 6), (0, 2)]:
         step = torch.zeros_like(fake)
@@ -158,9 +159,25 @@ def test_sparse_data_trains_on_clicks_with_the_dense_rows_fit_and_hypergradient(
                    8, None)
     fits = [surrogate.fit(fake) for surrogate in (clicks, dense)]
     torch.testing.assert_close(fits[0].theta, fits[1].theta, rtol=1e-10, atol=1e-12)
-    cotangent = adversarial_gradient(dense, fits[1].theta)
+    cotangent = dense.adversarial_gradient(fits[1].theta)
     torch.testing.assert_close(fits[0].vjp(cotangent), fits[1].vjp(cotangent), rtol=1e-9, atol=1e-12)
     assert float(fits[1].vjp(cotangent).abs().max()) > 1e-6
+
+
+@pytest.mark.parametrize("base", list(GRADIENT_BASES))
+def test_a_user_mean_objective_is_taken_in_chunks_of_users(setting, base, monkeypatch):
+    objective = GRADIENT_BASES[base][0](setting, 0)
+    surrogate = WMFSurrogate(setting, TINY_WMF, 0, dtype=torch.float64, objective=objective)
+    theta = surrogate.initial_theta()
+    theta["user_real"] = theta["user_real"] * 30  # spread the scores: every target somewhere in the ranking
+
+    def whole(theta):
+        return objective(theta["user_real"] @ theta["item"].T, surrogate.targets)
+
+    monkeypatch.setattr(surrogate_module, "SCORE_CHUNK", 7 * setting.num_items)  # 7 users at once
+    assert len(surrogate._user_chunks()) == (22 if base in ("revadv", "rapu") else 1)  # DADA's weights: one chunk
+    torch.testing.assert_close(surrogate.adversarial_loss(theta), whole(theta))
+    torch.testing.assert_close(surrogate.adversarial_gradient(theta), torch.func.grad(whole)(theta))
 
 
 def test_sharpap_with_zero_radius_has_revadvs_cotangent_bit_for_bit(setting):
@@ -217,7 +234,7 @@ def test_rapu_starts_from_revadvs_x0_and_keeps_the_targets_in_every_projected_ro
 def test_sharpap_perturbations_have_their_radius(setting):
     surrogate = WMFSurrogate(setting, TINY_WMF, 0)
     fit = surrogate.fit(project(torch.rand(setting.num_fake, setting.num_items), setting.budget, None))
-    g = adversarial_gradient(surrogate, fit.theta)
+    g = surrogate.adversarial_gradient(fit.theta)
     norm = lambda t: float(torch.sqrt(sum(v.pow(2).sum() for v in t.values())))  # noqa: E731
     rho = 0.3 * float(surrogate.target_norm(fit.theta))
     v = perturbation(surrogate, fit, g, SharpSettings(kappa=0.3, mode="global"))

@@ -22,11 +22,13 @@ from dataclasses import replace
 import torch
 
 from attacks.implicit.revadv import RevAdvSettings
+from attacks.implicit.surrogate import user_mean
 
 WMW_TOP = 50  # K: each real user's highest-scored items the targets are pushed above
 WMW_B = 1.0  # b: the sigmoid's width
 
 
+@user_mean
 def wmw_loss(scores: torch.Tensor, targets: torch.Tensor, top: int = WMW_TOP, b: float = WMW_B) -> torch.Tensor:
     """RAPU's L_adv on the real users' ``scores`` [n, m]: the mean of σ((s_uj − s_ut)/b) over u, t and u's ``top``
     highest-scored j."""

@@ -13,7 +13,7 @@ every fake row clicks the targets after the projection, which keeps ``budget`` �
 X₀ = rows of random real users with at most ``budget`` items.
 
 A surrogate is any object with ``fit(X, differentiable) -> SurrogateFit`` (θ, VJP through θ(X)),
-``adversarial_loss(θ)`` and ``target_hit_ratio(θ)``.
+``adversarial_loss(θ)``, ``adversarial_gradient(θ)`` and ``target_hit_ratio(θ)``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ Cotangent = Callable[["Surrogate", SurrogateFit], tuple[Theta, dict[str, Any]]]
 class Surrogate(Protocol):
     def fit(self, fake: torch.Tensor, differentiable: bool = True) -> SurrogateFit: ...
     def adversarial_loss(self, theta: Theta) -> torch.Tensor: ...
+    def adversarial_gradient(self, theta: Theta) -> Theta: ...
     def target_hit_ratio(self, theta: Theta) -> float: ...
 
 
@@ -54,14 +55,9 @@ class RevAdvSettings:
             raise ValueError(f"invalid RevAdv settings {self}")
 
 
-def adversarial_gradient(surrogate: Surrogate, theta: Theta) -> Theta:
-    """∇θ L_adv at ``theta``."""
-    return torch.func.grad(surrogate.adversarial_loss)(theta)
-
-
 def plain_cotangent(surrogate: Surrogate, fit: SurrogateFit) -> tuple[Theta, dict[str, Any]]:
     """RevAdv's cotangent: the adversarial gradient at θ_E."""
-    return adversarial_gradient(surrogate, fit.theta), {}
+    return surrogate.adversarial_gradient(fit.theta), {}
 
 
 def initial_fake(setting: PoisonSetting, rng: np.random.Generator) -> torch.Tensor:

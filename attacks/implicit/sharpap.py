@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from attacks.implicit.revadv import Surrogate, adversarial_gradient
+from attacks.implicit.revadv import Surrogate
 from attacks.implicit.surrogate import SurrogateFit, Theta
 
 MODES = ("block", "global", "ksteps")
@@ -72,7 +72,7 @@ def perturbation(surrogate: Surrogate, fit: SurrogateFit, gradient: Theta, setti
         if surrogate.recommendation_loss(_add(fit.theta, step), fit.fake) > limit:
             break
         v = step
-        g = adversarial_gradient(surrogate, _add(fit.theta, v))
+        g = surrogate.adversarial_gradient(_add(fit.theta, v))
     return v
 
 
@@ -84,10 +84,10 @@ class SharpAP:
         self.settings = settings
 
     def __call__(self, surrogate: Surrogate, fit: SurrogateFit) -> tuple[Theta, dict[str, Any]]:
-        gradient = adversarial_gradient(surrogate, fit.theta)
+        gradient = surrogate.adversarial_gradient(fit.theta)
         v = perturbation(surrogate, fit, gradient, self.settings)
         perturbed = _add(fit.theta, v)
-        sharp = adversarial_gradient(surrogate, perturbed)
+        sharp = surrogate.adversarial_gradient(perturbed)
         flat_g = torch.cat([g.reshape(-1) for g in gradient.values()])
         flat_s = torch.cat([g.reshape(-1) for g in sharp.values()])
         diagnostics = {

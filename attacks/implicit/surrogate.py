@@ -26,6 +26,18 @@ Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (real users'
 INIT_STD = 0.1
 
 
+SCORE_CHUNK = 2**26  # scores held at once when L_adv is a mean over the users (ML-1M's 22.4 M fit in one chunk)
+_USER_MEANS: set[Objective] = set()
+
+
+def user_mean(objective: Objective) -> Objective:
+    """Declare ``objective`` a mean over the real users (every user weighing the same), so that the surrogate
+    takes it and its gradient in chunks of users: the n × m scores never exist whole (full Gowalla: 1.2 G)."""
+    _USER_MEANS.add(objective)
+    return objective
+
+
+@user_mean
 def softmax_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """RevAdv's L_adv: −mean over the users and targets of log softmax_t(s_u·)."""
     return -torch.log_softmax(scores, dim=1)[:, targets].mean()
@@ -79,8 +91,27 @@ class ThetaSurrogate:
         everyone = torch.arange(self.num_real + fake.shape[0], device=self.device)
         return self.rows(fake.to(self.device, self.dtype)).loss(theta, everyone)
 
+    def _user_chunks(self) -> list[tuple[int, int]]:
+        """Spans of real users whose scores are taken at once: all of them unless L_adv is a user mean."""
+        n = self.num_real
+        size = max(1, SCORE_CHUNK // self.setting.num_items) if self.objective in _USER_MEANS else n
+        return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+    def _chunk_loss(self, theta: Theta, start: int, stop: int) -> torch.Tensor:
+        """L_adv of users ``start``..``stop``, weighted by their share of the real users."""
+        share = (stop - start) / self.num_real
+        return self.objective(theta["user_real"][start:stop] @ theta["item"].T, self.targets) * share
+
     def adversarial_loss(self, theta: Theta) -> torch.Tensor:
-        return self.objective(theta["user_real"] @ theta["item"].T, self.targets)
+        return sum(self._chunk_loss(theta, start, stop) for start, stop in self._user_chunks())
+
+    def adversarial_gradient(self, theta: Theta) -> Theta:
+        """∇θ L_adv at ``theta``, summed over the chunks of users."""
+        total: Theta = {}
+        for start, stop in self._user_chunks():
+            grads = torch.func.grad(self._chunk_loss)(theta, start, stop)
+            total = grads if not total else {k: total[k] + grads[k] for k in total}
+        return total
 
     def target_norm(self, theta: Theta) -> torch.Tensor:
         """‖Q_T‖_F, the scale SharpAP's radius is relative to."""
