@@ -164,6 +164,20 @@ def test_sparse_data_trains_on_clicks_with_the_dense_rows_fit_and_hypergradient(
     assert float(fits[1].vjp(cotangent).abs().max()) > 1e-6
 
 
+@pytest.mark.parametrize("name, users, items, train, fake, budget, clicks", [
+    ("fed-ml", 6040, 3706, 802_552, 60, 133, False),  # 4.5 % clicked: RevAdv's dense rows
+    ("gowalla", 3780, 5000, 65_165, 38, 17, True),  # the seeded CPU subsample, 0.34 %
+    ("gowalla-full", 29_858, 40_981, 810_128, 299, 27, True),  # the whole split, 0.066 %
+])
+def test_real_datasets_fake_users_budget_and_row_form(shared_datasets, name, users, items, train, fake, budget, clicks):
+    from experiments.sharpap_cell import load, setting
+    dataset = load(name, str(shared_datasets))
+    poison = setting(dataset, 0)
+    assert (dataset.num_users, dataset.num_items, dataset.train.nnz, poison.num_fake, poison.budget) == (
+        users, items, train, fake, budget)
+    assert isinstance(WMFSurrogate(poison, WMFSettings(dim=2), 0).real, Clicks) == clicks
+
+
 @pytest.mark.parametrize("base", list(GRADIENT_BASES))
 def test_a_user_mean_objective_is_taken_in_chunks_of_users(setting, base, monkeypatch):
     objective = GRADIENT_BASES[base][0](setting, 0)
