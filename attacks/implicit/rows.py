@@ -44,6 +44,7 @@ class Clicks:
         return positions, self.items[starts[positions] + within]
 
     def dense(self, num_items: int, dtype: torch.dtype) -> torch.Tensor:
+        """R as a dense n × ``num_items`` 0/1 matrix."""
         real = torch.zeros(self.num_users, num_items, dtype=dtype, device=self.indptr.device)
         rows = torch.repeat_interleave(torch.arange(self.num_users, device=real.device), torch.diff(self.indptr))
         real[rows, self.items] = 1.0
