@@ -15,9 +15,12 @@ unrolled second-order pass slower, so real rows stay dense down to ``CLICK_ROWS_
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-Theta = dict[str, torch.Tensor]
+if TYPE_CHECKING:  # surrogate imports this module
+    from attacks.implicit.surrogate import Theta
 CLICK_ROWS_BELOW = 0.01  # share of the real n × m entries clicked under which the real rows are kept as clicks
 
 
