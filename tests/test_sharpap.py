@@ -121,6 +121,25 @@ def test_hypergradient_equals_finite_differences_on_a_tiny_problem():
         assert float(grad[row, col]) == pytest.approx(numeric, rel=1e-4, abs=1e-9)
 
 
+def test_stepwise_vjp_equals_one_vjp_through_the_whole_unrolled_training(setting):
+    surrogate = WMFSurrogate(setting, TINY_WMF, seed=0, dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    fake = torch.rand(setting.num_fake, setting.num_items, generator=g, dtype=torch.float64)
+    orders = [torch.randperm(setting.train.num_users + setting.num_fake, generator=g) for _ in range(4)]
+    theta = surrogate.initial_theta()
+    zeros = ({k: torch.zeros_like(v) for k, v in theta.items()}, {k: torch.zeros_like(v) for k, v in theta.items()})
+    theta, state, step = surrogate._epochs(theta, zeros, 0, fake, orders[:2])  # Adam's moments are not zero
+
+    theta_e, stepwise = surrogate._unrolled(theta, state, step, fake, orders[2:])  # 2 epochs of 3 batches
+    whole, vjp = torch.func.vjp(lambda x: surrogate._epochs(theta, state, step, x, orders[2:])[0], fake)
+    torch.testing.assert_close(theta_e, whole, rtol=0, atol=0)
+    cotangent = surrogate.adversarial_gradient(theta_e)
+    reference = vjp(cotangent)[0]
+    torch.testing.assert_close(stepwise(cotangent), reference, rtol=1e-12, atol=1e-15)
+    assert torch.equal(stepwise(cotangent), stepwise(cotangent))  # the saved inputs are not consumed
+    assert float(reference.abs().max()) > 1e-4
+
+
 def test_inner_loss_from_the_clicks_equals_revadvs_dense_rows():
     train = Interactions.from_lists([[0, 1, 1], [1, 2, 3], [4, 5], [0, 5, 6], [2, 6]])  # user 0 clicks item 1 twice
     surrogate = WMFSurrogate(PoisonSetting(train, 7, np.array([3]), 2, 4), WMFSettings(dim=3), seed=0,
@@ -146,6 +165,24 @@ def test_inner_loss_from_the_clicks_equals_revadvs_dense_rows():
             for argnums in (0, 1):  # the inner gradient on Θ and on X
                 torch.testing.assert_close(torch.func.grad(loss, argnums)(theta, fake, batch),
                                            torch.func.grad(written_out, argnums)(theta, fake, batch))
+
+
+def test_click_rows_gradient_is_the_same_on_every_call_with_two_threads():
+    g = torch.Generator().manual_seed(0)
+    users, items, dim = 2000, 5000, 32
+    counts = torch.randint(5, 16, (users,), generator=g)
+    clicks = Clicks(torch.cat((torch.zeros(1, dtype=torch.long), counts.cumsum(0))),
+                    torch.randint(0, items, (int(counts.sum()),), generator=g))  # ≈ 20,000 clicks, items repeated
+    theta = {"user_real": torch.randn(users, dim, generator=g), "user_fake": torch.randn(3, dim, generator=g),
+             "item": torch.randn(items, dim, generator=g)}
+    rows = ClickRows(clicks, torch.rand(3, items, generator=g), 20.0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = [torch.func.grad(rows.loss)(theta, torch.arange(users + 3)) for _ in range(8)]
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(grads[0][k], other[k]) for other in grads[1:] for k in theta)
 
 
 def test_sparse_data_trains_on_clicks_with_the_dense_rows_fit_and_hypergradient():

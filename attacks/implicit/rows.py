@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+from torch.nn.functional import embedding  # a row gather whose backward adds repeated rows in a fixed order
 
 if TYPE_CHECKING:  # surrogate imports this module
     from attacks.implicit.surrogate import Theta
@@ -55,15 +56,17 @@ class Clicks:
 
 
 class DenseRows:
-    """Y = [R; X] as one dense matrix."""
+    """Y = [R; X] with R dense (the rows of a batch are gathered from R and X, never concatenated whole)."""
 
     def __init__(self, real: torch.Tensor, fake: torch.Tensor, alpha: float) -> None:
-        self.y, self.alpha = torch.cat((real, fake)), alpha
+        self.real, self.fake, self.alpha = real, fake, alpha
 
     def loss(self, theta: Theta, batch: torch.Tensor) -> torch.Tensor:
         """The weighted squared error of the rows ``batch`` of Y."""
+        n = len(self.real)
+        rows = torch.where((batch < n)[:, None], self.real[batch.clamp(max=n - 1)], self.fake[(batch - n).clamp(min=0)])
         users = torch.cat((theta["user_real"], theta["user_fake"]))[batch]
-        return _weighted_error(self.y[batch], users, theta["item"], self.alpha)
+        return _weighted_error(rows, users, theta["item"], self.alpha)
 
 
 class ClickRows:
@@ -78,6 +81,6 @@ class ClickRows:
         real, fake = batch[batch < n], batch[batch >= n] - n
         users = theta["user_real"][real]
         positions, clicked = self.clicks.of(real)
-        scores = (users[positions] * items[clicked]).sum(1)
+        scores = (embedding(positions, users) * embedding(clicked, items)).sum(1)
         real_part = ((users @ (items.T @ items)) * users).sum() + (self.alpha * (1 - scores) ** 2 - scores ** 2).sum()
         return real_part + _weighted_error(self.fake[fake], theta["user_fake"][fake], items, self.alpha)

@@ -5,13 +5,17 @@ differentiated w.r.t. the fake rows (truncated unrolling).
 Inner loss (``rows``): the weights come from the mask, so X's gradient flows
 through the residual only. Adam (lr 1e-2, L2 1e-5 through the gradient,
 as torch's ``weight_decay``) is written functionally: the inner gradients are ``torch.func.grad``
-and θ_E(X) is differentiated with ``torch.func.vjp``, so any cotangent on Θ (the adversarial
-gradient at θ_E, or at a perturbed θ_E + v for SharpAP) maps to ∂/∂X with one VJP.
+and θ_E(X) is differentiated with ``torch.func.vjp`` one Adam step at a time, backwards from each unrolled
+step's saved input (θ and the two moments): 3|θ| kept per step instead of the whole tape, for one extra forward
+pass. Any cotangent on Θ (the adversarial gradient at θ_E, or at a perturbed θ_E + v for SharpAP) maps to ∂/∂X
+with one such reverse pass.
 """
 
 from __future__ import annotations
 
+import functools
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +24,7 @@ from attacks.implicit.profiles import PoisonSetting
 from attacks.implicit.surrogate import Objective, SurrogateFit, Theta, ThetaSurrogate, softmax_loss
 
 BETAS, EPS = (0.9, 0.999), 1e-8
+AdamState = tuple[Theta, Theta]  # (first, second) moments
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,8 @@ class WMFSettings:
             raise ValueError(f"invalid WMF surrogate settings {self}")
 
 
-def adam_step(theta: Theta, grads: Theta, state: tuple[Theta, Theta], step: int, lr: float,
-              weight_decay: float) -> tuple[Theta, tuple[Theta, Theta]]:
+def adam_step(theta: Theta, grads: Theta, state: AdamState, step: int, lr: float,
+              weight_decay: float) -> tuple[Theta, AdamState]:
     """One Adam step (torch.optim.Adam's update with L2 weight decay), functional."""
     first, second = state
     new_theta, new_first, new_second = {}, {}, {}
@@ -72,15 +77,43 @@ class WMFSurrogate(ThetaSurrogate):
         self.settings = settings
         self.previous: Theta | None = None
 
-    def _epochs(self, theta: Theta, state, step: int, fake: torch.Tensor, orders: list[torch.Tensor]):
+    def _step(self, step: int, batch: torch.Tensor, theta: Theta, state: AdamState, fake: torch.Tensor
+              ) -> tuple[Theta, AdamState]:
+        """Adam step ``step`` on the rows ``batch`` of [R; ``fake``]."""
+        grads = torch.func.grad(self.rows(fake).loss)(theta, batch)
+        return adam_step(theta, grads, state, step, self.settings.lr, self.settings.weight_decay)
+
+    def _steps(self, step: int, orders: list[torch.Tensor]) -> list[tuple[int, torch.Tensor]]:
+        """(step number, row batch) of every Adam step over the row orders, the first numbered ``step`` + 1."""
+        batches = [batch for order in orders for batch in order.split(self.settings.batch_rows)]
+        return list(enumerate(batches, start=step + 1))
+
+    def _epochs(self, theta: Theta, state: AdamState, step: int, fake: torch.Tensor, orders: list[torch.Tensor]
+                ) -> tuple[Theta, AdamState, int]:
         """Adam over the row batches of each order; returns (θ, state, step)."""
-        gradient = torch.func.grad(self.rows(fake).loss)
-        for order in orders:
-            for batch in order.split(self.settings.batch_rows):
-                step += 1
-                grads = gradient(theta, batch)
-                theta, state = adam_step(theta, grads, state, step, self.settings.lr, self.settings.weight_decay)
+        for step, batch in self._steps(step, orders):
+            theta, state = self._step(step, batch, theta, state, fake)
         return theta, state, step
+
+    def _unrolled(self, theta: Theta, state: AdamState, step: int, fake: torch.Tensor, orders: list[torch.Tensor]
+                  ) -> tuple[Theta, Callable[[Theta], torch.Tensor]]:
+        """θ_E after the epochs ``orders`` and the VJP of ``fake`` → θ_E, taken one Adam step at a time backwards
+        from each step's saved input (θ, Adam state): 3|θ| kept per step instead of the whole tape."""
+        inputs = []
+        for step, batch in self._steps(step, orders):
+            inputs.append((step, batch, theta, state))
+            theta, state = self._step(step, batch, theta, state, fake)
+
+        def vjp(cotangent: Theta) -> torch.Tensor:
+            cot_theta, cot_state = cotangent, tuple({k: torch.zeros_like(v) for k, v in m.items()} for m in state)
+            cot_fake = torch.zeros_like(fake)
+            for step_k, batch, theta_k, state_k in reversed(inputs):
+                _, pull = torch.func.vjp(functools.partial(self._step, step_k, batch), theta_k, state_k, fake)
+                cot_theta, cot_state, cot_step = pull((cot_theta, cot_state))
+                cot_fake += cot_step
+            return cot_fake
+
+        return theta, vjp
 
     def fit(self, fake: torch.Tensor, differentiable: bool = True) -> SurrogateFit:
         """Train on [R; ``fake``]: plain epochs, then ``unroll`` epochs through ``torch.func.vjp``."""
@@ -97,13 +130,9 @@ class WMFSurrogate(ThetaSurrogate):
         home = fake.device  # the outer loop's X stays where it is; the fit runs on ``self.device``
         fake = fake.detach().to(self.device, self.dtype)
         theta, state, step = self._epochs(theta, state, 0, fake, orders[:plain])
-
-        def unrolled(x: torch.Tensor) -> Theta:
-            return self._epochs(theta, state, step, x, orders[plain:])[0]
-
-        theta_e, vjp = torch.func.vjp(unrolled, fake) if unroll else (theta, None)
+        theta_e, vjp = self._unrolled(theta, state, step, fake, orders[plain:]) if unroll else (theta, None)
         self.previous = {k: v.detach() for k, v in theta_e.items()}
-        return SurrogateFit(self.previous, fake, (lambda cot: vjp(cot)[0].to(home)) if vjp is not None else _no_vjp)
+        return SurrogateFit(self.previous, fake, (lambda cot: vjp(cot).to(home)) if vjp is not None else _no_vjp)
 
 
 def _no_vjp(cotangent: Theta) -> torch.Tensor:
