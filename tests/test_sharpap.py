@@ -19,8 +19,11 @@ from attacks.implicit.revadv import RevAdvSettings, plain_cotangent, project
 from attacks.implicit.rows import ClickRows, Clicks, DenseRows
 from attacks.implicit.sharpap import SharpAP, SharpSettings, perturbation
 from attacks.implicit.wmf_surrogate import WMFSettings, WMFSurrogate
+from central.ranking_learner import TrainSettings, train_native
+from experiments import sharpap_cell
 from recsys.data import make_synthetic
 from recsys.data.dataset import Interactions
+from recsys.models.ranking import make_model
 
 TINY_WMF = WMFSettings(dim=8, epochs=6, unroll=2, batch_rows=64, warm_epochs=2)
 
@@ -514,6 +517,25 @@ def test_injected_profiles_promote_the_targets_on_a_retrained_victim(setting):
     clean = target_hr(setting.train)
     poisoned = target_hr(bandwagon_attack(many, np.random.default_rng(0)).inject(setting.train))
     assert poisoned > 3 * clean and poisoned > clean + 0.05  # measured: 0.023 -> 0.089
+
+
+@pytest.mark.parametrize("threads, device, deterministic", [(1, "cpu", False), (2, "cpu", True), (2, "cuda", False)])
+def test_cells_with_several_cpu_threads_train_a_victim_to_the_same_numbers(threads, device, deterministic):
+    data = make_synthetic(num_users=2000, num_items=1000, mean_items_per_user=20, seed=4)
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        sharpap_cell._set_threads({"threads": threads, "device": device})
+        assert torch.get_num_threads() == threads and torch.are_deterministic_algorithms_enabled() == deterministic
+        if device == "cpu":
+            trained = []
+            for _ in range(2):
+                model = make_model("bpr", data.num_users, data.num_items, 64, torch.Generator().manual_seed(0))
+                train_native(model, data.train, TrainSettings(2, 1e-2, 8192), seed=0)
+                trained.append(model.user_emb.detach().clone())
+            assert torch.equal(*trained)
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1])
 
 
 def test_paired_p_is_nan_without_variation_in_the_differences():
