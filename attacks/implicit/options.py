@@ -7,9 +7,9 @@ Surrogates, by name (``SURROGATE_PRESETS``):
 settings RevAdv pairs with it (threshold 0.1, the fake users click the targets).
 
 Presets of each: ``paper``: RevAdv's hyper-parameters (for ``wmf``: d = 128, 50 epochs with the last 10
-unrolled, re-fitted from scratch every outer iteration: about 16 minutes of one core and 10 GiB for a RevAdv
+unrolled, re-fitted from scratch every outer iteration: about 16 minutes of one core and 3 GiB for a RevAdv
 run on ML-1M); ``lean``: d = 64 (for ``wmf``: a first fit of 40 epochs, then warm-started fits of 10 plain +
-3 unrolled epochs, about 4 minutes of one core and 3.7 GiB); ``ci``: a synthetic end-to-end check in seconds.
+3 unrolled epochs, about 4 minutes of one core and 2 GiB); ``ci``: a synthetic end-to-end check in seconds.
 A new surrogate is one module (settings + a class with ``ThetaSurrogate``'s interface and ``fit``) plus an
 entry in ``SURROGATES`` and ``SURROGATE_PRESETS``.
 """
