@@ -29,7 +29,7 @@ from attacks.implicit.wmf_surrogate import WMFSurrogate  # noqa: E402
 from central.ranking_learner import RankingLearner, TrainSettings, native_objective  # noqa: E402
 from attacks.implicit import PRESETS  # noqa: E402
 from experiments.sharpap import DATASETS, VICTIM_CHOICES, VICTIM_DIM, VICTIM_PRESETS  # noqa: E402
-from experiments.sharpap_cell import load, setting  # noqa: E402
+from experiments.sharpap_cell import load, setting, use_threads  # noqa: E402
 from recsys.models.ranking import make_model  # noqa: E402
 from recsys.models.wrmf import als_solve  # noqa: E402
 
@@ -109,9 +109,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="epochs timed per victim (after one untimed epoch)")
     parser.add_argument("--victims", nargs="+", choices=VICTIM_CHOICES, default=list(VICTIM_CHOICES))
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (above one with deterministic algorithms, as in the cells)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads, args.device)
     dataset = load(args.dataset, args.data_dir)
     print(dataset.describe())
     if args.device == "cpu":

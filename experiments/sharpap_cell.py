@@ -114,14 +114,13 @@ def attack_options(params: dict[str, Any]) -> AttackOptions:
                          SharpSettings(**params["sharp"]), device=params.get("device", "cpu"))
 
 
-def _set_threads(params: dict[str, Any]) -> None:
-    """``params["threads"]`` torch threads. With several on the CPU, deterministic algorithms too: the backward
-    pass of a row gather (an embedding lookup) otherwise adds repeated rows in thread order, so the same cell gave
-    other numbers on every run; the deterministic one was also faster there (BPR-MF epoch on ML-1M, two threads:
-    0.56–0.59 s against 1.14–1.16 s). CUDA keeps its defaults."""
-    threads = params.get("threads", 1)
+def use_threads(threads: int, device: str = "cpu") -> None:
+    """``threads`` torch threads. With several on the CPU, deterministic algorithms too: the backward pass of a row
+    gather (an embedding lookup) otherwise adds repeated rows in thread order, so the same cell gave other numbers
+    on every run; the deterministic one was also faster there (a BPR-MF epoch on ML-1M at two threads: 0.56–0.59 s
+    against 1.14–1.16 s). CUDA keeps its defaults."""
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(threads > 1 and params.get("device", "cpu") == "cpu")
+    torch.use_deterministic_algorithms(threads > 1 and device == "cpu")
 
 
 def _peak_mib() -> float:
@@ -130,7 +129,7 @@ def _peak_mib() -> float:
 
 def run_attack(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Attack cell: generate the fake profiles of ``params["attack"]`` and save them in ``folder``."""
-    _set_threads(params)
+    use_threads(params.get("threads", 1), params.get("device", "cpu"))
     start = time.perf_counter()
     _, poison = cell_setting(params)
     profiles, history = generate(params["attack"], poison, attack_options(params), params["run"])
@@ -145,7 +144,7 @@ def run_attack(params: dict[str, Any], folder: Path) -> dict[str, Any]:
 def run_iterates(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Iterates cell: RevAdv's loop as in its attack cell; saves the iterates X_t, t in ``params["iterates"]``, in
     ``folder`` with the surrogate's H@50 as the loop scored them and as a surrogate fitted from scratch scores them."""
-    _set_threads(params)
+    use_threads(params.get("threads", 1), params.get("device", "cpu"))
     _, poison = cell_setting(params)
     options, wanted, rows = attack_options(params), set(params["iterates"]), []
 
@@ -167,7 +166,7 @@ def run_victim(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Victim cell: train ``params["victim"]`` from scratch on the real users plus the profiles
     file ``params["profiles"]`` (none: clean), measure the targets' promotion and the utility;
     ``params["draw"]`` (default 0) picks the victim's seed (its initialisation and batches) for the run."""
-    _set_threads(params)
+    use_threads(params.get("threads", 1), params.get("device", "cpu"))
     start = time.perf_counter()
     dataset, poison = cell_setting(params)
     train = dataset.train

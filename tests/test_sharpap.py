@@ -524,7 +524,7 @@ def test_cells_with_several_cpu_threads_train_a_victim_to_the_same_numbers(threa
     data = make_synthetic(num_users=2000, num_items=1000, mean_items_per_user=20, seed=4)
     before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
-        sharpap_cell._set_threads({"threads": threads, "device": device})
+        sharpap_cell.use_threads(threads, device)
         assert torch.get_num_threads() == threads and torch.are_deterministic_algorithms_enabled() == deterministic
         if device == "cpu":
             trained = []
