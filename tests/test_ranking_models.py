@@ -9,11 +9,13 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from central.ranking_learner import TrainSettings, train_native
 from recsys.data import make_synthetic
 from recsys.data.dataset import Interactions
-from recsys.models.graph import drop_edges, info_nce, normalised_adjacency, propagate
+from recsys.models import graph
+from recsys.models.graph import ChunkedInfoNCE, drop_edges, info_nce, normalised_adjacency, propagate
 from recsys.models.ranking import MODELS, make_model
 from recsys.promotion_metrics import PopularityScorer, popularity_bands, promotion, utility
 
@@ -154,6 +156,34 @@ def test_edge_dropout_and_info_nce():
     expected = (-math.log(math.exp(1 / 0.2) / (math.exp(1 / 0.2) + math.exp(s / 0.2)))
                 - math.log(math.exp(s / 0.2) / (math.exp(0.0) + math.exp(s / 0.2)))) / 2
     assert float(info_nce(z1, z2, 0.2)) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 100])
+def test_chunked_info_nce_equals_the_whole_logits_matrix(chunk):
+    """The chunked InfoNCE (large batches) gives the loss and both gradients of the n × n computation."""
+    generator = torch.Generator().manual_seed(0)
+    view1, view2 = (torch.randn(64, 5, generator=generator, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    z1, z2 = F.normalize(view1, dim=-1), F.normalize(view2, dim=-1)
+    whole = F.cross_entropy(z1 @ z2.T / 0.2, torch.arange(64))
+    chunked = ChunkedInfoNCE.apply(z1, z2, 0.2, chunk)
+    torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=0)
+    weight = torch.randn(64, 5, generator=generator, dtype=torch.float64)
+    expected = torch.autograd.grad(whole * 3 + (z1 * weight).sum(), (view1, view2), retain_graph=True)
+    actual = torch.autograd.grad(chunked * 3 + (z1 * weight).sum(), (view1, view2))
+    for got, want in zip(actual, expected):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_info_nce_switches_to_chunks_above_the_block(monkeypatch):
+    generator = torch.Generator().manual_seed(1)
+    view1, view2 = torch.randn(40, 3, generator=generator), torch.randn(40, 3, generator=generator)
+    whole = info_nce(view1, view2, 0.2)
+    calls = []
+    monkeypatch.setattr(graph, "INFO_NCE_BLOCK", 40 * 40 - 1)
+    monkeypatch.setattr(graph, "INFO_NCE_CHUNK", 7 * 40)
+    monkeypatch.setattr(graph.ChunkedInfoNCE, "apply", lambda *args: calls.append(args[3]) or whole)
+    info_nce(view1, view2, 0.2)
+    assert calls == [7]
 
 
 @pytest.mark.parametrize("bound", [False, True])
