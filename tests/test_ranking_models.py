@@ -178,12 +178,12 @@ def test_info_nce_switches_to_chunks_above_the_block(monkeypatch):
     generator = torch.Generator().manual_seed(1)
     view1, view2 = torch.randn(40, 3, generator=generator), torch.randn(40, 3, generator=generator)
     whole = info_nce(view1, view2, 0.2)
-    calls = []
+    calls, chunked_apply = [], graph.ChunkedInfoNCE.apply
     monkeypatch.setattr(graph, "INFO_NCE_BLOCK", 40 * 40 - 1)
     monkeypatch.setattr(graph, "INFO_NCE_CHUNK", 7 * 40)
-    monkeypatch.setattr(graph.ChunkedInfoNCE, "apply", lambda *args: calls.append(args[3]) or whole)
-    info_nce(view1, view2, 0.2)
-    assert calls == [7]
+    monkeypatch.setattr(graph.ChunkedInfoNCE, "apply", lambda *args: calls.append(args[3]) or chunked_apply(*args))
+    torch.testing.assert_close(info_nce(view1, view2, 0.2), whole, rtol=1e-6, atol=0)
+    assert calls == [7]  # rows per chunk: INFO_NCE_CHUNK logits over 40 columns
 
 
 @pytest.mark.parametrize("bound", [False, True])
