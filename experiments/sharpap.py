@@ -43,9 +43,9 @@ from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
 from recsys.promotion_metrics import BANDS, popularity_bands
 
-# fed-ml = ML-1M implicit; gowalla = a seeded CPU subsample; gowalla-full = the whole split (a GPU's size);
-# synthetic = CI size
-DATASETS = ("fed-ml", "gowalla", "gowalla-full", "synthetic")
+# fed-ml = ML-1M implicit; gowalla = a seeded CPU subsample; gowalla-full = the whole split; amazon-book = the
+# whole LightGCN split (files given by the user); synthetic = CI size
+DATASETS = ("fed-ml", "gowalla", "gowalla-full", "amazon-book", "synthetic")
 VICTIMS = ("wrmf", "bpr", "lightgcn", "sgl", "simgcl")  # the default: the SharpAP paper's five
 VICTIM_CHOICES = (*VICTIMS, "wmf-adam")  # + RevAdv's WRMF victim: WMF trained by Adam, as its surrogate
 CONDITIONS = ("none", *ATTACKS)

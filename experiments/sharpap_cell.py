@@ -65,8 +65,8 @@ def cpu_gowalla(dataset: Dataset, users: int, items: int, seed: int = 0) -> Data
 @lru_cache(maxsize=4)
 def load(name: str, data_dir: str | None) -> Dataset:
     """The dataset of a run: ``fed-ml`` (ML-1M implicit), ``gowalla`` (CPU subsample), ``gowalla-full`` (the
-    whole LightGCN split, 29,858 x 40,981: a GPU's size) or ``synthetic``; ``data_dir`` "" or None means
-    ``$FEDREC_DATA_DIR``, else the cache."""
+    whole LightGCN split, 29,858 x 40,981), ``amazon-book`` (the whole LightGCN split) or ``synthetic``;
+    ``data_dir`` "" or None means ``$FEDREC_DATA_DIR``, else the cache."""
     if name == "synthetic":
         return load_dataset("synthetic", **SYNTHETIC)
     if name == "gowalla":

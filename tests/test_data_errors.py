@@ -98,12 +98,14 @@ def test_missing_file_for_parser(tmp_path: Path) -> None:
         read_user_lists(tmp_path / "test.dat")
 
 
-def test_missing_dataset_names_the_expected_paths(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["gowalla", "amazon-book"])
+def test_missing_dataset_names_the_expected_paths(tmp_path: Path, name: str) -> None:
     with pytest.raises(DatasetNotFoundError) as caught:
-        load_dataset("gowalla", data_dir=tmp_path)
+        load_dataset(name, data_dir=tmp_path)
     message = str(caught.value)
-    assert str(tmp_path / "gowalla" / "train.txt") in message
-    assert str(tmp_path / "gowalla" / "test.txt") in message
+    assert str(tmp_path / name / "train.txt") in message
+    assert str(tmp_path / name / "test.txt") in message
+    assert f"LightGCN-PyTorch data/{name}/" in message
     assert isinstance(caught.value, FileNotFoundError)
 
 

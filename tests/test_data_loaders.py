@@ -254,6 +254,16 @@ def test_gzip_and_crlf_are_transparent(tmp_path: Path) -> None:
     assert zipped.train.user(0).tolist() == [3, 1]
 
 
+def test_amazon_book_reads_the_lightgcn_split_from_its_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "amazon-book"
+    folder.mkdir()
+    (folder / "train.txt.gz").write_bytes(gzip.compress(b"0 0 1 2\n1 2 3\n2 4\n"))
+    write(folder / "test.txt", "0 3\n1 0\n2 1 2\n")
+    ds = load_dataset("amazon-book", data_dir=tmp_path)
+    assert (ds.name, ds.num_users, ds.num_items, ds.train.nnz, ds.test.nnz) == ("amazon-book", 3, 5, 6, 4)
+    assert [ds.test.user(u).tolist() for u in range(3)] == [[3], [0], [1, 2]]
+
+
 def test_user_lists_merge_lines_and_fill_missing_users(tmp_path: Path) -> None:
     lists = read_user_lists(write(tmp_path / "test.txt", "0 1 2\n3\n0 7\n"))
     assert lists.num_users == 4
@@ -306,7 +316,9 @@ def test_min_user_ratings_option(tmp_path: Path) -> None:
 
 
 def test_dataset_names() -> None:
-    assert DATASET_NAMES == ("synthetic", "fed-ml", "fed-az", "ml-100k", "ml-1m", "filmtrust", "steam", "gowalla")
+    assert DATASET_NAMES == (
+        "synthetic", "fed-ml", "fed-az", "ml-100k", "ml-1m", "filmtrust", "steam", "gowalla", "amazon-book"
+    )
     with pytest.raises(ValueError, match="choose one of synthetic, fed-ml"):
         load_dataset("ml-20m")
 

@@ -399,7 +399,7 @@ def test_preset_model_options_reach_the_victim_cell():
     assert second.params["draw"] == 2 and second.key == "victim-wrmf-e10-fed-ml-none-r0-v2"
 
 
-def test_command_line_rejects_bad_settings(capsys):
+def test_command_line_rejects_bad_settings(capsys, tmp_path):
     from experiments.sharpap import main
 
     for option in ("--runs", "--victim-draws"):
@@ -416,6 +416,8 @@ def test_command_line_rejects_bad_settings(capsys):
         assert "torch sees no CUDA GPU" in capsys.readouterr().err
     assert main(["iterates", "--iterates", "0", "-1"]) == 2
     assert "--iterates must be >= 0" in capsys.readouterr().err
+    assert main(["table", "--datasets", "amazon-book", "--data-dir", str(tmp_path)]) == 2  # before any run
+    assert f"missing {tmp_path / 'amazon-book' / 'train.txt'}" in capsys.readouterr().err
 
 
 def test_iterates_command_follows_the_attack_cells_loop(tmp_path):

@@ -164,6 +164,12 @@ DATASETS: dict[str, SyntheticSpec | SplitSpec | RatingsSpec] = {
     "gowalla": SplitSpec(
         "gowalla", "train.txt", "test.txt", "the LightGCN split, github.com/gusye1234/LightGCN-PyTorch data/gowalla/"
     ),
+    "amazon-book": SplitSpec(
+        "amazon-book",
+        "train.txt",
+        "test.txt",
+        "the LightGCN split, github.com/gusye1234/LightGCN-PyTorch data/amazon-book/",
+    ),
 }
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
 
