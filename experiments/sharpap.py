@@ -26,7 +26,7 @@ import argparse
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from experiments.sharpap_cell import (FAKE_SHARE, TARGET_BANDS, UNIFORM, VICTIM_
 from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
+from recsys.models.ranking import check_hyper_parameters, hyper_parameters
 from recsys.promotion_metrics import BANDS, popularity_bands
 
 # fed-ml = ML-1M implicit; gowalla = a seeded CPU subsample; gowalla-full = the whole split; amazon-book = the
@@ -69,6 +70,57 @@ class VictimTraining:
 
 def _victims(**entries: tuple) -> dict[str, VictimTraining]:
     return {name: VictimTraining(*entry) for name, entry in entries.items()}
+
+
+TRAINING_FIELDS = {"epochs": 1, "lr": 0, "batch": 1, "weight_decay": 0, "dim": 1}  # each one's least value (lr: >)
+
+
+def _set_value(text: str) -> bool | float:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number, true or false") from None
+
+
+def _training_value(name: str, value: bool | float) -> int | float:
+    converted = float(value) if name in ("lr", "weight_decay") else int(value)
+    least = TRAINING_FIELDS[name]
+    if isinstance(value, bool) or converted != value or converted < least or (name == "lr" and converted == 0):
+        relation = "> 0" if name == "lr" else f">= {least}"
+        raise ValueError(f"{name} must be {'an integer ' if isinstance(converted, int) else ''}{relation}")
+    return converted
+
+
+def victim_overrides(entries: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``--victim-set`` entries ``VICTIM.NAME=VALUE`` as {victim: {name: value}}: NAME one of ``TRAINING_FIELDS``
+    or a hyper-parameter of the victim's model (``recsys.models.ranking.hyper_parameters``)."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        target, _, text = entry.partition("=")
+        victim, _, name = target.partition(".")
+        if not (victim and name and text):
+            raise UsageError(f"--victim-set {entry}: expected VICTIM.NAME=VALUE, e.g. simgcl.ssl_weight=0")
+        check_choices("--victim-set", [victim], VICTIM_CHOICES)
+        if name not in TRAINING_FIELDS and name not in (known := hyper_parameters(victim)):
+            raise UsageError(f"--victim-set {entry}: {victim} has no setting {name!r}; choose a training setting "
+                             f"({', '.join(TRAINING_FIELDS)}) or a hyper-parameter ({', '.join(known) or 'none'})")
+        try:
+            value = _set_value(text)
+            value = (_training_value(name, value) if name in TRAINING_FIELDS
+                     else check_hyper_parameters(victim, {name: value})[name])
+        except ValueError as error:
+            raise UsageError(f"--victim-set {entry}: {error}") from None
+        chosen.setdefault(victim, {})[name] = value
+    return chosen
+
+
+def overridden(training: VictimTraining, changes: dict[str, Any]) -> VictimTraining:
+    """``training`` with ``changes`` (``victim_overrides``' entries of one victim) applied."""
+    settings = {name: value for name, value in changes.items() if name in TRAINING_FIELDS}
+    options = {name: value for name, value in changes.items() if name not in TRAINING_FIELDS}
+    return replace(training, **settings, options={**training.options, **options})
 
 
 REVADV_WMF = (50, 1e-2, 2048, {}, 1e-5, 128)  # RevAdv's own WRMF victim (WeightedMF-sgd), cheap: both presets
@@ -127,7 +179,9 @@ class Experiment:
         self.options = {"surrogate": asdict(surrogate), "revadv": asdict(revadv),
                         "sharp": asdict(SharpSettings(kappa=args.kappa, mode=args.sharp_mode))}
         self.victim_preset = args.victim_preset or args.preset
-        self.victim_settings = VICTIM_PRESETS[self.victim_preset]
+        changes = victim_overrides(args.victim_set)
+        self.victim_settings = {victim: overridden(training, changes.get(victim, {}))
+                                for victim, training in VICTIM_PRESETS[self.victim_preset].items()}
         wmf = args.surrogate == "wmf"  # cells of the WMF surrogate keep their keys and parameters
         self.surrogate = {} if wmf else {"surrogate_name": args.surrogate}
         self.surrogate_tag = "" if wmf else f"-{args.surrogate}"
@@ -165,7 +219,11 @@ class Experiment:
                   **self.band, **self.share, **self.device,
                   **({"options": training.options} if training.options else {}), **({"draw": draw} if draw else {})}
         source = source or f"{dataset}-none{self.band_tag}{self.share_tag}-r{run}"
-        tag = "".join(f"-{k}{v}" for k, v in training.options.items()) + (f"-d{training.dim}" if training.dim else "")
+        preset = VICTIM_PRESETS[self.victim_preset][victim]  # a preset's own settings keep their keys
+        changed = "".join(f"-{name}{getattr(training, name)}" for name in ("lr", "batch", "weight_decay")
+                          if getattr(training, name) != getattr(preset, name))
+        tag = changed + "".join(f"-{k}{v}" for k, v in training.options.items()) + (
+            f"-d{training.dim}" if training.dim else "")
         draw_tag = f"-v{draw}" if draw else ""  # draw 0 keeps the single-draw key
         return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}{draw_tag}", params)
 
@@ -439,6 +497,9 @@ def build_parser() -> CommandParser:
     parser.add_argument("--victim-draws", type=int, default=1,
                         help="with the table command: train each victim this many times per run (its own seeds), "
                              "measures averaged over the draws before the runs' mean and paired t-test (default 1)")
+    add_list(parser, "--victim-set", str, "entries", [],
+             "change a victim's training (VICTIM.epochs|lr|batch|weight_decay|dim=VALUE) or a hyper-parameter of its "
+             "model (e.g. simgcl.ssl_weight=0, lightgcn.include_ego=false); changed victims get their own cells")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the surrogate and the victims train (default cpu; cuda cells get their own keys)")
@@ -463,14 +524,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("--iterations must be >= 0")
     if any(t < 0 for t in args.iterates):
         raise UsageError("--iterates must be >= 0")
+    experiment = Experiment(args)
     for dataset in args.datasets:  # missing or malformed data fails here, in one line, before any run
         load(dataset, args.data_dir)
-    experiment = Experiment(args)
     tables = experiment.run() if args.command == "table" else experiment.iterates()
     out = Path(args.out)
     draws = f", each victim's measures averaged over {args.victim_draws} draws" if args.victim_draws > 1 else ""
     presets = (f"{args.preset} preset" if experiment.victim_preset == args.preset
                else f"{args.preset} preset's attacks, {experiment.victim_preset} preset's victims")
+    presets += f"; {' '.join(args.victim_set)}" if args.victim_set else ""
     titles = {"table": f"Target promotion (mean ± std over {args.runs} runs{draws}, {presets})",
               "iterates": "RevAdv's iterates X_t: surrogate H@50 as the loop scores them (warm-started fits) and "
                           "from scratch, and the target H@10 / H@50 of every victim retrained on them",

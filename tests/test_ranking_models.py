@@ -16,7 +16,7 @@ from recsys.data import make_synthetic
 from recsys.data.dataset import Interactions
 from recsys.models import graph
 from recsys.models.graph import ChunkedInfoNCE, drop_edges, info_nce, normalised_adjacency, propagate
-from recsys.models.ranking import MODELS, make_model
+from recsys.models.ranking import MODELS, hyper_parameters, make_model
 from recsys.promotion_metrics import PopularityScorer, popularity_bands, promotion, utility
 
 
@@ -200,10 +200,34 @@ def test_score_all_matches_pairwise_scores(name, bound):
     torch.testing.assert_close(all_scores, pairs.detach())
 
 
-def test_make_model_rejects_unknown_hyper_parameters():
-    with pytest.raises(ValueError, match="no hyper-parameter"):
+def test_make_model_rejects_unknown_hyper_parameters_and_values_their_type_cannot_hold():
+    with pytest.raises(ValueError, match="no hyper-parameter 'dropout'; its hyper-parameters: include_ego, layers"):
         make_model("lightgcn", 2, 2, 2, torch.Generator(), dropout=0.5)
-    assert make_model("sgl", 2, 2, 2, torch.Generator(), layers=4).layers == 4
+    with pytest.raises(ValueError, match="no hyper-parameter 'dump_patches'"):  # torch.nn.Module's, not the model's
+        make_model("lightgcn", 2, 2, 2, torch.Generator(), dump_patches=True)
+    with pytest.raises(ValueError, match="layers=2.5 does not fit its type int"):
+        make_model("sgl", 2, 2, 2, torch.Generator(), layers=2.5)
+    model = make_model("sgl", 2, 2, 2, torch.Generator(), layers=4.0, include_ego=0)
+    assert (model.layers, model.include_ego) == (4, False) and type(model.layers) is int
+    assert hyper_parameters("wrmf") == {"alpha": 20.0, "reg": 0.05}
+
+
+def test_simgcl_without_its_contrastive_term_is_lightgcn_with_its_encoder(synthetic):
+    """SimGCL with ssl_weight 0 trains as LightGCN with 2 layers and no ego layer: the same loss and gradient."""
+    models = [make_model("simgcl", synthetic.num_users, synthetic.num_items, 8, torch.Generator().manual_seed(0),
+                         ssl_weight=0),
+              make_model("lightgcn", synthetic.num_users, synthetic.num_items, 8, torch.Generator().manual_seed(0),
+                         layers=2, include_ego=False)]
+    users, positives = synthetic.train.row_ids()[:64], synthetic.train.items[:64]
+    negatives = torch.randint(synthetic.num_items, (64, 4), generator=torch.Generator().manual_seed(1))
+    grads = []
+    for model in models:
+        model.bind(synthetic.train)
+        model.begin_epoch(torch.Generator().manual_seed(2))
+        loss = model.training_loss(torch.as_tensor(users), torch.as_tensor(positives), negatives)
+        grads.append((loss, *torch.autograd.grad(loss, (model.user_emb, model.item_emb))))
+    for simgcl, lightgcn in zip(*grads):
+        torch.testing.assert_close(simgcl, lightgcn, rtol=0, atol=0)
 
 
 @pytest.fixture(scope="module")

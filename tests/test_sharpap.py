@@ -386,6 +386,45 @@ def test_uniform_targets_keep_their_stream_and_bad_bands_are_named():
         setting(Dataset("tiny", 3, 8, tiny, tiny), 0, band="head")
 
 
+def test_victim_set_changes_a_victims_training_and_model_in_cells_of_their_own():
+    from experiments.sharpap import Experiment, build_parser
+
+    changes = ["simgcl.ssl_weight=0", "lightgcn.lr=5e-3", "lightgcn.epochs=10", "sgl.layers=3", "sgl.include_ego=TRUE"]
+    experiment = Experiment(build_parser().parse_args(["table", "--victim-set", *changes]))
+    simgcl, lightgcn, sgl, wrmf = (experiment.victim_cell("fed-ml", v, None, 0, None)
+                                   for v in ("simgcl", "lightgcn", "sgl", "wrmf"))
+    assert simgcl.params["options"] == {"ssl_weight": 0.0}
+    assert simgcl.key == "victim-simgcl-e10-ssl_weight0.0-fed-ml-none-r0"
+    assert lightgcn.params["train"] == {"epochs": 10, "lr": 0.005, "batch_size": 32768} and "options" not in lightgcn.params
+    assert lightgcn.key == "victim-lightgcn-e10-lr0.005-fed-ml-none-r0"
+    assert sgl.params["options"] == {"include_ego": True, "layers": 3}  # the preset's option, changed, and a new one
+    assert sgl.key == "victim-sgl-e10-include_egoTrue-layers3-fed-ml-none-r0"
+    assert wrmf.key == "victim-wrmf-e10-fed-ml-none-r0"  # unchanged victims keep their cells
+    default = Experiment(build_parser().parse_args(["table"]))
+    assert default.victim_cell("fed-ml", "lightgcn", None, 0, None).key == "victim-lightgcn-e20-fed-ml-none-r0"
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("simgcl.ssl_weight", "expected VICTIM.NAME=VALUE"),
+    ("ncf.lr=1", "--victim-set: unknown ncf"),
+    ("simgcl.dropout=0.1", "simgcl has no setting 'dropout'; choose a training setting (epochs, lr, batch, "
+                           "weight_decay, dim) or a hyper-parameter (include_ego, layers, noise, reg, ssl_weight, "
+                           "temperature)"),
+    ("lightgcn.epochs=2.5", "epochs must be an integer >= 1"),
+    ("lightgcn.batch=0", "batch must be an integer >= 1"),
+    ("lightgcn.lr=0", "lr must be > 0"),
+    ("lightgcn.weight_decay=-1", "weight_decay must be >= 0"),
+    ("lightgcn.layers=2.5", "layers=2.5 does not fit its type int"),
+    ("sgl.include_ego=maybe", "'maybe' is not a number, true or false"),
+])
+def test_victim_set_names_what_was_wrong(entry, message, capsys):
+    from experiments.sharpap import main
+
+    assert main(["table", "--victim-set", entry]) == 2  # before any data is loaded
+    error = capsys.readouterr().err
+    assert error.startswith("error: --victim-set") and message in error
+
+
 def test_preset_model_options_reach_the_victim_cell():
     from experiments.sharpap import Experiment, build_parser
 

@@ -11,6 +11,7 @@ Item-side parameters (Θ in central mode) are every parameter but the user-side 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -103,18 +104,40 @@ def save_atomically(module: torch.nn.Module, path: Path) -> None:
 MODELS: dict[str, type[RankingModel]] = {"bpr": BPRMF, "ncf": NCF, "lmf": LMF, "wrmf": WRMF, "wmf-adam": AdamWMF,
                                          "lightgcn": LightGCN, "sgl": SGL, "simgcl": SimGCL}
 
-__all__ = ["MODELS", "RankingModel", "make_model", "recommend", "save_atomically", "shared_parameter_names"]
+__all__ = ["MODELS", "RankingModel", "check_hyper_parameters", "hyper_parameters", "make_model", "recommend",
+           "save_atomically", "shared_parameter_names"]
+
+
+def hyper_parameters(name: str) -> dict[str, bool | int | float]:
+    """Model ``name``'s hyper-parameters and their defaults: its numeric class attributes (``reg``, ``layers``,
+    ``alpha``, ...), the ones ``make_model``'s options override."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    kind = MODELS[name]
+    return {key: value for key in dir(kind) if not key.startswith("_") and not hasattr(torch.nn.Module, key)
+            and isinstance(value := getattr(kind, key), (bool, int, float))}
+
+
+def check_hyper_parameters(name: str, options: Mapping[str, float]) -> dict[str, bool | int | float]:
+    """``options`` as model ``name``'s hyper-parameters, each of its default's type; ``ValueError`` naming an
+    unknown one, or a value its type cannot hold exactly (``layers=2.5``, ``include_ego=3``)."""
+    known = hyper_parameters(name)
+    if unknown := [key for key in options if key not in known]:
+        raise ValueError(f"model {name!r} has no hyper-parameter {', '.join(map(repr, unknown))}; "
+                         f"its hyper-parameters: {', '.join(known) or 'none'}")
+    converted = {key: type(known[key])(value) for key, value in options.items()}
+    for key, value in options.items():
+        if converted[key] != value:
+            raise ValueError(f"model {name!r}: {key}={value!r} does not fit its type {type(known[key]).__name__}")
+    return converted
 
 
 def make_model(name: str, num_users: int, num_items: int, dim: int, generator: torch.Generator,
                **options: float) -> RankingModel:
     """A fresh model ``name`` (one of ``MODELS``) for ``num_users`` × ``num_items``; ``options``
-    override its hyper-parameters (class attributes such as ``reg``, ``layers``, ``alpha``)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    override its hyper-parameters (``hyper_parameters(name)``)."""
+    settings = check_hyper_parameters(name, options)
     model = MODELS[name](num_users, num_items, dim, generator)
-    for key, value in options.items():
-        if key.startswith("_") or not hasattr(type(model), key) or callable(getattr(type(model), key)):
-            raise ValueError(f"model {name!r} has no hyper-parameter {key!r}")
-        setattr(model, key, type(getattr(type(model), key))(value))
+    for key, value in settings.items():
+        setattr(model, key, value)
     return model
