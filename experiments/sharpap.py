@@ -79,9 +79,12 @@ def _set_value(text: str) -> bool | float:
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not a number, true or false") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number, true or false")
+    return value
 
 
 def _training_value(name: str, value: bool | float) -> int | float:

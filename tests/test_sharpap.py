@@ -415,7 +415,9 @@ def test_victim_set_changes_a_victims_training_and_model_in_cells_of_their_own()
     ("lightgcn.lr=0", "lr must be > 0"),
     ("lightgcn.weight_decay=-1", "weight_decay must be >= 0"),
     ("lightgcn.layers=2.5", "layers=2.5 does not fit its type int"),
-    ("sgl.include_ego=maybe", "'maybe' is not a number, true or false"),
+    ("sgl.include_ego=maybe", "'maybe' is not a finite number, true or false"),
+    ("sgl.temperature=nan", "'nan' is not a finite number"),
+    ("wrmf.lr=inf", "'inf' is not a finite number"),
 ])
 def test_victim_set_names_what_was_wrong(entry, message, capsys):
     from experiments.sharpap import main
