@@ -182,8 +182,8 @@ class Experiment:
         self.options = {"surrogate": asdict(surrogate), "revadv": asdict(revadv),
                         "sharp": asdict(SharpSettings(kappa=args.kappa, mode=args.sharp_mode))}
         self.victim_preset = args.victim_preset or args.preset
-        changes = victim_overrides(args.victim_set)
-        self.victim_settings = {victim: overridden(training, changes.get(victim, {}))
+        self.changes = victim_overrides(args.victim_set)
+        self.victim_settings = {victim: overridden(training, self.changes.get(victim, {}))
                                 for victim, training in VICTIM_PRESETS[self.victim_preset].items()}
         wmf = args.surrogate == "wmf"  # cells of the WMF surrogate keep their keys and parameters
         self.surrogate = {} if wmf else {"surrogate_name": args.surrogate}
@@ -311,7 +311,7 @@ class Experiment:
                     if comparison:
                         row["ΔH@10"] = f"{comparison[0]:+.4f} vs {comparison[1]}"
                         row["p (paired t)"] = comparison[2]
-                    row["paper"] = PAPER.get((d, v, at), "")
+                    row["paper"] = "" if v in self.changes else PAPER.get((d, v, at), "")  # not the paper's victim
                     rows.append(row)
         return rows
 

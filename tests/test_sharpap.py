@@ -359,6 +359,14 @@ def test_sharpap_table_command_on_synthetic_data(tmp_path, capsys):
     main(["table", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--target-band", "tail",
           "--victims", "wrmf", "--attacks", "none", "random", "--out", str(tmp_path / "tail")])
     assert {row["band"] for row in csv.DictReader((tmp_path / "tail" / "bands.csv").open())} == {"tail"}
+    tables = []
+    for changes in ([], ["--victim-set", "wrmf.alpha=1"]):  # WRMF's confidence weight α 20 -> 1; every cell cached
+        main(["table", "--datasets", "synthetic", "--runs", "2", "--preset", "ci", "--kappa", "0.5", "--victims", "wrmf",
+              "--attacks", "none", "revadv", "--out", str(tmp_path), *changes])  # but the changed victim's
+        tables.append({row["attack"]: row["N@50"] for row in csv.DictReader((tmp_path / "table.csv").open())})
+    assert "(mean ± std over 2 runs, ci preset; wrmf.alpha=1)" in (tmp_path / "table.md").read_text()
+    assert tables[0]["none"] != tables[1]["none"] and tables[0]["revadv"] != tables[1]["revadv"]
+    assert (tmp_path / "cells" / "victim-wrmf-e4-alpha1.0-synthetic-none-r0.json").is_file()
 
 
 @pytest.mark.parametrize("band", ["head", "upper-torso", "lower-torso", "tail"])
