@@ -220,13 +220,13 @@ def test_simgcl_without_its_contrastive_term_is_lightgcn_with_its_encoder(synthe
                          layers=2, include_ego=False)]
     users, positives = synthetic.train.row_ids()[:64], synthetic.train.items[:64]
     negatives = torch.randint(synthetic.num_items, (64, 4), generator=torch.Generator().manual_seed(1))
-    grads = []
+    outputs = []
     for model in models:
         model.bind(synthetic.train)
         model.begin_epoch(torch.Generator().manual_seed(2))
         loss = model.training_loss(torch.as_tensor(users), torch.as_tensor(positives), negatives)
-        grads.append((loss, *torch.autograd.grad(loss, (model.user_emb, model.item_emb))))
-    for simgcl, lightgcn in zip(*grads):
+        outputs.append((loss, *torch.autograd.grad(loss, (model.user_emb, model.item_emb))))
+    for simgcl, lightgcn in zip(*outputs):
         torch.testing.assert_close(simgcl, lightgcn, rtol=0, atol=0)
 
 
