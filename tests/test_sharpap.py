@@ -423,6 +423,7 @@ def test_victim_set_changes_a_victims_training_and_model_in_cells_of_their_own()
     ("lightgcn.lr=0", "lr must be > 0"),
     ("lightgcn.weight_decay=-1", "weight_decay must be >= 0"),
     ("lightgcn.layers=2.5", "layers=2.5 does not fit its type int"),
+    ("simgcl.noise=true", "noise=True does not fit its type float"),
     ("sgl.include_ego=maybe", "'maybe' is not a finite number, true or false"),
     ("sgl.temperature=nan", "'nan' is not a finite number"),
     ("wrmf.lr=inf", "'inf' is not a finite number"),

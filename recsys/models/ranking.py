@@ -126,8 +126,8 @@ def check_hyper_parameters(name: str, options: Mapping[str, float]) -> dict[str,
         raise ValueError(f"model {name!r} has no hyper-parameter {', '.join(map(repr, unknown))}; "
                          f"its hyper-parameters: {', '.join(known) or 'none'}")
     converted = {key: type(known[key])(value) for key, value in options.items()}
-    for key, value in options.items():
-        if converted[key] != value:
+    for key, value in options.items():  # True is not a number of layers, nor 2.5
+        if converted[key] != value or (isinstance(value, bool) and not isinstance(known[key], bool)):
             raise ValueError(f"model {name!r}: {key}={value!r} does not fit its type {type(known[key]).__name__}")
     return converted
 
