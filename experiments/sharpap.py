@@ -10,8 +10,9 @@ commands with the same ``--out`` reuse every finished cell. Writes
 ``table.csv``/``.md`` (mean ± std over runs, paired t-test p-values), ``alternatives.csv``/``.md`` (RevAdv's
 TargetHR@K and GradientPassing's Recall@K of the whole target set), ``attacks.csv``/``.md``
 (surrogate diagnostics and cost), ``bands.csv``/``.md`` (per-target H@10 / H@50 by the targets' popularity
-band), ``utility.csv``/``.md`` (clean Recall@20 / NDCG@20 beside the popularity baseline) and ``table.png`` into
-``--out``, and prints them with the paper's numbers.
+band), ``utility.csv``/``.md`` (clean Recall@20 / NDCG@20 beside the popularity baseline), with ``--anatomy``
+``anatomy.csv``/``.md`` (the targets' norms and cosines against each user's 20th item, ``recsys.score_anatomy``)
+and ``table.png`` into ``--out``, and prints them with the paper's numbers.
 
     python -m experiments.sharpap iterates --datasets fed-ml --runs 1 --victims wrmf --iterates 0 1 2 5 10 20 30
 
@@ -36,8 +37,8 @@ import torch
 from attacks.implicit import ATTACKS, GRADIENT_ATTACKS, SHARP_SUFFIX, SURROGATE_PRESETS
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import MODES, SharpSettings
-from experiments.sharpap_cell import (FAKE_SHARE, TARGET_BANDS, UNIFORM, VICTIM_MEASURES, load, popularity,
-                                      run_attack, run_iterates, run_victim, setting)
+from experiments.sharpap_cell import (ANATOMY, FAKE_SHARE, TARGET_BANDS, UNIFORM, VICTIM_MEASURES, load,
+                                      popularity, run_attack, run_iterates, run_victim, setting)
 from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
@@ -53,6 +54,10 @@ CONDITIONS = ("none", *ATTACKS)
 DEFAULT_CONDITIONS = ("none", "random", "bandwagon", "revadv", "revadv+sharpap")  # the issue's; + rapu, dada (+sharpap)
 KS = (10, 20, 50)
 ITERATES = (0, 1, 2, 5, 10, 20, 30)  # the iterates command's default outer iterations
+ANATOMY_COLUMNS = {"anatomy/target_norm_percentile": "|q_t| percentile", "anatomy/target_to_kth_norm": "|q_t| / |q_k|",
+                   "anatomy/target_cos": "cos(p_u, q_t)", "anatomy/kth_cos": "cos(p_u, q_k)",
+                   "anatomy/tail_share": "tail share of top 20", "anatomy/norm_popularity_spearman": "ρ(|q|, count)",
+                   "anatomy/fake_to_real_user_norm": "|p| fake / real"}
 
 
 @dataclass(frozen=True)
@@ -217,7 +222,7 @@ class Experiment:
         decay = {"weight_decay": training.weight_decay} if training.weight_decay else {}
         params = {"dataset": dataset, "data_dir": self.args.data_dir, "victim": victim, "run": run,
                   "threads": self.args.threads, "dim": training.dim or self.dim, "profiles": profiles,
-                  "measures": list(VICTIM_MEASURES),
+                  "measures": [*VICTIM_MEASURES, *([ANATOMY] if self.args.anatomy else [])],
                   "train": {"epochs": training.epochs, "lr": training.lr, "batch_size": training.batch, **decay},
                   **self.band, **self.share, **self.device,
                   **({"options": training.options} if training.options else {}), **({"draw": draw} if draw else {})}
@@ -228,10 +233,11 @@ class Experiment:
         tag = changed + "".join(f"-{k}{v}" for k, v in training.options.items()) + (
             f"-d{training.dim}" if training.dim else "")
         draw_tag = f"-v{draw}" if draw else ""  # draw 0 keeps the single-draw key
-        return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}{draw_tag}", params)
+        anatomy_tag = f"-{ANATOMY}" if self.args.anatomy else ""  # cells without the anatomy keep theirs
+        return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}{draw_tag}{anatomy_tag}", params)
 
     def run(self) -> dict[str, list[dict[str, Any]]]:
-        """The tables ``table``, ``alternatives``, ``attacks``, ``bands`` and ``utility``."""
+        """The tables ``table``, ``alternatives``, ``attacks``, ``bands`` and ``utility`` (and ``anatomy``)."""
         a = self.args
         attacks = {(d, at, r): self.attack_cell(d, at, r) for d in a.datasets for at in a.attacks if at != "none"
                    for r in range(a.runs)}
@@ -255,9 +261,10 @@ class Experiment:
         for (d, at, v, r, _), cell in victims.items():
             draws.setdefault((d, at, v, r), []).append(measured[cell.key])
         results = {key: mean_over_draws(cells) for key, cells in draws.items()}
-        return {"table": self.table(results, draws), "alternatives": self.alternatives_table(results),
-                "attacks": self.attack_table(attacks, made), "bands": self.band_table(results),
-                "utility": self.utility_table(results, popular)}
+        tables = {"table": self.table(results, draws), "alternatives": self.alternatives_table(results),
+                  "attacks": self.attack_table(attacks, made), "bands": self.band_table(results),
+                  "utility": self.utility_table(results, popular)}
+        return tables | ({"anatomy": self.anatomy_table(results)} if a.anatomy else {})
 
     def iterates(self) -> dict[str, list[dict[str, Any]]]:
         """The ``iterates`` table: RevAdv's iterates X_t (``--iterates``) of every dataset and run, each scored by the
@@ -393,6 +400,21 @@ class Experiment:
                         rows.append(row)
         return rows
 
+    def anatomy_table(self, results: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
+        """Target H@20 beside the anatomy of the target scores (``recsys.score_anatomy``), means over the runs."""
+        a, rows = self.args, []
+        for d in a.datasets:
+            for v in a.victims:
+                for at in a.attacks:
+                    runs = [results[(d, at, v, r)] for r in range(a.runs)]
+                    row: dict[str, Any] = {"dataset": d, "victim": v, "attack": at,
+                                           "H@20": statistics.fmean(x["hr@20"] for x in runs)}
+                    for key, column in ANATOMY_COLUMNS.items():
+                        if key in runs[0]:
+                            row[column] = statistics.fmean(x[key] for x in runs)
+                    rows.append(row)
+        return rows
+
     def utility_table(self, results: dict[tuple, dict[str, Any]], popular: dict[str, Any]) -> list[dict[str, Any]]:
         a, rows = self.args, []
         for d in a.datasets:
@@ -503,6 +525,10 @@ def build_parser() -> CommandParser:
     add_list(parser, "--victim-set", str, "entries", [],
              "change a victim's training (VICTIM.epochs|lr|batch|weight_decay|dim=VALUE) or a hyper-parameter of its "
              "model (e.g. simgcl.ssl_weight=0, lightgcn.include_ego=false); changed victims get their own cells")
+    parser.add_argument("--anatomy", action="store_true",
+                        help="with the table command: also measure the anatomy of the target scores "
+                             "(recsys.score_anatomy; norms and cosines against each user's 20th item), written to "
+                             "anatomy.csv/.md; these victim cells get their own keys")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the surrogate and the victims train (default cpu; cuda cells get their own keys)")
@@ -527,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("--iterations must be >= 0")
     if any(t < 0 for t in args.iterates):
         raise UsageError("--iterates must be >= 0")
+    if args.anatomy and args.command != "table":
+        raise UsageError("--anatomy goes with the table command")
     experiment = Experiment(args)
     for dataset in args.datasets:  # missing or malformed data fails here, in one line, before any run
         load(dataset, args.data_dir)
@@ -544,7 +572,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "p: paired t-test against no attack (an attack with SharpAP: against the attack without)",
               "attacks": "Attacks: surrogate diagnostics and cost",
               "bands": "Target promotion by the targets' popularity band (mean over runs and targets)",
-              "utility": "Clean utility on the test split"}
+              "utility": "Clean utility on the test split",
+              "anatomy": "Anatomy of the target scores r_ut = |p_u| |q_t| cos(p_u, q_t) against each real user's 20th "
+                         "item k (means over runs; recsys.score_anatomy)"}
     for name, rows in tables.items():
         write_table(rows, out / name, title=titles[name])
         print(markdown_table(rows))

@@ -22,6 +22,7 @@ from central.ranking_learner import TrainSettings, train_native
 from recsys.data import Dataset, Interactions, load_dataset
 from recsys.models.ranking import make_model
 from recsys.promotion_metrics import BANDS, PopularityScorer, popularity_bands, promotion, utility
+from recsys.score_anatomy import score_anatomy
 
 NUM_TARGETS = 5
 FAKE_SHARE = 0.01  # n_f = 1% of the real users
@@ -31,6 +32,7 @@ UNIFORM = "uniform"  # targets drawn among all items with a training interaction
 # What a victim cell measures (part of its parameters, so a cell stored with fewer measures is recomputed):
 # per-target H@K / N@K, RevAdv's TargetHR@K (>= 1 target), GradientPassing's Recall@K, clean utility.
 VICTIM_MEASURES = ("per-target", "any-target", "target-recall", "utility")
+ANATOMY = "anatomy"  # the further measure of ``--anatomy`` cells: recsys.score_anatomy
 
 
 def band_option(band: str) -> str:
@@ -164,7 +166,8 @@ def run_iterates(params: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 def run_victim(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Victim cell: train ``params["victim"]`` from scratch on the real users plus the profiles
-    file ``params["profiles"]`` (none: clean), measure the targets' promotion and the utility;
+    file ``params["profiles"]`` (none: clean), measure the targets' promotion and the utility (and, with ``ANATOMY``
+    among ``params["measures"]``, the anatomy of the target scores);
     ``params["draw"]`` (default 0) picks the victim's seed (its initialisation and batches) for the run."""
     use_threads(params.get("threads", 1), params.get("device", "cpu"))
     start = time.perf_counter()
@@ -180,6 +183,8 @@ def run_victim(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     model.eval()
     scores = {**promotion(model, dataset.train, poison.targets, test=dataset.test),
               **utility(model, dataset.train, dataset.test)}
+    if ANATOMY in params["measures"]:
+        scores |= score_anatomy(*model.representations(), dataset.train, poison.targets)
     epochs = [row["seconds"] for row in history if row["epoch"] > 0]
     return {**scores, "seconds": time.perf_counter() - start,
             "seconds_per_epoch": float(np.mean(epochs)) if epochs else 0.0, "peak_mib": _peak_mib()}

@@ -466,6 +466,8 @@ def test_command_line_rejects_bad_settings(capsys, tmp_path):
         assert "torch sees no CUDA GPU" in capsys.readouterr().err
     assert main(["iterates", "--iterates", "0", "-1"]) == 2
     assert "--iterates must be >= 0" in capsys.readouterr().err
+    assert main(["iterates", "--anatomy"]) == 2
+    assert "--anatomy goes with the table command" in capsys.readouterr().err
     assert main(["table", "--datasets", "amazon-book", "--data-dir", str(tmp_path)]) == 2  # before any run
     assert f"missing {tmp_path / 'amazon-book' / 'train.txt'}" in capsys.readouterr().err
 
@@ -514,6 +516,24 @@ def test_cuda_and_band_cells_get_their_own_keys_and_default_cells_keep_theirs():
     assert victim.key == "victim-sgl-e10-include_egoFalse-fed-ml-revadv-paper-i30-r0"
     assert victim.params["train"] == {"epochs": 10, "lr": 1e-3, "batch_size": 32768} and victim.params["dim"] == 64
     assert mixed.victim_cell("fed-ml", "sgl", None, 0, None).key == cpu.victim_cell("fed-ml", "sgl", None, 0, None).key
+
+
+def test_anatomy_cells_keep_the_table_cells_apart_and_show_simgcls_spread_of_popularity(tmp_path):
+    from experiments.sharpap import Experiment, build_parser, main
+
+    plain = Experiment(build_parser().parse_args(["table"])).victim_cell("fed-ml", "simgcl", None, 0, None)
+    anatomy = Experiment(build_parser().parse_args(["table", "--anatomy"])).victim_cell("fed-ml", "simgcl", None, 0, None)
+    assert anatomy.key == plain.key + "-anatomy" and anatomy.params["measures"] == [*plain.params["measures"], "anatomy"]
+    main(["table", "--datasets", "synthetic", "--runs", "2", "--preset", "ci", "--victims", "lightgcn", "simgcl",
+          "--attacks", "none", "random", "--anatomy", "--out", str(tmp_path)])
+    rows = {(row["victim"], row["attack"]): row for row in csv.DictReader((tmp_path / "anatomy.csv").open())}
+    assert set(rows) == {(v, at) for v in ("lightgcn", "simgcl") for at in ("none", "random")}
+    assert rows[("lightgcn", "none")]["|p| fake / real"] == "" != rows[("lightgcn", "random")]["|p| fake / real"]
+    for attack in ("none", "random"):  # LightGCN's item norms follow popularity and its top 20 leaves out the tail
+        lightgcn, simgcl = rows[("lightgcn", attack)], rows[("simgcl", attack)]
+        assert float(lightgcn["ρ(|q|, count)"]) > 0.9 > float(simgcl["ρ(|q|, count)"])
+        assert float(simgcl["tail share of top 20"]) > 0.2 > float(lightgcn["tail share of top 20"])
+        assert float(simgcl["cos(p_u, q_k)"]) < float(lightgcn["cos(p_u, q_k)"])
 
 
 @pytest.mark.gpu
