@@ -55,7 +55,8 @@ DEFAULT_CONDITIONS = ("none", "random", "bandwagon", "revadv", "revadv+sharpap")
 KS = (10, 20, 50)
 ITERATES = (0, 1, 2, 5, 10, 20, 30)  # the iterates command's default outer iterations
 ANATOMY_COLUMNS = {"anatomy/target_norm_percentile": "|q_t| percentile", "anatomy/target_to_kth_norm": "|q_t| / |q_k|",
-                   "anatomy/target_cos": "cos(p_u, q_t)", "anatomy/kth_cos": "cos(p_u, q_k)",
+                   "anatomy/target_cos": "cos(p_u, q_t)", "anatomy/target_cos_std": "std cos(p_u, q_t)",
+                   "anatomy/needed_cos": "needed cos", "anatomy/kth_cos": "cos(p_u, q_k)",
                    "anatomy/tail_share": "tail share of top 20", "anatomy/norm_popularity_spearman": "ρ(|q|, count)",
                    "anatomy/fake_to_real_user_norm": "|p| fake / real"}
 

@@ -5,7 +5,10 @@ highest-scored item, and the targets t open to u (not in u's training list):
 
 * ``anatomy/target_norm_percentile``: the share of items whose ‖q‖ is strictly below ‖q_t‖, mean over targets;
 * ``anatomy/target_to_kth_norm``: ‖q_t‖ / ‖q_k(u)‖, mean over the open (u, t) pairs;
-* ``anatomy/target_cos``: cos(p_u, q_t), mean over the open pairs; ``anatomy/kth_cos``: cos(p_u, q_k(u)), mean over u;
+* ``anatomy/target_cos``, ``anatomy/target_cos_std``: cos(p_u, q_t), mean and standard deviation over the open pairs;
+  ``anatomy/kth_cos``: cos(p_u, q_k(u)), mean over u;
+* ``anatomy/needed_cos``: the cosine at which t would tie k(u), r_uk(u) / (‖p_u‖ ‖q_t‖), mean over the open pairs
+  (t is in u's top K iff cos(p_u, q_t) reaches it);
 * ``anatomy/tail_share``: the share of the users' top-K slots that hold tail items (popularity band "tail" of
   ``recsys.promotion_metrics``: training count below the median of the items with an interaction);
 * ``anatomy/norm_popularity_spearman``: Spearman's ρ between ‖q_i‖ and the training count over the items with an
@@ -13,8 +16,8 @@ highest-scored item, and the targets t open to u (not in u's training list):
 * ``anatomy/fake_to_real_user_norm`` (only when ``user_vecs`` has rows beyond the real users): mean ‖p‖ of those rows
   over the real users' mean ‖p‖.
 
-A target enters u's top K iff r_ut ≥ r_uk(u), i.e. (‖q_t‖ / ‖q_k(u)‖) · cos(p_u, q_t) ≥ cos(p_u, q_k(u)): the first
-two measures say how far the target's norm carries it, the cosines how far its direction does.
+A target enters u's top K iff r_ut ≥ r_uk(u), i.e. cos(p_u, q_t) ≥ cos(p_u, q_k(u)) · ‖q_k(u)‖ / ‖q_t‖ (the needed
+cosine): the norms say how far the target's length lowers that bar, the cosines where the bar and the target sit.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def score_anatomy(user_vecs: torch.Tensor, item_vecs: torch.Tensor, train: Inter
     item_norm, user_norm = items.norm(dim=1), real.norm(dim=1)
     targets_t = torch.as_tensor(np.asarray(targets), dtype=torch.long)
     tail = torch.from_numpy(np.array(popularity_bands(train, num_items, np.arange(num_items))) == "tail")
-    norm_ratio = target_cos = kth_cos = 0.0
+    norm_ratio = target_cos = target_cos_squares = needed_cos = kth_cos = 0.0
     open_pairs = tail_slots = 0
     for start in range(0, train.num_users, USER_CHUNK):
         stop = min(start + USER_CHUNK, train.num_users)
@@ -51,17 +54,22 @@ def score_anatomy(user_vecs: torch.Tensor, item_vecs: torch.Tensor, train: Inter
         is_open = torch.isfinite(scores[:, targets_t])
         cos_t = (block @ items[targets_t].T) / (block_norm[:, None] * item_norm[targets_t][None, :])
         ratio = item_norm[targets_t][None, :] / item_norm[kth][:, None]
+        kth_scores = scores.gather(1, kth[:, None])
         norm_ratio += float(ratio[is_open].sum())
         target_cos += float(cos_t[is_open].sum())
+        target_cos_squares += float((cos_t[is_open] ** 2).sum())
+        needed_cos += float((kth_scores / (block_norm[:, None] * item_norm[targets_t][None, :]))[is_open].sum())
         open_pairs += int(is_open.sum())
         kth_cos += float(((block * items[kth]).sum(1) / (block_norm * item_norm[kth])).sum())
         tail_slots += int(tail[top].sum())
     counts = np.bincount(train.items, minlength=num_items)
     present = counts > 0
+    pairs = max(open_pairs, 1)
     out = {"anatomy/target_norm_percentile": float((item_norm[None, :] < item_norm[targets_t][:, None])
                                                    .to(torch.float64).mean(1).mean()),
-           "anatomy/target_to_kth_norm": norm_ratio / max(open_pairs, 1),
-           "anatomy/target_cos": target_cos / max(open_pairs, 1),
+           "anatomy/target_to_kth_norm": norm_ratio / pairs, "anatomy/target_cos": target_cos / pairs,
+           "anatomy/target_cos_std": max(target_cos_squares / pairs - (target_cos / pairs) ** 2, 0.0) ** 0.5,
+           "anatomy/needed_cos": needed_cos / pairs,
            "anatomy/kth_cos": kth_cos / train.num_users,
            "anatomy/tail_share": tail_slots / (k * train.num_users),
            "anatomy/norm_popularity_spearman": float(spearmanr(item_norm.numpy()[present], counts[present])[0])}

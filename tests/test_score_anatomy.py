@@ -20,7 +20,7 @@ def loop_reference(users: np.ndarray, items: np.ndarray, lists: list[list[int]],
     counts = np.bincount(np.concatenate(lists), minlength=len(items))
     present = np.sort(counts[counts > 0])
     tail = [100.0 * np.searchsorted(present, c, side="left") / len(present) < 50 for c in counts]
-    ratios, target_cos, kth_cos, tail_slots = [], [], [], 0
+    ratios, target_cos, needed, kth_cos, tail_slots = [], [], [], [], 0
     for u, seen in enumerate(lists):
         p = users[u]
         candidates = [i for i in range(len(items)) if i not in seen]
@@ -32,10 +32,12 @@ def loop_reference(users: np.ndarray, items: np.ndarray, lists: list[list[int]],
             if t not in seen:
                 ratios.append(item_norm[t] / item_norm[kth])
                 target_cos.append(p @ items[t] / (np.linalg.norm(p) * item_norm[t]))
+                needed.append(p @ items[kth] / (np.linalg.norm(p) * item_norm[t]))
     mask = counts > 0
     ranks = rankdata(item_norm[mask]), rankdata(counts[mask])
     return {"anatomy/target_norm_percentile": float(np.mean([(item_norm < item_norm[t]).mean() for t in targets])),
             "anatomy/target_to_kth_norm": float(np.mean(ratios)), "anatomy/target_cos": float(np.mean(target_cos)),
+            "anatomy/target_cos_std": float(np.std(target_cos)), "anatomy/needed_cos": float(np.mean(needed)),
             "anatomy/kth_cos": float(np.mean(kth_cos)), "anatomy/tail_share": tail_slots / (k * len(lists)),
             "anatomy/norm_popularity_spearman": float(np.corrcoef(*ranks)[0, 1])}
 
@@ -62,7 +64,8 @@ def test_anatomy_of_a_hand_built_case():
     got = score_anatomy(users, items, Interactions.from_lists([[0]]), np.array([2]), k=2)
     assert got["anatomy/kth_cos"] == pytest.approx(0.0)  # the 2nd item is the target itself: score 0 > -3
     assert got["anatomy/target_to_kth_norm"] == pytest.approx(1.0)
-    assert got["anatomy/target_cos"] == pytest.approx(0.0)
+    assert got["anatomy/target_cos"] == pytest.approx(0.0) == got["anatomy/needed_cos"]  # t ties itself
+    assert got["anatomy/target_cos_std"] == pytest.approx(0.0)
     assert got["anatomy/target_norm_percentile"] == pytest.approx(0.0)  # the smallest norm of the four
     assert "anatomy/fake_to_real_user_norm" not in got  # no rows beyond the real users
     # one training interaction (item 0): its count 1 is the only non-zero one, so ρ has no spread to rank
