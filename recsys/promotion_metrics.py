@@ -52,8 +52,8 @@ def popularity_bands(train: Interactions, num_items: int, items: np.ndarray) -> 
     return [next(name for name, lowest in BANDS if p >= lowest) for p in percentiles]
 
 
-def _masked_scores(scorer: AllItemScorer, train: Interactions, start: int, stop: int,
-                   on_cpu: bool = True) -> torch.Tensor:
+def masked_scores(scorer: AllItemScorer, train: Interactions, start: int, stop: int,
+                  on_cpu: bool = True) -> torch.Tensor:
     """The scores of users ``start``..``stop`` with their training items at −inf: float64 on the CPU, or
     (``on_cpu`` False) where and as the scorer made them."""
     scores = scorer.score_all(torch.arange(start, stop))
@@ -92,7 +92,7 @@ def promotion(scorer: AllItemScorer, train: Interactions, targets: np.ndarray,
     kk = torch.tensor(ks, dtype=torch.float64)[:, None, None]
     for start in range(0, train.num_users, USER_CHUNK):
         stop = min(start + USER_CHUNK, train.num_users)
-        rank, open_pairs = _target_ranks(_masked_scores(scorer, train, start, stop, on_cpu=False), targets_t, max(ks))
+        rank, open_pairs = _target_ranks(masked_scores(scorer, train, start, stop, on_cpu=False), targets_t, max(ks))
         within = (rank[None] <= kk) & open_pairs[None]  # [K, B, T]
         hits += within.sum(1)
         gains += torch.where(within, 1.0 / torch.log2(1.0 + rank[None]), 0.0).sum(1)
@@ -121,7 +121,7 @@ def utility(scorer: AllItemScorer, train: Interactions, test: Interactions, k: i
     users = 0
     for start in range(0, train.num_users, USER_CHUNK):
         stop = min(start + USER_CHUNK, train.num_users)
-        scores = _masked_scores(scorer, train, start, stop)
+        scores = masked_scores(scorer, train, start, stop)
         top = scores.topk(k, dim=1).indices
         lo, hi = test.indptr[start], test.indptr[stop]
         truth = torch.zeros(scores.shape, dtype=torch.bool)

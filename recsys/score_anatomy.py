@@ -27,7 +27,17 @@ import torch
 from scipy.stats import spearmanr
 
 from recsys.data.dataset import Interactions
-from recsys.promotion_metrics import USER_CHUNK, popularity_bands
+from recsys.promotion_metrics import USER_CHUNK, masked_scores, popularity_bands
+
+
+class _DotScorer:
+    """Scores r_ui = p_u · q_i of given vectors (``masked_scores``' scorer)."""
+
+    def __init__(self, user_vecs: torch.Tensor, item_vecs: torch.Tensor) -> None:
+        self.user_vecs, self.item_vecs = user_vecs, item_vecs
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        return self.user_vecs[users] @ self.item_vecs.T
 
 
 def score_anatomy(user_vecs: torch.Tensor, item_vecs: torch.Tensor, train: Interactions, targets: np.ndarray,
@@ -38,6 +48,7 @@ def score_anatomy(user_vecs: torch.Tensor, item_vecs: torch.Tensor, train: Inter
     items = item_vecs.detach().to(device="cpu", dtype=torch.float64)
     users = user_vecs.detach().to(device="cpu", dtype=torch.float64)
     real = users[:train.num_users]
+    scorer = _DotScorer(real, items)
     item_norm, user_norm = items.norm(dim=1), real.norm(dim=1)
     targets_t = torch.as_tensor(np.asarray(targets), dtype=torch.long)
     tail = torch.from_numpy(np.array(popularity_bands(train, num_items, np.arange(num_items))) == "tail")
@@ -46,9 +57,7 @@ def score_anatomy(user_vecs: torch.Tensor, item_vecs: torch.Tensor, train: Inter
     for start in range(0, train.num_users, USER_CHUNK):
         stop = min(start + USER_CHUNK, train.num_users)
         block, block_norm = real[start:stop], user_norm[start:stop]
-        scores = block @ items.T
-        lo, hi = train.indptr[start], train.indptr[stop]
-        scores[torch.from_numpy(train.row_ids()[lo:hi] - start), torch.from_numpy(train.items[lo:hi])] = -torch.inf
+        scores = masked_scores(scorer, train, start, stop)
         top = scores.topk(k, dim=1).indices
         kth = top[:, -1]
         is_open = torch.isfinite(scores[:, targets_t])
