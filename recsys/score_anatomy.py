@@ -56,21 +56,21 @@ def score_anatomy(user_vecs: torch.Tensor, item_vecs: torch.Tensor, train: Inter
     open_pairs = tail_slots = 0
     for start in range(0, train.num_users, USER_CHUNK):
         stop = min(start + USER_CHUNK, train.num_users)
-        block, block_norm = real[start:stop], user_norm[start:stop]
+        block_norm = user_norm[start:stop, None]
         scores = masked_scores(scorer, train, start, stop)
-        top = scores.topk(k, dim=1).indices
-        kth = top[:, -1]
-        is_open = torch.isfinite(scores[:, targets_t])
-        cos_t = (block @ items[targets_t].T) / (block_norm[:, None] * item_norm[targets_t][None, :])
-        ratio = item_norm[targets_t][None, :] / item_norm[kth][:, None]
-        kth_scores = scores.gather(1, kth[:, None])
-        norm_ratio += float(ratio[is_open].sum())
-        target_cos += float(cos_t[is_open].sum())
-        target_cos_squares += float((cos_t[is_open] ** 2).sum())
-        needed_cos += float((kth_scores / (block_norm[:, None] * item_norm[targets_t][None, :]))[is_open].sum())
+        top = scores.topk(k, dim=1)
+        kth, kth_scores = top.indices[:, -1], top.values[:, -1:]
+        target_scores = scores[:, targets_t]  # -inf where t is in u's training list
+        is_open = torch.isfinite(target_scores)
+        target_norm = item_norm[targets_t][None, :]
+        cos_t = (target_scores / (block_norm * target_norm))[is_open]
+        norm_ratio += float((target_norm / item_norm[kth][:, None])[is_open].sum())
+        target_cos += float(cos_t.sum())
+        target_cos_squares += float((cos_t ** 2).sum())
+        needed_cos += float((kth_scores / (block_norm * target_norm))[is_open].sum())
         open_pairs += int(is_open.sum())
-        kth_cos += float(((block * items[kth]).sum(1) / (block_norm * item_norm[kth])).sum())
-        tail_slots += int(tail[top].sum())
+        kth_cos += float((kth_scores[:, 0] / (block_norm[:, 0] * item_norm[kth])).sum())
+        tail_slots += int(tail[top.indices].sum())
     counts = np.bincount(train.items, minlength=num_items)
     present = counts > 0
     pairs = max(open_pairs, 1)
