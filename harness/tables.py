@@ -11,15 +11,16 @@ from recsys.atomic import atomic_path, atomic_write_text
 
 
 def _cell(value: Any, digits: int) -> str:
+    """A value as Markdown cell text; a "|" (a norm such as |q_t|) is escaped so it does not split the cell."""
     if isinstance(value, float):
         return f"{value:.{digits}f}"
-    return "" if value is None else str(value)
+    return "" if value is None else str(value).replace("|", "\\|")
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, digits: int = 4) -> str:
     """A GitHub-flavoured Markdown table of ``rows`` (columns: ``columns`` or every key, in first-seen order)."""
     columns = list(columns or dict.fromkeys(key for row in rows for key in row))
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(_cell(c, digits) for c in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row.get(c), digits) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
