@@ -24,6 +24,7 @@ MALICIOUS_STRATEGIES: dict[str, str] = {
     "ra": "attacks.federated.random_attack:RandomAttack",
     "profile:random": "attacks.federated.profile_clients:RandomProfiles",
     "profile:bandwagon": "attacks.federated.profile_clients:BandwagonProfiles",
+    "profile:targets-only": "attacks.federated.profile_clients:TargetsOnlyProfiles",
     "profile:revadv": "attacks.federated.profile_clients:RevAdvProfiles",
     "profile:revadv+sharpap": "attacks.federated.profile_clients:SharpAPProfiles",
     "profile:rapu": "attacks.federated.profile_clients:RAPUProfiles",

@@ -249,7 +249,7 @@ def test_a_malicious_plugin_from_a_file_runs_through_simulate_py(tmp_path):
     assert load_strategy_class(config["attack"]).benign is False
 
 
-@pytest.mark.parametrize("attack", ["random", "bandwagon", "revadv", "rapu+sharpap", "dada"])
+@pytest.mark.parametrize("attack", ["random", "bandwagon", "targets-only", "revadv", "rapu+sharpap", "dada"])
 def test_profile_clients_train_on_exactly_the_profiles_the_central_attack_injects(tmp_path, attack):
     """``--attack profile:NAME``: the injected clients' local data are the ``attacks.implicit`` profiles for the
     same training lists, targets, count, budget, seed and preset, and they train like benign clients (negatives

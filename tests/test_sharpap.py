@@ -44,6 +44,9 @@ def test_every_attack_keeps_the_budget(setting, name):
     if name in ("random", "bandwagon"):
         assert (lengths == setting.budget).all()
         assert all(set(setting.targets) <= set(profiles.lists.user(f).tolist()) for f in range(setting.num_fake))
+    if name == "targets-only":
+        assert all(sorted(profiles.lists.user(f).tolist()) == sorted(setting.targets.tolist())
+                   for f in range(setting.num_fake))
 
 
 def test_bandwagon_takes_a_tenth_from_the_popular_items(setting):

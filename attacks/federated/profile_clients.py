@@ -1,6 +1,6 @@
 """``profile:NAME``: fake federated clients that train exactly like benign clients (BCE over their profile and r
 sampled negatives, their own p_u) on the fake profiles of an implicit data-poisoning attack of ``attacks.implicit``
-(``random``, ``bandwagon``, ``revadv``, ``rapu``, ``dada``, each gradient attack ``+sharpap``): RA generalised to
+(``random``, ``bandwagon``, ``targets-only``, ``revadv``, ``rapu``, ``dada``, each gradient attack ``+sharpap``): RA generalised to
 any profile generator. For the same training lists, targets, number of fake users, budget (``--fake-profile-items``)
 and seed they are exactly the profiles the central experiments inject, so one attack can be played as data poisoning
 in central training and by federated fake clients. The gradient attacks run with the settings of ``profile_preset``
@@ -53,6 +53,10 @@ class RandomProfiles(ImplicitProfileClient):
 
 class BandwagonProfiles(ImplicitProfileClient):
     name, attack = "profile:bandwagon", "bandwagon"
+
+
+class TargetsOnlyProfiles(ImplicitProfileClient):
+    name, attack = "profile:targets-only", "targets-only"
 
 
 class RevAdvProfiles(ImplicitProfileClient):

@@ -3,6 +3,8 @@
 * Random (Lam & Riedl 2004): fillers uniformly among the non-target items.
 * Bandwagon (Burke et al. 2005): a tenth of the fillers (at least one) from the 50 most popular
   items, the rest uniform (the shares of ``attacks.data_poisoning.bandwagon``).
+* Targets only: no fillers, every fake user clicks exactly the targets (the shortest fake rows the budget allows;
+  a control for how much a gradient attack's choice of fillers adds).
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from attacks.implicit.profiles import FakeProfiles, PoisonSetting
 def _with_targets(setting: PoisonSetting, fillers: np.ndarray) -> FakeProfiles:
     targets = np.broadcast_to(setting.targets, (setting.num_fake, len(setting.targets)))
     return FakeProfiles.from_rows(np.concatenate((targets, fillers), axis=1), setting.budget)
+
+
+def targets_only_attack(setting: PoisonSetting, rng: np.random.Generator) -> FakeProfiles:
+    return _with_targets(setting, np.empty((setting.num_fake, 0), dtype=np.int64))
 
 
 def random_attack(setting: PoisonSetting, rng: np.random.Generator) -> FakeProfiles:
