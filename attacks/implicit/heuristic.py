@@ -22,6 +22,7 @@ def _with_targets(setting: PoisonSetting, fillers: np.ndarray) -> FakeProfiles:
 
 
 def targets_only_attack(setting: PoisonSetting, rng: np.random.Generator) -> FakeProfiles:
+    """Every fake user clicks exactly the targets (``rng`` unused: nothing is drawn)."""
     return _with_targets(setting, np.empty((setting.num_fake, 0), dtype=np.int64))
 
 
