@@ -1,7 +1,8 @@
 """Defenses: robust aggregation rules (registered in ``server.aggregation.AGGREGATIONS``) and
 central-mode training defenses (TCD, AT, RAT), registered in ``DEFENSES``.
 
-Model stealing is defended at the query interface instead: ``defenses.mixing.MixingDefense`` wraps
+Implicit training data are filtered before training by ``defenses.degree_filter`` (users shorter than the shortest
+real user dropped). Model stealing is defended at the query interface instead: ``defenses.mixing.MixingDefense`` wraps
 the target's top-K oracle and mixes popular items into every returned list.
 
 A training defense builds the central-mode learner that trains the defended model:

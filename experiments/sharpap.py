@@ -3,16 +3,16 @@
     python -m experiments.sharpap table --datasets fed-ml gowalla --victims wrmf bpr lightgcn sgl simgcl \
         --attacks none random bandwagon revadv revadv+sharpap --runs 5 --workers 2 --data-dir ../shared/datasets
 
-Two sweeps of cached cells (``harness.sweep``): fake profiles are generated once per dataset ×
-attack × run (``experiments.sharpap_cell.run_attack``), then every victim retrains from scratch
-on them (``run_victim``), ``--victim-draws`` times with its own seeds, the measures averaged over the draws;
-commands with the same ``--out`` reuse every finished cell. Writes
-``table.csv``/``.md`` (mean ± std over runs, paired t-test p-values), ``alternatives.csv``/``.md`` (RevAdv's
-TargetHR@K and GradientPassing's Recall@K of the whole target set), ``attacks.csv``/``.md``
-(surrogate diagnostics and cost), ``bands.csv``/``.md`` (per-target H@10 / H@50 by the targets' popularity
-band), ``utility.csv``/``.md`` (clean Recall@20 / NDCG@20 beside the popularity baseline), with ``--anatomy``
-``anatomy.csv``/``.md`` (the targets' norms and cosines against each user's 20th item, ``recsys.score_anatomy``)
-and ``table.png`` into ``--out``, and prints them with the paper's numbers.
+Two sweeps of cached cells (``harness.sweep``): fake profiles are generated once per dataset × attack × run
+(``experiments.sharpap_cell.run_attack``), then every victim retrains from scratch on them (``run_victim``),
+``--victim-draws`` times with its own seeds, the measures averaged over the draws; commands with the same ``--out``
+reuse every finished cell. Writes ``table.csv``/``.md`` (mean ± std over runs, paired t-test p-values),
+``alternatives.csv``/``.md`` (RevAdv's TargetHR@K and GradientPassing's Recall@K of the whole target set),
+``attacks.csv``/``.md`` (surrogate diagnostics, the fake users' length against the shortest real user's, and cost),
+``bands.csv``/``.md`` (per-target H@10 / H@50 by the targets' popularity band), ``utility.csv``/``.md`` (clean Recall@20
+/ NDCG@20 beside the popularity baseline), with ``--anatomy`` ``anatomy.csv``/``.md`` (the targets' norms and cosines
+against each user's 20th item, ``recsys.score_anatomy``) and ``table.png`` into ``--out``, and prints them with the
+paper's numbers.
 
     python -m experiments.sharpap iterates --datasets fed-ml --runs 1 --victims wrmf --iterates 0 1 2 5 10 20 30
 
@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacks.implicit import ATTACKS, GRADIENT_ATTACKS, SHARP_SUFFIX, SURROGATE_PRESETS
+from attacks.implicit import ATTACKS, GRADIENT_ATTACKS, SHARP_SUFFIX, SURROGATE_PRESETS, FakeProfiles
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import MODES, SharpSettings
-from experiments.sharpap_cell import (ANATOMY, FAKE_SHARE, TARGET_BANDS, UNIFORM, VICTIM_MEASURES, load,
-                                      popularity, run_attack, run_iterates, run_victim, setting)
+from experiments.sharpap_cell import (ANATOMY, FAKE_SHARE, TARGET_BANDS, UNIFORM, VICTIM_MEASURES, cell_setting,
+                                      load, popularity, run_attack, run_iterates, run_victim, setting)
 from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
@@ -226,7 +226,8 @@ class Experiment:
                   "measures": [*VICTIM_MEASURES, *([ANATOMY] if self.args.anatomy else [])],
                   "train": {"epochs": training.epochs, "lr": training.lr, "batch_size": training.batch, **decay},
                   **self.band, **self.share, **self.device,
-                  **({"options": training.options} if training.options else {}), **({"draw": draw} if draw else {})}
+                  **({"options": training.options} if training.options else {}), **({"draw": draw} if draw else {}),
+                  **({"degree_filter": True} if self.args.degree_filter else {})}
         source = source or f"{dataset}-none{self.band_tag}{self.share_tag}-r{run}"
         preset = VICTIM_PRESETS[self.victim_preset][victim]  # a preset's own settings keep their keys
         changed = "".join(f"-{name}{getattr(training, name)}" for name in ("lr", "batch", "weight_decay")
@@ -235,7 +236,9 @@ class Experiment:
             f"-d{training.dim}" if training.dim else "")
         draw_tag = f"-v{draw}" if draw else ""  # draw 0 keeps the single-draw key
         anatomy_tag = f"-{ANATOMY}" if self.args.anatomy else ""  # cells without the anatomy keep theirs
-        return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}{draw_tag}{anatomy_tag}", params)
+        filter_tag = "-degree-filter" if self.args.degree_filter else ""
+        return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}{draw_tag}{anatomy_tag}"
+                    f"{filter_tag}", params)
 
     def run(self) -> dict[str, list[dict[str, Any]]]:
         """The tables ``table``, ``alternatives``, ``attacks``, ``bands`` and ``utility`` (and ``anatomy``)."""
@@ -312,6 +315,8 @@ class Experiment:
                     for metric in ("hr", "ndcg"):
                         for k in KS:
                             row[f"{'H' if metric == 'hr' else 'N'}@{k}"] = _mean_std([x[f"{metric}@{k}"] for x in runs])
+                    if a.degree_filter:
+                        row["users dropped"] = statistics.fmean(x["dropped_users"] for x in runs)
                     if a.victim_draws > 1:
                         row["H@10 draw std"] = statistics.fmean(
                             statistics.stdev(x["hr@10"] for x in draws[(d, at, v, r)]) for r in range(a.runs))
@@ -358,8 +363,11 @@ class Experiment:
         for (d, at, r), cell in cells.items():
             result = made[cell.key]
             history = result["history"]
+            profiles, floor = FakeProfiles.load(Path(result["profiles"])), cell_setting(cell.params)[1].real_floor()
             row: dict[str, Any] = {"dataset": d, "attack": at, "run": r, "targets": " ".join(map(str, result["targets"])),
                                    "fake users": result["num_fake"], "budget": result["budget"],
+                                   "items per fake user": float(profiles.lists.lengths().mean()),
+                                   "shortest real user": floor, "share below it": profiles.share_below(floor),
                                    "s/iteration": result["seconds_per_iteration"], "seconds": result["seconds"],
                                    "peak MiB": result["peak_mib"]}
             if history:
@@ -530,6 +538,10 @@ def build_parser() -> CommandParser:
                         help="with the table command: also measure the anatomy of the target scores "
                              "(recsys.score_anatomy; norms and cosines against each user's 20th item), written to "
                              "anatomy.csv/.md; these victim cells get their own keys")
+    parser.add_argument("--degree-filter", action="store_true",
+                        help="train every victim after dropping the users shorter than the shortest real user "
+                             "(defenses.degree_filter: no real user, the fake users a filter on the number of "
+                             "interactions catches); these victim cells get their own keys")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the surrogate and the victims train (default cpu; cuda cells get their own keys)")
@@ -565,13 +577,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     presets = (f"{args.preset} preset" if experiment.victim_preset == args.preset
                else f"{args.preset} preset's attacks, {experiment.victim_preset} preset's victims")
     presets += f"; {' '.join(args.victim_set)}" if args.victim_set else ""
+    presets += "; users shorter than the shortest real user dropped before training" if args.degree_filter else ""
     titles = {"table": f"Target promotion (mean ± std over {args.runs} runs{draws}, {presets})",
               "iterates": "RevAdv's iterates X_t: surrogate H@50 as the loop scores them (warm-started fits) and "
                           "from scratch, and the target H@10 / H@50 of every victim retrained on them",
               "alternatives": "The whole target set, as RevAdv (TargetHR@K: users with >= 1 target in the top K) and "
                               "GradientPassing (Recall@K of the targets outside a user's training list) measure it; "
                               "p: paired t-test against no attack (an attack with SharpAP: against the attack without)",
-              "attacks": "Attacks: surrogate diagnostics and cost",
+              "attacks": "Attacks: surrogate diagnostics, fake-user length and cost",
               "bands": "Target promotion by the targets' popularity band (mean over runs and targets)",
               "utility": "Clean utility on the test split",
               "anatomy": "Anatomy of the target scores r_ut = |p_u| |q_t| cos(p_u, q_t) against each real user's 20th "

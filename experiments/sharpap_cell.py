@@ -19,6 +19,7 @@ from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import SharpSettings
 from attacks.implicit.options import make_surrogate, settings_type
 from central.ranking_learner import TrainSettings, train_native
+from defenses.degree_filter import drop_short_users
 from recsys.data import Dataset, Interactions, load_dataset
 from recsys.models.ranking import make_model
 from recsys.promotion_metrics import BANDS, PopularityScorer, popularity_bands, promotion, utility
@@ -168,13 +169,18 @@ def run_victim(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Victim cell: train ``params["victim"]`` from scratch on the real users plus the profiles
     file ``params["profiles"]`` (none: clean), measure the targets' promotion and the utility (and, with ``ANATOMY``
     among ``params["measures"]``, the anatomy of the target scores);
-    ``params["draw"]`` (default 0) picks the victim's seed (its initialisation and batches) for the run."""
+    ``params["draw"]`` (default 0) picks the victim's seed (its initialisation and batches) for the run; with
+    ``params["degree_filter"]`` the users shorter than the shortest real user are dropped before training
+    (``defenses.degree_filter``) and the result counts them."""
     use_threads(params.get("threads", 1), params.get("device", "cpu"))
     start = time.perf_counter()
     dataset, poison = cell_setting(params)
-    train = dataset.train
+    train, filtered = dataset.train, {}
     if params["profiles"]:
         train = FakeProfiles.load(Path(params["profiles"])).inject(train)
+    if params.get("degree_filter"):  # at the shortest real user's length: the real users keep their rows 0..n-1
+        kept = drop_short_users(train, poison.real_floor())[0]
+        train, filtered = kept, {"dropped_users": train.num_users - kept.num_users}
     draw = f"/{params['draw']}" if params.get("draw") else ""  # draw 0 keeps the single-draw seed
     seed = zlib.crc32(f"victim/{params['victim']}/{params['run']}{draw}".encode())
     model = make_model(params["victim"], train.num_users, dataset.num_items, params["dim"],
@@ -186,7 +192,7 @@ def run_victim(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     if ANATOMY in params["measures"]:
         scores |= score_anatomy(*model.representations(), dataset.train, poison.targets)
     epochs = [row["seconds"] for row in history if row["epoch"] > 0]
-    return {**scores, "seconds": time.perf_counter() - start,
+    return {**scores, **filtered, "seconds": time.perf_counter() - start,
             "seconds_per_epoch": float(np.mean(epochs)) if epochs else 0.0, "peak_mib": _peak_mib()}
 
 

@@ -25,6 +25,7 @@ MALICIOUS_STRATEGIES: dict[str, str] = {
     "profile:random": "attacks.federated.profile_clients:RandomProfiles",
     "profile:bandwagon": "attacks.federated.profile_clients:BandwagonProfiles",
     "profile:targets-only": "attacks.federated.profile_clients:TargetsOnlyProfiles",
+    "profile:random-floor": "attacks.federated.profile_clients:RandomFloorProfiles",
     "profile:revadv": "attacks.federated.profile_clients:RevAdvProfiles",
     "profile:revadv+sharpap": "attacks.federated.profile_clients:SharpAPProfiles",
     "profile:rapu": "attacks.federated.profile_clients:RAPUProfiles",

@@ -269,6 +269,16 @@ def test_profile_clients_train_on_exactly_the_profiles_the_central_attack_inject
     assert load_strategy_class(f"profile:{attack}").benign is False
 
 
+def test_every_implicit_attack_has_a_profile_client_and_each_resolves():
+    from attacks.implicit import ATTACKS
+    from federation.plugins import MALICIOUS_STRATEGIES
+
+    names = [name for name in MALICIOUS_STRATEGIES if name.startswith("profile:")]
+    assert sorted(names) == sorted(f"profile:{attack}" for attack in ATTACKS)
+    for name in names:
+        assert load_strategy_class(name).attack == name.removeprefix("profile:")
+
+
 def test_profile_presets_are_named_where_configs_are_checked():
     from attacks.implicit import PRESETS
     from federation.plugins import PROFILE_ATTACK_PRESETS

@@ -41,12 +41,12 @@ def test_every_attack_keeps_the_budget(setting, name):
     profiles, _ = generate(name, setting, options, seed=0)
     lengths = profiles.lists.lengths()
     assert profiles.lists.num_users == setting.num_fake and lengths.max() <= setting.budget
-    if name in ("random", "bandwagon"):
-        assert (lengths == setting.budget).all()
+    heuristic_lengths = {"random": setting.budget, "bandwagon": setting.budget, "targets-only": len(setting.targets),
+                         "random-floor": setting.real_floor()}  # 10, 10, 3, 5: the fixture's shortest real user has 5
+    if name in heuristic_lengths:
+        assert (lengths == heuristic_lengths[name]).all()
         assert all(set(setting.targets) <= set(profiles.lists.user(f).tolist()) for f in range(setting.num_fake))
-    if name == "targets-only":
-        assert all(sorted(profiles.lists.user(f).tolist()) == sorted(setting.targets.tolist())
-                   for f in range(setting.num_fake))
+        assert profiles.share_below(setting.real_floor()) == (1.0 if name == "targets-only" else 0.0)
 
 
 def test_bandwagon_takes_a_tenth_from_the_popular_items(setting):
@@ -345,8 +345,11 @@ def test_sharpap_table_command_on_synthetic_data(tmp_path, capsys):
     assert len(rows) == 1 + 5 * 5  # victims × conditions
     out = capsys.readouterr().out
     assert "revadv+sharpap" in out and "vs revadv" in out and "popularity" in out
-    attacks = (tmp_path / "attacks.csv").read_text()
-    assert "cos(G, G_sharp) mean" in attacks
+    attacks = list(csv.DictReader((tmp_path / "attacks.csv").open()))
+    assert all("cos(G, G_sharp) mean" in row for row in attacks)
+    for row in attacks:  # random's rows hold the budget, all above the shortest real user's 5 items
+        assert int(row["shortest real user"]) == 5 and float(row["share below it"]) == 0.0
+        assert row["attack"] != "random" or float(row["items per fake user"]) == float(row["budget"])
     main(["table", "--datasets", "synthetic", "--runs", "2", "--preset", "ci", "--kappa", "0.5",
           "--victims", "wrmf", "wmf-adam", "--attacks", "none", "revadv", "--out", str(tmp_path)])  # wrmf's cached
     out = capsys.readouterr().out
@@ -537,6 +540,33 @@ def test_anatomy_cells_keep_the_table_cells_apart_and_show_simgcls_spread_of_pop
         assert float(lightgcn["ρ(|q|, count)"]) > 0.9 > float(simgcl["ρ(|q|, count)"])
         assert float(simgcl["tail share of top 20"]) > 0.2 > float(lightgcn["tail share of top 20"])
         assert float(simgcl["cos(p_u, q_k)"]) < float(lightgcn["cos(p_u, q_k)"])
+
+
+def test_degree_filter_drops_the_users_shorter_than_every_real_user_and_nothing_else(tmp_path):
+    """With ``--degree-filter`` a victim trained on 3 fake users below the shortest real user (5 items on this data)
+    and 3 above it is exactly the victim trained, unfiltered, on the 3 long ones alone."""
+    from defenses.degree_filter import drop_short_users
+    from experiments.sharpap import Experiment, build_parser
+    from experiments.sharpap_cell import cell_setting, run_victim
+
+    kept, ids = drop_short_users(Interactions.from_lists([[1, 2], [3], [4, 5, 6]]), 2)
+    assert ids.tolist() == [0, 2] and [kept.user(u).tolist() for u in range(2)] == [[1, 2], [4, 5, 6]]
+    args = ["table", "--datasets", "synthetic", "--preset", "ci"]
+    plain, filtered = (Experiment(build_parser().parse_args(args + extra)) for extra in ([], ["--degree-filter"]))
+    poison = cell_setting(plain.victim_cell("synthetic", "wrmf", None, 0, None).params)[1]
+    assert poison.real_floor() == 5
+    fillers = np.setdiff1d(np.arange(20), poison.targets)[:3]
+    rows = [poison.targets[:3].tolist()] * 3 + [[*poison.targets, filler] for filler in fillers]  # 3 items, 6 items
+    mixed, long = tmp_path / "mixed.npz", tmp_path / "long.npz"
+    FakeProfiles(Interactions.from_lists(rows), 6).save(mixed)
+    FakeProfiles(Interactions.from_lists(rows[3:]), 6).save(long)
+    cell = filtered.victim_cell("synthetic", "wrmf", "mixed", 0, str(mixed))
+    reference = plain.victim_cell("synthetic", "wrmf", "long", 0, str(long))
+    assert cell.key.endswith("-degree-filter") and not reference.key.endswith("-degree-filter")
+    defended, undefended = run_victim(cell.params, tmp_path), run_victim(reference.params, tmp_path)
+    assert defended["dropped_users"] == 3 and "dropped_users" not in undefended
+    for key in ("hr@10", "hr@50", "ndcg@50", "per_target/hr@50", "test/recall@20"):
+        assert defended[key] == undefended[key]
 
 
 @pytest.mark.gpu

@@ -5,6 +5,8 @@
   items, the rest uniform (the shares of ``attacks.data_poisoning.bandwagon``).
 * Targets only: no fillers, every fake user clicks exactly the targets (the shortest fake rows the budget allows;
   a control for how much a gradient attack's choice of fillers adds).
+* Random at the floor: the targets plus uniform fillers up to the shortest real user's list, the shortest fake rows
+  a filter on the number of interactions lets through without dropping a real user.
 """
 
 from __future__ import annotations
@@ -26,10 +28,18 @@ def targets_only_attack(setting: PoisonSetting, rng: np.random.Generator) -> Fak
     return _with_targets(setting, np.empty((setting.num_fake, 0), dtype=np.int64))
 
 
-def random_attack(setting: PoisonSetting, rng: np.random.Generator) -> FakeProfiles:
-    fillers = draw_fillers(rng, setting.num_fake, setting.num_items, setting.budget - len(setting.targets),
-                           setting.targets)
+def _uniform_fillers(setting: PoisonSetting, rng: np.random.Generator, length: int) -> FakeProfiles:
+    fillers = draw_fillers(rng, setting.num_fake, setting.num_items, length - len(setting.targets), setting.targets)
     return _with_targets(setting, fillers)
+
+
+def random_attack(setting: PoisonSetting, rng: np.random.Generator) -> FakeProfiles:
+    return _uniform_fillers(setting, rng, setting.budget)
+
+
+def random_floor_attack(setting: PoisonSetting, rng: np.random.Generator) -> FakeProfiles:
+    """The targets plus uniform fillers, each fake user as long as the shortest real user (within the budget)."""
+    return _uniform_fillers(setting, rng, min(setting.budget, max(len(setting.targets), setting.real_floor())))
 
 
 def bandwagon_attack(setting: PoisonSetting, rng: np.random.Generator) -> FakeProfiles:

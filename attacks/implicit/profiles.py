@@ -37,6 +37,10 @@ class PoisonSetting:
     def item_counts(self) -> np.ndarray:
         return np.bincount(self.train.items, minlength=self.num_items)
 
+    def real_floor(self) -> int:
+        """The number of training items of the shortest real user."""
+        return int(self.train.lengths().min())
+
 
 @dataclass(frozen=True)
 class FakeProfiles:
@@ -59,6 +63,11 @@ class FakeProfiles:
     def from_rows(cls, items: np.ndarray, budget: int) -> FakeProfiles:
         """Profiles from a [num_fake, budget] array of item ids."""
         return cls(Interactions.from_lists(items.tolist()), budget)
+
+    def share_below(self, floor: int) -> float:
+        """Share of the fake users holding fewer than ``floor`` items: with ``floor`` the shortest real user's
+        length, those a filter on the number of interactions drops without dropping a real user."""
+        return float((self.lists.lengths() < floor).mean())
 
     def matrix(self, num_items: int) -> torch.Tensor:
         out = torch.zeros(self.lists.num_users, num_items)
