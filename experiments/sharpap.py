@@ -19,6 +19,12 @@ paper's numbers.
 follows RevAdv's outer loop (the ``table`` command's attack cell: same preset, targets, X₀ and seeds) and keeps the
 iterates X_t; writes ``iterates.csv``/``.md``/``.png``: each X_t's fake-user size, its surrogate H@50 as the loop
 scored it and as a surrogate fitted from scratch scores it, and the target H@10 / H@50 of every victim retrained on it.
+
+    python -m experiments.sharpap stealth --datasets fed-ml --runs 5 --attacks random targets-only revadv
+
+runs (or reads) the ``table`` command's attack cells and scores every attack's fake users with each detector of
+``defenses.profile_detectors`` (cached ``stealth-…`` cells, no victim trains); writes ``stealth.csv``/``.md``/``.png``:
+per detector and attack the ROC AUC against the real users and the share caught at 1 % of the real users.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +44,9 @@ import torch
 from attacks.implicit import ATTACKS, GRADIENT_ATTACKS, SHARP_SUFFIX, SURROGATE_PRESETS, FakeProfiles
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import MODES, SharpSettings
+from defenses.profile_detectors import DETECTORS, FALSE_POSITIVE_RATE
 from experiments.sharpap_cell import (ANATOMY, FAKE_SHARE, TARGET_BANDS, UNIFORM, VICTIM_MEASURES, cell_setting,
-                                      load, popularity, run_attack, run_iterates, run_victim, setting)
+                                      load, popularity, run_attack, run_iterates, run_stealth, run_victim, setting)
 from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
@@ -240,13 +248,20 @@ class Experiment:
         return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}{draw_tag}{anatomy_tag}"
                     f"{filter_tag}", params)
 
-    def run(self) -> dict[str, list[dict[str, Any]]]:
-        """The tables ``table``, ``alternatives``, ``attacks``, ``bands`` and ``utility`` (and ``anatomy``)."""
+    def gpus(self) -> dict[str, float]:
+        return {"gpus_per_cell": self.args.gpus_per_cell if self.args.device == "cuda" else 0.0}
+
+    def attack_sweep(self) -> tuple[dict[tuple, Cell], dict[str, Any]]:
+        """Every attack's cell per dataset and run (no attack has none) and their results, run where not cached."""
         a = self.args
         attacks = {(d, at, r): self.attack_cell(d, at, r) for d in a.datasets for at in a.attacks if at != "none"
                    for r in range(a.runs)}
-        gpus = {"gpus_per_cell": a.gpus_per_cell if a.device == "cuda" else 0.0}
-        made = run_sweep(list(attacks.values()), run_attack, self.out, workers=a.workers, **gpus)
+        return attacks, run_sweep(list(attacks.values()), run_attack, self.out, workers=a.workers, **self.gpus())
+
+    def run(self) -> dict[str, list[dict[str, Any]]]:
+        """The tables ``table``, ``alternatives``, ``attacks``, ``bands`` and ``utility`` (and ``anatomy``)."""
+        a = self.args
+        attacks, made = self.attack_sweep()
         victims = {}
         for d in a.datasets:
             for at in a.attacks:
@@ -257,7 +272,7 @@ class Experiment:
                             victims[(d, at, v, r, draw)] = self.victim_cell(
                                 d, v, cell.key[len("attack-"):] if cell else None, r,
                                 made[cell.key]["profiles"] if cell else None, draw)
-        measured = run_sweep(list(victims.values()), run_victim, self.out, workers=a.workers, **gpus)
+        measured = run_sweep(list(victims.values()), run_victim, self.out, workers=a.workers, **self.gpus())
         baselines = [Cell(self.popularity_key(d, r), {"dataset": d, "data_dir": a.data_dir, "run": r, **self.band})
                      for d in a.datasets for r in range(a.runs)]
         popular = run_sweep(baselines, popularity, self.out, progress=False)
@@ -269,6 +284,25 @@ class Experiment:
                   "attacks": self.attack_table(attacks, made), "bands": self.band_table(results),
                   "utility": self.utility_table(results, popular)}
         return tables | ({"anatomy": self.anatomy_table(results)} if a.anatomy else {})
+
+    def stealth(self) -> dict[str, list[dict[str, Any]]]:
+        """The ``stealth`` table: how well each detector of ``defenses.profile_detectors`` sets every attack's fake
+        users apart from the real users (ROC AUC, share caught at 1 % of the real), mean ± std over the runs."""
+        a, rows = self.args, []
+        attacks, made = self.attack_sweep()
+        cells = {key: Cell("stealth-" + cell.key[len("attack-"):],
+                           {**cell.params, "profiles": made[cell.key]["profiles"], "detectors": list(DETECTORS)})
+                 for key, cell in attacks.items()}
+        measured = run_sweep(list(cells.values()), run_stealth, self.out, workers=a.workers)
+        for d in a.datasets:
+            for detector in DETECTORS:
+                for at in dict.fromkeys(at for (_, at, _) in attacks):
+                    runs = [measured[cells[(d, at, r)].key][detector] for r in range(a.runs)]
+                    rows.append({"dataset": d, "detector": detector, "attack": at,
+                                 "AUC": _mean_std([x["auc"] for x in runs]),
+                                 f"caught at {FALSE_POSITIVE_RATE:.0%} of the real":
+                                     _mean_std([x["caught"] for x in runs])})
+        return {"stealth": rows}
 
     def iterates(self) -> dict[str, list[dict[str, Any]]]:
         """The ``iterates`` table: RevAdv's iterates X_t (``--iterates``) of every dataset and run, each scored by the
@@ -452,8 +486,9 @@ def mean_over_draws(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {key: combine(key, [result[key] for result in results]) for key in results[0]}
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """H@10 (mean over runs) per victim and attack, one panel per dataset."""
+def plot(rows: list[dict[str, Any]], path: Path, group: str = "victim", value: str = "H@10",
+         label: str = "target H@10") -> None:
+    """``value`` (a "mean ± std" column) per ``group`` (victim) and attack, one panel per dataset."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -463,15 +498,15 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 4), squeeze=False)
     for ax, d in zip(axes[0], datasets):
         block = [r for r in rows if r["dataset"] == d]
-        victims = list(dict.fromkeys(r["victim"] for r in block))
+        groups = list(dict.fromkeys(r[group] for r in block))
         attacks = list(dict.fromkeys(r["attack"] for r in block))
         width = 0.8 / len(attacks)
         for j, at in enumerate(attacks):
-            values = [float(next(r for r in block if r["victim"] == v and r["attack"] == at)["H@10"].split(" ± ")[0])
-                      for v in victims]
-            ax.bar([i + j * width for i in range(len(victims))], values, width, label=at)
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(victims))], victims)
-        ax.set(title=d, ylabel="target H@10")
+            values = [float(next(r for r in block if r[group] == g and r["attack"] == at)[value].split(" ± ")[0])
+                      for g in groups]
+            ax.bar([i + j * width for i in range(len(groups))], values, width, label=at)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], groups)
+        ax.set(title=d, ylabel=label)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -501,9 +536,10 @@ def plot_iterates(rows: list[dict[str, Any]], path: Path) -> None:
 def build_parser() -> CommandParser:
     parser = CommandParser(prog="python -m experiments.sharpap", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["table", "iterates"],
+    parser.add_argument("command", choices=["table", "iterates", "stealth"],
                         help="table: every attack against every victim; iterates: RevAdv's outer-loop iterates, each "
-                             "scored by the surrogate and retrained on by the victims")
+                             "scored by the surrogate and retrained on by the victims; stealth: how well unsupervised "
+                             "detectors set every attack's fake users apart from the real users (no victim trains)")
     add_common(parser, out="runs/sharpap", seeds=None, datasets=["fed-ml"])
     add_list(parser, "--victims", str, "names", list(VICTIMS), f"victims ({', '.join(VICTIM_CHOICES)}; default: "
              f"{' '.join(VICTIMS)})")
@@ -571,7 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     experiment = Experiment(args)
     for dataset in args.datasets:  # missing or malformed data fails here, in one line, before any run
         load(dataset, args.data_dir)
-    tables = experiment.run() if args.command == "table" else experiment.iterates()
+    tables = {"table": experiment.run, "iterates": experiment.iterates, "stealth": experiment.stealth}[args.command]()
     out = Path(args.out)
     draws = f", each victim's measures averaged over {args.victim_draws} draws" if args.victim_draws > 1 else ""
     presets = (f"{args.preset} preset" if experiment.victim_preset == args.preset
@@ -588,11 +624,16 @@ def main(argv: Sequence[str] | None = None) -> int:
               "bands": "Target promotion by the targets' popularity band (mean over runs and targets)",
               "utility": "Clean utility on the test split",
               "anatomy": "Anatomy of the target scores r_ut = |p_u| |q_t| cos(p_u, q_t) against each real user's 20th "
-                         "item k (means over runs; recsys.score_anatomy)"}
+                         "item k (means over runs; recsys.score_anatomy)",
+              "stealth": f"Detectors of the fake users (defenses.profile_detectors; mean ± std over {args.runs} "
+                         "runs): "
+                         "ROC AUC against the real users (below 0.5: the fake users sit at the other end) and the "
+                         "share of fake users scored above all but the most suspicious 1 % of the real users"}
     for name, rows in tables.items():
         write_table(rows, out / name, title=titles[name])
         print(markdown_table(rows))
-    figure, draw = ("table", plot) if args.command == "table" else ("iterates", plot_iterates)
+    figure, draw = {"table": ("table", plot), "iterates": ("iterates", plot_iterates),
+                    "stealth": ("stealth", partial(plot, group="detector", value="AUC", label="ROC AUC"))}[args.command]
     draw(tables[figure], out / f"{figure}.png")
     print(f"wrote {out}/{figure}.png and " + ", ".join(f"{name}.csv, .md" for name in tables))
     return 0

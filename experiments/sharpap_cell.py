@@ -20,6 +20,7 @@ from attacks.implicit.sharpap import SharpSettings
 from attacks.implicit.options import make_surrogate, settings_type
 from central.ranking_learner import TrainSettings, train_native
 from defenses.degree_filter import drop_short_users
+from defenses.profile_detectors import DETECTORS, separation
 from recsys.data import Dataset, Interactions, load_dataset
 from recsys.models.ranking import make_model
 from recsys.promotion_metrics import BANDS, PopularityScorer, popularity_bands, promotion, utility
@@ -194,6 +195,15 @@ def run_victim(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     epochs = [row["seconds"] for row in history if row["epoch"] > 0]
     return {**scores, **filtered, "seconds": time.perf_counter() - start,
             "seconds_per_epoch": float(np.mean(epochs)) if epochs else 0.0, "peak_mib": _peak_mib()}
+
+
+def run_stealth(params: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Stealth cell: every detector of ``defenses.profile_detectors`` on the real users plus the profiles file
+    ``params["profiles"]``: how well its score sets the fake users apart (ROC AUC, share caught at 1 % of the real)."""
+    dataset, _ = cell_setting(params)
+    train = FakeProfiles.load(Path(params["profiles"])).inject(dataset.train)
+    fake = np.arange(train.num_users) >= dataset.train.num_users
+    return {name: separation(detector(train, dataset.num_items), fake) for name, detector in DETECTORS.items()}
 
 
 def popularity(params: dict[str, Any], folder: Path) -> dict[str, Any]:

@@ -542,6 +542,24 @@ def test_anatomy_cells_keep_the_table_cells_apart_and_show_simgcls_spread_of_pop
         assert float(simgcl["cos(p_u, q_k)"]) < float(lightgcn["cos(p_u, q_k)"])
 
 
+def test_stealth_command_scores_every_attacks_fake_users_with_every_detector(tmp_path):
+    """Targets-only's fake users (5 targets, uniform among the items) are the least popular profiles; 5 items long,
+    as the shortest real users here, they tie with those on length (none caught at 1 %)."""
+    from experiments.sharpap import main
+
+    main(["stealth", "--datasets", "synthetic", "--runs", "2", "--preset", "ci", "--attacks", "random", "targets-only",
+          "--out", str(tmp_path)])
+    rows = {(row["detector"], row["attack"]): row for row in csv.DictReader((tmp_path / "stealth.csv").open())}
+    detectors = ("length", "popularity", "degsim", "nearest")
+    assert set(rows) == {(d, a) for d in detectors for a in ("random", "targets-only")}
+    caught = "caught at 1% of the real"
+    popular = rows[("popularity", "targets-only")]
+    assert popular["AUC"] == "1.0000 ± 0.0000" == popular[caught]
+    assert float(rows[("length", "targets-only")]["AUC"].split(" ± ")[0]) > 0.9
+    assert rows[("length", "targets-only")][caught] == "0.0000 ± 0.0000"
+    assert (tmp_path / "stealth.png").is_file() and not list(tmp_path.glob("cells/victim-*"))
+
+
 def test_degree_filter_drops_the_users_shorter_than_every_real_user_and_nothing_else(tmp_path):
     """With ``--degree-filter`` a victim trained on 3 fake users below the shortest real user (5 items on this data)
     and 3 above it is exactly the victim trained, unfiltered, on the 3 long ones alone."""
