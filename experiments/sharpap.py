@@ -9,10 +9,10 @@ Two sweeps of cached cells (``harness.sweep``): fake profiles are generated once
 reuse every finished cell. Writes ``table.csv``/``.md`` (mean ± std over runs, paired t-test p-values),
 ``alternatives.csv``/``.md`` (RevAdv's TargetHR@K and GradientPassing's Recall@K of the whole target set),
 ``attacks.csv``/``.md`` (surrogate diagnostics, the fake users' length against the shortest real user's, and cost),
-``bands.csv``/``.md`` (per-target H@10 / H@50 by the targets' popularity band), ``utility.csv``/``.md`` (clean Recall@20
-/ NDCG@20 beside the popularity baseline), with ``--anatomy`` ``anatomy.csv``/``.md`` (the targets' norms and cosines
-against each user's 20th item, ``recsys.score_anatomy``) and ``table.png`` into ``--out``, and prints them with the
-paper's numbers.
+``bands.csv``/``.md`` (per-target H@10 / H@50 by the targets' popularity band), ``utility.csv``/``.md`` (clean
+Recall@20 and NDCG@20 beside the popularity baseline), with ``--anatomy`` ``anatomy.csv``/``.md`` (the targets' norms
+and cosines against each user's 20th item, ``recsys.score_anatomy``) and ``table.png`` into ``--out``, and prints them
+with the paper's numbers.
 
     python -m experiments.sharpap iterates --datasets fed-ml --runs 1 --victims wrmf --iterates 0 1 2 5 10 20 30
 
@@ -604,6 +604,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("--iterates must be >= 0")
     if args.anatomy and args.command != "table":
         raise UsageError("--anatomy goes with the table command")
+    if args.command == "stealth" and set(args.attacks) <= {"none"}:
+        raise UsageError("the stealth command scores fake users: name an attack other than none in --attacks")
     experiment = Experiment(args)
     for dataset in args.datasets:  # missing or malformed data fails here, in one line, before any run
         load(dataset, args.data_dir)

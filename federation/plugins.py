@@ -26,6 +26,7 @@ MALICIOUS_STRATEGIES: dict[str, str] = {
     "profile:bandwagon": "attacks.federated.profile_clients:BandwagonProfiles",
     "profile:targets-only": "attacks.federated.profile_clients:TargetsOnlyProfiles",
     "profile:random-floor": "attacks.federated.profile_clients:RandomFloorProfiles",
+    "profile:popular-floor": "attacks.federated.profile_clients:PopularFloorProfiles",
     "profile:revadv": "attacks.federated.profile_clients:RevAdvProfiles",
     "profile:revadv+sharpap": "attacks.federated.profile_clients:SharpAPProfiles",
     "profile:rapu": "attacks.federated.profile_clients:RAPUProfiles",

@@ -42,7 +42,7 @@ def test_every_attack_keeps_the_budget(setting, name):
     lengths = profiles.lists.lengths()
     assert profiles.lists.num_users == setting.num_fake and lengths.max() <= setting.budget
     heuristic_lengths = {"random": setting.budget, "bandwagon": setting.budget, "targets-only": len(setting.targets),
-                         "random-floor": setting.real_floor()}  # 10, 10, 3, 5: the fixture's shortest real user has 5
+                         "random-floor": setting.real_floor(), "popular-floor": setting.real_floor()}  # 10, 10, 3, 5, 5
     if name in heuristic_lengths:
         assert (lengths == heuristic_lengths[name]).all()
         assert all(set(setting.targets) <= set(profiles.lists.user(f).tolist()) for f in range(setting.num_fake))
@@ -54,6 +54,16 @@ def test_bandwagon_takes_a_tenth_from_the_popular_items(setting):
     popular = set(np.argsort(-setting.item_counts(), kind="stable")[:53].tolist())
     fillers = [set(profiles.lists.user(f).tolist()) - set(setting.targets.tolist()) for f in range(setting.num_fake)]
     assert all(len(f & popular) >= 1 for f in fillers)
+
+
+def test_popular_floor_draws_its_fillers_by_popularity(setting):
+    counts = setting.item_counts()
+
+    def filler_counts(name: str) -> float:
+        items = generate(name, setting, AttackOptions(), seed=0)[0].lists.items
+        return counts[items[~np.isin(items, setting.targets)]].mean()
+
+    assert filler_counts("popular-floor") > 1.5 * filler_counts("random-floor")
 
 
 def test_projection_keeps_entries_above_the_threshold_within_the_budget():
@@ -474,6 +484,8 @@ def test_command_line_rejects_bad_settings(capsys, tmp_path):
     assert "--iterates must be >= 0" in capsys.readouterr().err
     assert main(["iterates", "--anatomy"]) == 2
     assert "--anatomy goes with the table command" in capsys.readouterr().err
+    assert main(["stealth", "--attacks", "none"]) == 2
+    assert "name an attack other than none" in capsys.readouterr().err
     assert main(["table", "--datasets", "amazon-book", "--data-dir", str(tmp_path)]) == 2  # before any run
     assert f"missing {tmp_path / 'amazon-book' / 'train.txt'}" in capsys.readouterr().err
 

@@ -1,7 +1,7 @@
-"""Implicit-feedback fake-profile attacks, by name; each returns ``FakeProfiles`` within the setting's per-fake
-budget: ``random``, ``bandwagon``, ``targets-only``, ``random-floor`` (heuristics), the gradient attacks ``revadv``
-(hypergradient through a WMF surrogate, ``options.surrogate`` names which), ``rapu`` (RAPU-G: RevAdv's loop with
-RAPU's objective and projection) and ``dada`` (approximate DADA: RevAdv's loop with a difficulty- and
+"""Implicit-feedback fake-profile attacks, by name; each returns ``FakeProfiles`` within the setting's per-fake budget:
+``random``, ``bandwagon``, ``targets-only``, ``random-floor``, ``popular-floor`` (heuristics), the gradient attacks
+``revadv`` (hypergradient through a WMF surrogate, ``options.surrogate`` names which), ``rapu`` (RAPU-G: RevAdv's
+loop with RAPU's objective and projection) and ``dada`` (approximate DADA: RevAdv's loop with a difficulty- and
 diversity-weighted objective), and each of those with SharpAP's sharpness-aware cotangent (``revadv+sharpap``,
 ``rapu+sharpap``, ``dada+sharpap``).
 
@@ -68,6 +68,7 @@ ATTACKS: dict[str, Callable[[PoisonSetting, AttackOptions, int], tuple[FakeProfi
     "bandwagon": _heuristic(heuristic.bandwagon_attack, "bandwagon"),
     "targets-only": _heuristic(heuristic.targets_only_attack, "targets-only"),
     "random-floor": _heuristic(heuristic.random_floor_attack, "random-floor"),
+    "popular-floor": _heuristic(heuristic.popular_floor_attack, "popular-floor"),
     **{f"{base}{suffix}": _gradient(base, sharp=bool(suffix))
        for base in GRADIENT_BASES for suffix in ("", SHARP_SUFFIX)},
 }

@@ -7,6 +7,8 @@
   a control for how much a gradient attack's choice of fillers adds).
 * Random at the floor: the targets plus uniform fillers up to the shortest real user's list, the shortest fake rows
   a filter on the number of interactions lets through without dropping a real user.
+* Popular at the floor: the same length, the fillers drawn in proportion to the items' training counts, as a real
+  user's items are.
 """
 
 from __future__ import annotations
@@ -28,18 +30,29 @@ def targets_only_attack(setting: PoisonSetting, rng: np.random.Generator) -> Fak
     return _with_targets(setting, np.empty((setting.num_fake, 0), dtype=np.int64))
 
 
-def _uniform_fillers(setting: PoisonSetting, rng: np.random.Generator, length: int) -> FakeProfiles:
-    fillers = draw_fillers(rng, setting.num_fake, setting.num_items, length - len(setting.targets), setting.targets)
+def _drawn_fillers(setting: PoisonSetting, rng: np.random.Generator, length: int,
+                   weights: np.ndarray | None = None) -> FakeProfiles:
+    fillers = draw_fillers(rng, setting.num_fake, setting.num_items, length - len(setting.targets), setting.targets,
+                           weights=weights)
     return _with_targets(setting, fillers)
 
 
+def _floor_length(setting: PoisonSetting) -> int:
+    return min(setting.budget, max(len(setting.targets), setting.real_floor()))
+
+
 def random_attack(setting: PoisonSetting, rng: np.random.Generator) -> FakeProfiles:
-    return _uniform_fillers(setting, rng, setting.budget)
+    return _drawn_fillers(setting, rng, setting.budget)
 
 
 def random_floor_attack(setting: PoisonSetting, rng: np.random.Generator) -> FakeProfiles:
     """The targets plus uniform fillers, each fake user as long as the shortest real user (within the budget)."""
-    return _uniform_fillers(setting, rng, min(setting.budget, max(len(setting.targets), setting.real_floor())))
+    return _drawn_fillers(setting, rng, _floor_length(setting))
+
+
+def popular_floor_attack(setting: PoisonSetting, rng: np.random.Generator) -> FakeProfiles:
+    """As ``random_floor_attack``, the fillers drawn in proportion to the items' training counts."""
+    return _drawn_fillers(setting, rng, _floor_length(setting), weights=setting.item_counts().astype(np.float64))
 
 
 def bandwagon_attack(setting: PoisonSetting, rng: np.random.Generator) -> FakeProfiles:
