@@ -10,7 +10,6 @@ import numpy as np
 from recsys.data import Interactions
 
 
-def drop_short_users(train: Interactions, floor: int) -> tuple[Interactions, np.ndarray]:
-    """The lists of the users holding at least ``floor`` items, in their order, and those users' ids."""
-    kept = np.flatnonzero(train.lengths() >= floor)
-    return train.subset(kept), kept
+def drop_short_users(train: Interactions, floor: int) -> Interactions:
+    """The lists of the users holding at least ``floor`` items, in their order."""
+    return train.subset(np.flatnonzero(train.lengths() >= floor))

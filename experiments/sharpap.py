@@ -296,7 +296,7 @@ class Experiment:
         measured = run_sweep(list(cells.values()), run_stealth, self.out, workers=a.workers)
         for d in a.datasets:
             for detector in DETECTORS:
-                for at in dict.fromkeys(at for (_, at, _) in attacks):
+                for at in [name for name in a.attacks if name != "none"]:
                     runs = [measured[cells[(d, at, r)].key][detector] for r in range(a.runs)]
                     rows.append({"dataset": d, "detector": detector, "attack": at,
                                  "AUC": _mean_std([x["auc"] for x in runs]),

@@ -180,7 +180,7 @@ def run_victim(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     if params["profiles"]:
         train = FakeProfiles.load(Path(params["profiles"])).inject(train)
     if params.get("degree_filter"):  # at the shortest real user's length: the real users keep their rows 0..n-1
-        kept = drop_short_users(train, poison.real_floor())[0]
+        kept = drop_short_users(train, poison.real_floor())
         train, filtered = kept, {"dropped_users": train.num_users - kept.num_users}
     draw = f"/{params['draw']}" if params.get("draw") else ""  # draw 0 keeps the single-draw seed
     seed = zlib.crc32(f"victim/{params['victim']}/{params['run']}{draw}".encode())
