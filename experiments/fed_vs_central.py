@@ -10,7 +10,7 @@ seed among those with a training interaction). Conditions, each a cached sweep c
 
 * ``central`` — the federated NCF trained centrally (``central.ncf_trainer``) on the real users plus the m fake
   profiles of a profile attack (``attacks.implicit``: random, bandwagon, targets-only, random-floor, popular-floor,
-  revadv, rapu, dada, each gradient attack with +sharpap) as extra users;
+  revadv, revadv-popular, rapu, dada, each gradient attack with +sharpap) as extra users;
 * ``federated`` — the federated paper setting (``harness.runner``) with the same m profiles played by fake
   clients that train honestly on them (``--attack profile:NAME``), or with model poisoning (a-ra, a-hum, eb, …);
 * ``none`` in each mode.

@@ -29,6 +29,8 @@ MALICIOUS_STRATEGIES: dict[str, str] = {
     "profile:popular-floor": "attacks.federated.profile_clients:PopularFloorProfiles",
     "profile:revadv": "attacks.federated.profile_clients:RevAdvProfiles",
     "profile:revadv+sharpap": "attacks.federated.profile_clients:SharpAPProfiles",
+    "profile:revadv-popular": "attacks.federated.profile_clients:RevAdvPopularProfiles",
+    "profile:revadv-popular+sharpap": "attacks.federated.profile_clients:RevAdvPopularSharpAPProfiles",
     "profile:rapu": "attacks.federated.profile_clients:RAPUProfiles",
     "profile:rapu+sharpap": "attacks.federated.profile_clients:RAPUSharpAPProfiles",
     "profile:dada": "attacks.federated.profile_clients:DADAProfiles",

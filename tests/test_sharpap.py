@@ -66,6 +66,21 @@ def test_popular_floor_draws_its_fillers_by_popularity(setting):
     assert filler_counts("popular-floor") > 1.5 * filler_counts("random-floor")
 
 
+def test_popular_x0_draws_rows_of_real_lengths_by_popularity_and_copies_no_one(setting):
+    from attacks.implicit.revadv import initial_fake, popular_initial_fake
+
+    counts, lengths = setting.item_counts(), setting.train.lengths()
+    copied = initial_fake(setting, np.random.default_rng(0))
+    drawn = popular_initial_fake(setting, np.random.default_rng(0))
+    assert torch.equal(drawn.sum(1), copied.sum(1))  # the same users' lengths (the same draw of them)
+    assert set(drawn.sum(1).long().tolist()) <= set(lengths[lengths <= setting.budget].tolist())
+    rows = [set(torch.nonzero(row).flatten().tolist()) for row in drawn]
+    real = [set(setting.train.user(u).tolist()) for u in range(setting.train.num_users)]
+    assert all(row not in real for row in rows)
+    mean_count = float((drawn * torch.from_numpy(counts).float()).sum() / drawn.sum())
+    assert mean_count > 1.5 * counts.mean()  # uniform items would average counts.mean()
+
+
 def test_projection_keeps_entries_above_the_threshold_within_the_budget():
     x = torch.tensor([[0.9, 0.04, 0.3, 0.06, -1.0], [0.01, 0.02, 0.03, 0.04, 0.05]])
     expected = torch.tensor([[1.0, 0.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
@@ -242,7 +257,7 @@ def test_a_user_mean_objective_is_taken_in_chunks_of_users(setting, base, monkey
         return objective(theta["user_real"] @ theta["item"].T, surrogate.targets)
 
     monkeypatch.setattr(surrogate_module, "SCORE_CHUNK", 7 * setting.num_items)  # 7 users at once
-    assert len(surrogate._user_chunks()) == (22 if base in ("revadv", "rapu") else 1)  # DADA's weights: one chunk
+    assert len(surrogate._user_chunks()) == (1 if base == "dada" else 22)  # DADA's weights: one chunk
     torch.testing.assert_close(surrogate.adversarial_loss(theta), whole(theta))
     torch.testing.assert_close(surrogate.adversarial_gradient(theta), torch.func.grad(whole)(theta))
 

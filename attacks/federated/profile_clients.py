@@ -1,12 +1,12 @@
 """``profile:NAME``: fake federated clients that train exactly like benign clients (BCE over their profile and r sampled
 negatives, their own p_u) on the fake profiles of an implicit data-poisoning attack of ``attacks.implicit``
-(``random``, ``bandwagon``, ``targets-only``, ``random-floor``, ``popular-floor``, ``revadv``, ``rapu``, ``dada``,
-each gradient attack ``+sharpap``): RA generalised to any profile generator. For the same training lists, targets,
-number of fake users, budget (``--fake-profile-items``) and seed they are exactly the profiles the central
-experiments inject, so one attack can be played as data poisoning in central training and by federated fake clients.
-The gradient attacks run with the settings of ``profile_preset`` (``attacks.implicit.PRESETS``; default ``lean``),
-and a process generates each set of profiles once (a central cell and a federated cell of the same setting in one
-sweep worker share them).
+(``random``, ``bandwagon``, ``targets-only``, ``random-floor``, ``popular-floor``, ``revadv``, ``revadv-popular``,
+``rapu``, ``dada``, each gradient attack ``+sharpap``): RA generalised to any profile generator. For the same
+training lists, targets, number of fake users, budget (``--fake-profile-items``) and seed they are exactly the
+profiles the central experiments inject, so one attack can be played as data poisoning in central training and by
+federated fake clients. The gradient attacks run with the settings of ``profile_preset``
+(``attacks.implicit.PRESETS``; default ``lean``), and a process generates each set of profiles once (a central cell
+and a federated cell of the same setting in one sweep worker share them).
 """
 
 from __future__ import annotations
@@ -74,6 +74,14 @@ class RevAdvProfiles(ImplicitProfileClient):
 
 class SharpAPProfiles(ImplicitProfileClient):
     name, attack = "profile:revadv+sharpap", "revadv+sharpap"
+
+
+class RevAdvPopularProfiles(ImplicitProfileClient):
+    name, attack = "profile:revadv-popular", "revadv-popular"
+
+
+class RevAdvPopularSharpAPProfiles(ImplicitProfileClient):
+    name, attack = "profile:revadv-popular+sharpap", "revadv-popular+sharpap"
 
 
 class RAPUProfiles(ImplicitProfileClient):

@@ -1,12 +1,12 @@
 """Implicit-feedback fake-profile attacks, by name; each returns ``FakeProfiles`` within the setting's per-fake budget:
 ``random``, ``bandwagon``, ``targets-only``, ``random-floor``, ``popular-floor`` (heuristics), the gradient attacks
-``revadv`` (hypergradient through a WMF surrogate, ``options.surrogate`` names which), ``rapu`` (RAPU-G: RevAdv's
-loop with RAPU's objective and projection) and ``dada`` (approximate DADA: RevAdv's loop with a difficulty- and
-diversity-weighted objective), and each of those with SharpAP's sharpness-aware cotangent (``revadv+sharpap``,
-``rapu+sharpap``, ``dada+sharpap``).
+``revadv`` (hypergradient through a WMF surrogate, ``options.surrogate`` names which; ``revadv-popular``: from rows
+drawn by item popularity instead of real users' rows), ``rapu`` (RAPU-G: RevAdv's loop with RAPU's objective and
+projection) and ``dada`` (approximate DADA: RevAdv's loop with a difficulty- and diversity-weighted objective), and
+each of those with SharpAP's sharpness-aware cotangent (``revadv+sharpap``, ``rapu+sharpap``, ``dada+sharpap``).
 
 A new attack is a function ``(setting, options, seed) -> (profiles, history)`` plus an entry in ``ATTACKS``;
-a new gradient attack is an entry in ``GRADIENT_BASES`` (its objective and outer-loop settings).
+a new gradient attack is an entry in ``GRADIENT_BASES`` (its objective, outer-loop settings and X₀).
 """
 
 from __future__ import annotations
@@ -26,12 +26,15 @@ from attacks.implicit.surrogate import Objective, softmax_loss
 
 History = list[dict[str, Any]]
 SHARP_SUFFIX = "+sharpap"
-# gradient attack -> (its adversarial objective for a setting and seed, its outer-loop settings from the preset's)
+# gradient attack -> (its adversarial objective for a setting and seed, its outer-loop settings from the preset's,
+# its X₀)
 ObjectiveFactory = Callable[[PoisonSetting, int], Objective]
-GRADIENT_BASES: dict[str, tuple[ObjectiveFactory, Callable[[RevAdvSettings], RevAdvSettings]]] = {
-    "revadv": (lambda setting, seed: softmax_loss, lambda settings: settings),
-    "rapu": (lambda setting, seed: rapu.wmw_loss, rapu.loop_settings),
-    "dada": (dada.objective, lambda settings: settings),
+InitialFake = Callable[[PoisonSetting, np.random.Generator], Any]
+GRADIENT_BASES: dict[str, tuple[ObjectiveFactory, Callable[[RevAdvSettings], RevAdvSettings], InitialFake]] = {
+    "revadv": (lambda setting, seed: softmax_loss, lambda settings: settings, revadv.initial_fake),
+    "revadv-popular": (lambda setting, seed: softmax_loss, lambda settings: settings, revadv.popular_initial_fake),
+    "rapu": (lambda setting, seed: rapu.wmw_loss, rapu.loop_settings, revadv.initial_fake),
+    "dada": (dada.objective, lambda settings: settings, revadv.initial_fake),
 }
 
 
@@ -51,10 +54,10 @@ def gradient_attack(setting: PoisonSetting, options: AttackOptions, seed: int, s
     """The gradient attack ``base`` (a name of ``GRADIENT_BASES``), with SharpAP's cotangent when ``sharp``, on the
     surrogate ``options.surrogate`` describes; all share X₀, the surrogate's seed and the targets.
     ``on_iteration(row, X_t)``: see ``revadv.run``."""
-    objective, loop = GRADIENT_BASES[base]
+    objective, loop, initial = GRADIENT_BASES[base]
     surrogate = make_surrogate(setting, options, seed, objective(setting, seed))
     rule = SharpAP(options.sharp) if sharp else revadv.plain_cotangent
-    return revadv.run(surrogate, setting, loop(options.revadv), _rng(seed, "revadv"), rule, on_iteration)
+    return revadv.run(surrogate, setting, loop(options.revadv), _rng(seed, "revadv"), rule, on_iteration, initial)
 
 
 def _gradient(base: str, sharp: bool):

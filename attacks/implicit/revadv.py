@@ -10,7 +10,8 @@ most the ``budget`` largest entries per row, so every attack has the same budget
 keeps exactly the ``budget`` largest (the top-k projection of RAPU / GradientPassing). With
 ``click_targets`` (RevAdv's setting for its WMF-ALS surrogate) the targets' hypergradient is zeroed and
 every fake row clicks the targets after the projection, which keeps ``budget`` − |T| other entries.
-X₀ = rows of random real users with at most ``budget`` items.
+X₀ = rows of random real users with at most ``budget`` items (``popular_initial_fake``: rows of their lengths drawn
+by item popularity, copied from no one).
 
 A surrogate is any object with ``fit(X, differentiable) -> SurrogateFit`` (θ, VJP through θ(X)),
 ``adversarial_loss(θ)``, ``adversarial_gradient(θ)`` and ``target_hit_ratio(θ)``.
@@ -74,6 +75,21 @@ def initial_fake(setting: PoisonSetting, rng: np.random.Generator) -> torch.Tens
     return fake
 
 
+def popular_initial_fake(setting: PoisonSetting, rng: np.random.Generator) -> torch.Tensor:
+    """X₀ copied from no one: every fake row as long as a random real user's with at most ``budget`` items (the
+    users ``initial_fake`` would copy), its items drawn without replacement in proportion to their training counts."""
+    lengths = setting.train.lengths()
+    pool = np.flatnonzero((lengths <= setting.budget) & (lengths > 0))
+    chosen = lengths[rng.choice(pool, setting.num_fake, replace=len(pool) < setting.num_fake)]
+    with np.errstate(divide="ignore"):  # an item no one clicked is never drawn
+        keys = rng.gumbel(size=(setting.num_fake, setting.num_items)) + np.log(setting.item_counts())
+    ranked = np.argsort(-keys, axis=1)[:, : chosen.max()]  # Gumbel top-k: a weighted draw without replacement
+    rows, ranks = np.nonzero(np.arange(chosen.max()) < chosen[:, None])  # each row's first chosen[f] draws
+    fake = torch.zeros(setting.num_fake, setting.num_items)
+    fake[torch.from_numpy(rows), torch.from_numpy(ranked[rows, ranks])] = 1.0
+    return fake
+
+
 def project(x: torch.Tensor, budget: int, threshold: float | None, clicked: torch.Tensor | None = None) -> torch.Tensor:
     """1 on the ``budget`` largest entries of every row that exceed ``threshold`` (all of them
     when ``threshold`` is None), 0 elsewhere; with ``clicked`` columns, those are 1 in every row and the
@@ -91,11 +107,12 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def run(surrogate: Surrogate, setting: PoisonSetting, settings: RevAdvSettings, rng: np.random.Generator,
         cotangent: Cotangent = plain_cotangent,
-        on_iteration: Callable[[dict[str, Any], torch.Tensor], None] | None = None
+        on_iteration: Callable[[dict[str, Any], torch.Tensor], None] | None = None,
+        initial: Callable[[PoisonSetting, np.random.Generator], torch.Tensor] = initial_fake
         ) -> tuple[FakeProfiles, list[dict[str, Any]]]:
-    """The RevAdv loop with the given cotangent rule; returns the best iterate and one row per iteration.
-    ``on_iteration(row, X_t)`` sees every iteration's row and the iterate X_t it scored."""
-    fake = initial_fake(setting, rng)
+    """The RevAdv loop from X₀ = ``initial(setting, rng)`` with the given cotangent rule; returns the best iterate and
+    one row per iteration. ``on_iteration(row, X_t)`` sees every iteration's row and the iterate X_t it scored."""
+    fake = initial(setting, rng)
     clicked = torch.as_tensor(setting.targets, dtype=torch.long) if settings.click_targets else None
     velocity = torch.zeros_like(fake)
     best_hr, best = -1.0, fake
