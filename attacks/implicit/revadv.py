@@ -61,14 +61,18 @@ def plain_cotangent(surrogate: Surrogate, fit: SurrogateFit) -> tuple[Theta, dic
     return surrogate.adversarial_gradient(fit.theta), {}
 
 
-def initial_fake(setting: PoisonSetting, rng: np.random.Generator) -> torch.Tensor:
-    """X₀: the rows of ``num_fake`` random real users with at most ``budget`` items (drawn with
-    replacement only when there are too few such users)."""
+def _users_to_copy(setting: PoisonSetting, rng: np.random.Generator) -> np.ndarray:
+    """``num_fake`` random real users with 1 to ``budget`` items (with replacement only when there are too few)."""
     lengths = setting.train.lengths()
     pool = np.flatnonzero((lengths <= setting.budget) & (lengths > 0))
     if len(pool) == 0:
         raise ValueError(f"no real user has between 1 and {setting.budget} items to copy")
-    chosen = rng.choice(pool, setting.num_fake, replace=len(pool) < setting.num_fake)
+    return rng.choice(pool, setting.num_fake, replace=len(pool) < setting.num_fake)
+
+
+def initial_fake(setting: PoisonSetting, rng: np.random.Generator) -> torch.Tensor:
+    """X₀: the rows of ``num_fake`` random real users with at most ``budget`` items."""
+    chosen = _users_to_copy(setting, rng)
     fake = torch.zeros(setting.num_fake, setting.num_items)
     sub = setting.train.subset(chosen)  # a copied row keeps its distinct items
     fake[torch.from_numpy(sub.row_ids()), torch.from_numpy(sub.items)] = 1.0
@@ -78,9 +82,7 @@ def initial_fake(setting: PoisonSetting, rng: np.random.Generator) -> torch.Tens
 def popular_initial_fake(setting: PoisonSetting, rng: np.random.Generator) -> torch.Tensor:
     """X₀ copied from no one: every fake row as long as a random real user's with at most ``budget`` items (the
     users ``initial_fake`` would copy), its items drawn without replacement in proportion to their training counts."""
-    lengths = setting.train.lengths()
-    pool = np.flatnonzero((lengths <= setting.budget) & (lengths > 0))
-    chosen = lengths[rng.choice(pool, setting.num_fake, replace=len(pool) < setting.num_fake)]
+    chosen = setting.train.lengths()[_users_to_copy(setting, rng)]
     with np.errstate(divide="ignore"):  # an item no one clicked is never drawn
         keys = rng.gumbel(size=(setting.num_fake, setting.num_items)) + np.log(setting.item_counts())
     ranked = np.argsort(-keys, axis=1)[:, : chosen.max()]  # Gumbel top-k: a weighted draw without replacement
