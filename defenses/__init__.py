@@ -2,8 +2,9 @@
 central-mode training defenses (TCD, AT, RAT), registered in ``DEFENSES``.
 
 Implicit training data are filtered before training by ``defenses.degree_filter`` (users shorter than the shortest
-real user dropped). Model stealing is defended at the query interface instead: ``defenses.mixing.MixingDefense`` wraps
-the target's top-K oracle and mixes popular items into every returned list.
+real user dropped), and ``defenses.profile_detectors`` scores how suspicious each user looks. Model stealing is
+defended at the query interface instead: ``defenses.mixing.MixingDefense`` wraps the target's top-K oracle and mixes
+popular items into every returned list.
 
 A training defense builds the central-mode learner that trains the defended model:
 ``DEFENSES[name](split, config, seed, dataset_name, tcd_overrides)``; ``"none"`` is the

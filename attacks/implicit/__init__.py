@@ -29,8 +29,7 @@ SHARP_SUFFIX = "+sharpap"
 # gradient attack -> (its adversarial objective for a setting and seed, its outer-loop settings from the preset's,
 # its X₀)
 ObjectiveFactory = Callable[[PoisonSetting, int], Objective]
-InitialFake = Callable[[PoisonSetting, np.random.Generator], Any]
-GRADIENT_BASES: dict[str, tuple[ObjectiveFactory, Callable[[RevAdvSettings], RevAdvSettings], InitialFake]] = {
+GRADIENT_BASES: dict[str, tuple[ObjectiveFactory, Callable[[RevAdvSettings], RevAdvSettings], revadv.InitialFake]] = {
     "revadv": (lambda setting, seed: softmax_loss, lambda settings: settings, revadv.initial_fake),
     "revadv-popular": (lambda setting, seed: softmax_loss, lambda settings: settings, revadv.popular_initial_fake),
     "rapu": (lambda setting, seed: rapu.wmw_loss, rapu.loop_settings, revadv.initial_fake),

@@ -32,6 +32,7 @@ from attacks.implicit.profiles import FakeProfiles, PoisonSetting
 from attacks.implicit.surrogate import SurrogateFit, Theta
 
 Cotangent = Callable[["Surrogate", SurrogateFit], tuple[Theta, dict[str, Any]]]
+InitialFake = Callable[[PoisonSetting, np.random.Generator], torch.Tensor]  # X₀ of the loop
 
 
 class Surrogate(Protocol):
@@ -110,7 +111,7 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 def run(surrogate: Surrogate, setting: PoisonSetting, settings: RevAdvSettings, rng: np.random.Generator,
         cotangent: Cotangent = plain_cotangent,
         on_iteration: Callable[[dict[str, Any], torch.Tensor], None] | None = None,
-        initial: Callable[[PoisonSetting, np.random.Generator], torch.Tensor] = initial_fake
+        initial: InitialFake = initial_fake
         ) -> tuple[FakeProfiles, list[dict[str, Any]]]:
     """The RevAdv loop from X₀ = ``initial(setting, rng)`` with the given cotangent rule; returns the best iterate and
     one row per iteration. ``on_iteration(row, X_t)`` sees every iteration's row and the iterate X_t it scored."""
