@@ -2,7 +2,8 @@
 central-mode training defenses (TCD, AT, RAT), registered in ``DEFENSES``.
 
 Implicit training data are filtered before training by ``defenses.degree_filter`` (users shorter than the shortest
-real user dropped), and ``defenses.profile_detectors`` scores how suspicious each user looks. Model stealing is
+real user dropped) or ``defenses.detector_screen`` (users a detector flags dropped), and
+``defenses.profile_detectors`` scores how suspicious each user looks. Model stealing is
 defended at the query interface instead: ``defenses.mixing.MixingDefense`` wraps the target's top-K oracle and mixes
 popular items into every returned list.
 

@@ -10,6 +10,6 @@ import numpy as np
 from recsys.data import Interactions
 
 
-def drop_short_users(train: Interactions, floor: int) -> Interactions:
-    """The lists of the users holding at least ``floor`` items, in their order."""
-    return train.subset(np.flatnonzero(train.lengths() >= floor))
+def long_enough_users(train: Interactions, floor: int) -> np.ndarray:
+    """The users of ``train`` holding at least ``floor`` items, ascending."""
+    return np.flatnonzero(train.lengths() >= floor)

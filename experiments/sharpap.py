@@ -235,7 +235,8 @@ class Experiment:
                   "train": {"epochs": training.epochs, "lr": training.lr, "batch_size": training.batch, **decay},
                   **self.band, **self.share, **self.device,
                   **({"options": training.options} if training.options else {}), **({"draw": draw} if draw else {}),
-                  **({"degree_filter": True} if self.args.degree_filter else {})}
+                  **({"degree_filter": True} if self.args.degree_filter else {}),
+                  **({"screen": self.args.screen} if self.args.screen else {})}
         source = source or f"{dataset}-none{self.band_tag}{self.share_tag}-r{run}"
         preset = VICTIM_PRESETS[self.victim_preset][victim]  # a preset's own settings keep their keys
         changed = "".join(f"-{name}{getattr(training, name)}" for name in ("lr", "batch", "weight_decay")
@@ -244,7 +245,8 @@ class Experiment:
             f"-d{training.dim}" if training.dim else "")
         draw_tag = f"-v{draw}" if draw else ""  # draw 0 keeps the single-draw key
         anatomy_tag = f"-{ANATOMY}" if self.args.anatomy else ""  # cells without the anatomy keep theirs
-        filter_tag = "-degree-filter" if self.args.degree_filter else ""
+        filter_tag = ("-degree-filter" if self.args.degree_filter else "") + (
+            f"-screen-{self.args.screen}" if self.args.screen else "")
         return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}{draw_tag}{anatomy_tag}"
                     f"{filter_tag}", params)
 
@@ -349,8 +351,10 @@ class Experiment:
                     for metric in ("hr", "ndcg"):
                         for k in KS:
                             row[f"{'H' if metric == 'hr' else 'N'}@{k}"] = _mean_std([x[f"{metric}@{k}"] for x in runs])
-                    if a.degree_filter:
+                    if a.degree_filter or a.screen:
                         row["users dropped"] = statistics.fmean(x["dropped_users"] for x in runs)
+                    if a.screen:
+                        row["real users dropped"] = statistics.fmean(x["dropped_real_users"] for x in runs)
                     if a.victim_draws > 1:
                         row["H@10 draw std"] = statistics.fmean(
                             statistics.stdev(x["hr@10"] for x in draws[(d, at, v, r)]) for r in range(a.runs))
@@ -578,6 +582,10 @@ def build_parser() -> CommandParser:
                         help="train every victim after dropping the users shorter than the shortest real user "
                              "(defenses.degree_filter: no real user, the fake users a filter on the number of "
                              "interactions catches); these victim cells get their own keys")
+    parser.add_argument("--screen", choices=tuple(DETECTORS),
+                        help="train every victim after dropping the users a detector of defenses.profile_detectors "
+                             "scores above 99%% of the clean data's users (defenses.detector_screen; real users go "
+                             "too, and the measures cover the real users kept); these victim cells get their own keys")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the surrogate and the victims train (default cpu; cuda cells get their own keys)")
@@ -602,6 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("--iterations must be >= 0")
     if any(t < 0 for t in args.iterates):
         raise UsageError("--iterates must be >= 0")
+    if args.degree_filter and args.screen:
+        raise UsageError("--degree-filter and --screen are two defenses: name one")
     if args.anatomy and args.command != "table":
         raise UsageError("--anatomy goes with the table command")
     if args.command == "stealth" and set(args.attacks) <= {"none"}:
@@ -616,6 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                else f"{args.preset} preset's attacks, {experiment.victim_preset} preset's victims")
     presets += f"; {' '.join(args.victim_set)}" if args.victim_set else ""
     presets += "; users shorter than the shortest real user dropped before training" if args.degree_filter else ""
+    presets += f"; users the {args.screen} detector flags dropped before training" if args.screen else ""
     titles = {"table": f"Target promotion (mean ± std over {args.runs} runs{draws}, {presets})",
               "iterates": "RevAdv's iterates X_t: surrogate H@50 as the loop scores them (warm-started fits) and "
                           "from scratch, and the target H@10 / H@50 of every victim retrained on them",

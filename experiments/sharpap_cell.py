@@ -19,7 +19,8 @@ from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import SharpSettings
 from attacks.implicit.options import make_surrogate, settings_type
 from central.ranking_learner import TrainSettings, train_native
-from defenses.degree_filter import drop_short_users
+from defenses.degree_filter import long_enough_users
+from defenses.detector_screen import screened_users
 from defenses.profile_detectors import DETECTORS, separation
 from recsys.data import Dataset, Interactions, load_dataset
 from recsys.models.ranking import make_model
@@ -170,31 +171,49 @@ def run_victim(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Victim cell: train ``params["victim"]`` from scratch on the real users plus the profiles
     file ``params["profiles"]`` (none: clean), measure the targets' promotion and the utility (and, with ``ANATOMY``
     among ``params["measures"]``, the anatomy of the target scores);
-    ``params["draw"]`` (default 0) picks the victim's seed (its initialisation and batches) for the run; with
-    ``params["degree_filter"]`` the users shorter than the shortest real user are dropped before training
-    (``defenses.degree_filter``) and the result counts them."""
+    ``params["draw"]`` (default 0) picks the victim's seed (its initialisation and batches) for the run; a defense
+    drops users before training and the result counts them (``_defend``)."""
     use_threads(params.get("threads", 1), params.get("device", "cpu"))
     start = time.perf_counter()
     dataset, poison = cell_setting(params)
-    train, filtered = dataset.train, {}
+    train = dataset.train
     if params["profiles"]:
         train = FakeProfiles.load(Path(params["profiles"])).inject(train)
-    if params.get("degree_filter"):  # at the shortest real user's length: the real users keep their rows 0..n-1
-        kept = drop_short_users(train, poison.real_floor())
-        train, filtered = kept, {"dropped_users": train.num_users - kept.num_users}
+    train, real, filtered = _defend(train, dataset, poison, params)
     draw = f"/{params['draw']}" if params.get("draw") else ""  # draw 0 keeps the single-draw seed
     seed = zlib.crc32(f"victim/{params['victim']}/{params['run']}{draw}".encode())
     model = make_model(params["victim"], train.num_users, dataset.num_items, params["dim"],
                        torch.Generator().manual_seed(seed), **params.get("options", {})).to(params.get("device", "cpu"))
     history = train_native(model, train, TrainSettings(**params["train"]), seed)
     model.eval()
-    scores = {**promotion(model, dataset.train, poison.targets, test=dataset.test),
-              **utility(model, dataset.train, dataset.test)}
+    real_train, real_test = dataset.train.subset(real), dataset.test.subset(real)
+    scores = {**promotion(model, real_train, poison.targets, test=real_test), **utility(model, real_train, real_test)}
     if ANATOMY in params["measures"]:
-        scores |= score_anatomy(*model.representations(), dataset.train, poison.targets)
+        scores |= score_anatomy(*model.representations(), real_train, poison.targets)
     epochs = [row["seconds"] for row in history if row["epoch"] > 0]
     return {**scores, **filtered, "seconds": time.perf_counter() - start,
             "seconds_per_epoch": float(np.mean(epochs)) if epochs else 0.0, "peak_mib": _peak_mib()}
+
+
+def _defend(train: Interactions, dataset: Dataset, poison: PoisonSetting,
+            params: dict[str, Any]) -> tuple[Interactions, np.ndarray, dict[str, int]]:
+    """(the users a defense lets train, the real users among them, how many it dropped). ``params["degree_filter"]``:
+    drop the users shorter than the shortest real user (``defenses.degree_filter``; no real user goes);
+    ``params["screen"]``: drop the users a detector flags (``defenses.detector_screen``; real users go too, and the
+    measures then cover the real users kept). Kept users keep their order, so the kept real users are the first
+    rows."""
+    n_real = dataset.train.num_users
+    if params.get("degree_filter"):
+        kept = long_enough_users(train, poison.real_floor())
+    elif params.get("screen"):
+        kept = screened_users(train, dataset.train, dataset.num_items, params["screen"])
+    else:
+        return train, np.arange(n_real), {}
+    real = kept[kept < n_real]
+    dropped = {"dropped_users": train.num_users - len(kept)}
+    if params.get("screen"):
+        dropped["dropped_real_users"] = n_real - len(real)
+    return train.subset(kept), real, dropped
 
 
 def run_stealth(params: dict[str, Any], folder: Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Detectors of fake profiles (``defenses.profile_detectors``) on hand-built data, DegSim against a per-pair loop."""
+"""Detectors of fake profiles (``defenses.profile_detectors``) on hand-built data, DegSim against a per-pair loop, and
+the screen on their scores (``defenses.detector_screen``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
+from defenses.detector_screen import screen_threshold, screened_users
 from defenses.profile_detectors import DETECTORS, NEIGHBOURS, degsim_score, length_score, popularity_score, separation
 from recsys.data.dataset import Interactions
 
@@ -43,3 +45,25 @@ def test_identical_fake_profiles_are_the_most_similar_users():
     fake = [[0, 5, 11, 7]] * 5
     scores = degsim_score(Interactions.from_lists(real + fake), 12)
     assert separation(scores, np.arange(45) >= 40) == {"auc": 1.0, "caught": 1.0}
+
+
+def _random_lists(users: int, items: int, seed: int = 0) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [sorted(rng.choice(items, size=rng.integers(5, 15), replace=False).tolist()) for _ in range(users)]
+
+
+@pytest.mark.parametrize("detector", sorted(DETECTORS))
+def test_screen_on_the_clean_data_it_was_calibrated_on_drops_at_most_one_percent(detector):
+    clean = Interactions.from_lists(_random_lists(300, 200))
+    kept = screened_users(clean, clean, 200, detector)
+    scores = DETECTORS[detector](clean, 200)
+    assert 300 - len(kept) <= 3 and np.all(np.diff(kept) > 0)
+    np.testing.assert_array_equal(kept, np.flatnonzero(scores <= screen_threshold(clean, 200, detector)))
+
+
+def test_screen_on_nearest_drops_the_copies_of_a_user_and_the_user_copied():
+    lists = _random_lists(300, 200)
+    clean, poisoned = Interactions.from_lists(lists), Interactions.from_lists(lists + [lists[7]] * 3)
+    kept = screened_users(poisoned, clean, 200, "nearest")
+    assert 7 not in kept and not set(kept) & {300, 301, 302}
+    assert set(range(300)) - set(kept) - {7} <= set(range(300)) - set(screened_users(clean, clean, 200, "nearest"))

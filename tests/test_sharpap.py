@@ -501,6 +501,8 @@ def test_command_line_rejects_bad_settings(capsys, tmp_path):
     assert "--anatomy goes with the table command" in capsys.readouterr().err
     assert main(["stealth", "--attacks", "none"]) == 2
     assert "name an attack other than none" in capsys.readouterr().err
+    assert main(["table", "--degree-filter", "--screen", "nearest"]) == 2
+    assert "--degree-filter and --screen are two defenses" in capsys.readouterr().err
     assert main(["table", "--datasets", "amazon-book", "--data-dir", str(tmp_path)]) == 2  # before any run
     assert f"missing {tmp_path / 'amazon-book' / 'train.txt'}" in capsys.readouterr().err
 
@@ -590,12 +592,11 @@ def test_stealth_command_scores_every_attacks_fake_users_with_every_detector(tmp
 def test_degree_filter_drops_the_users_shorter_than_every_real_user_and_nothing_else(tmp_path):
     """With ``--degree-filter`` a victim trained on 3 fake users below the shortest real user (5 items on this data)
     and 3 above it is exactly the victim trained, unfiltered, on the 3 long ones alone."""
-    from defenses.degree_filter import drop_short_users
+    from defenses.degree_filter import long_enough_users
     from experiments.sharpap import Experiment, build_parser
     from experiments.sharpap_cell import cell_setting, run_victim
 
-    kept = drop_short_users(Interactions.from_lists([[1, 2], [3], [4, 5, 6]]), 2)
-    assert [kept.user(u).tolist() for u in range(kept.num_users)] == [[1, 2], [4, 5, 6]]
+    assert long_enough_users(Interactions.from_lists([[1, 2], [3], [4, 5, 6]]), 2).tolist() == [0, 2]
     args = ["table", "--datasets", "synthetic", "--preset", "ci"]
     plain, filtered = (Experiment(build_parser().parse_args(args + extra)) for extra in ([], ["--degree-filter"]))
     poison = cell_setting(plain.victim_cell("synthetic", "wrmf", None, 0, None).params)[1]
@@ -612,6 +613,23 @@ def test_degree_filter_drops_the_users_shorter_than_every_real_user_and_nothing_
     assert defended["dropped_users"] == 3 and "dropped_users" not in undefended
     for key in ("hr@10", "hr@50", "ndcg@50", "per_target/hr@50", "test/recall@20"):
         assert defended[key] == undefended[key]
+
+
+def test_screen_that_catches_every_fake_user_trains_the_victim_of_the_screened_clean_data(tmp_path):
+    """With ``--screen popularity`` targets-only's fake users (the targets alone: the least popular profiles) are all
+    dropped, with the same real users as on clean data: the victim and its measures over the kept real users are
+    exactly the clean run's under the same screen."""
+    from experiments.sharpap import main
+
+    main(["table", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--victims", "wrmf",
+          "--attacks", "none", "targets-only", "--screen", "popularity", "--out", str(tmp_path)])
+    rows = {row["attack"]: row for row in csv.DictReader((tmp_path / "table.csv").open())}
+    fake_users = json.loads(next((tmp_path / "cells").glob("attack-*.json")).read_text())["result"]["num_fake"]
+    assert float(rows["none"]["real users dropped"]) == float(rows["none"]["users dropped"]) > 0
+    assert float(rows["targets-only"]["users dropped"]) == fake_users + float(rows["targets-only"]["real users dropped"])
+    for key in ("H@10", "H@50", "N@50"):
+        assert rows["targets-only"][key] == rows["none"][key]
+    assert list((tmp_path / "cells").glob("victim-*-screen-popularity.json"))
 
 
 @pytest.mark.gpu
