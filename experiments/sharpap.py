@@ -212,6 +212,7 @@ class Experiment:
         on_cpu = args.device == "cpu"  # CPU cells keep their keys and parameters
         self.device = {} if on_cpu else {"device": args.device}
         self.device_tag = "" if on_cpu else f"-{args.device}"
+        self.screen = sorted(set(args.screen))  # one cell key per set of detectors, in any order
 
     def attack_cell(self, dataset: str, attack: str, run: int) -> Cell:
         gradient = attack in GRADIENT_ATTACKS  # the heuristics' cells do not depend on the gradient attacks' settings
@@ -236,7 +237,7 @@ class Experiment:
                   **self.band, **self.share, **self.device,
                   **({"options": training.options} if training.options else {}), **({"draw": draw} if draw else {}),
                   **({"degree_filter": True} if self.args.degree_filter else {}),
-                  **({"screen": self.args.screen} if self.args.screen else {})}
+                  **({"screen": self.screen} if self.screen else {})}
         source = source or f"{dataset}-none{self.band_tag}{self.share_tag}-r{run}"
         preset = VICTIM_PRESETS[self.victim_preset][victim]  # a preset's own settings keep their keys
         changed = "".join(f"-{name}{getattr(training, name)}" for name in ("lr", "batch", "weight_decay")
@@ -246,7 +247,7 @@ class Experiment:
         draw_tag = f"-v{draw}" if draw else ""  # draw 0 keeps the single-draw key
         anatomy_tag = f"-{ANATOMY}" if self.args.anatomy else ""  # cells without the anatomy keep theirs
         filter_tag = ("-degree-filter" if self.args.degree_filter else "") + (
-            f"-screen-{self.args.screen}" if self.args.screen else "")
+            f"-screen-{'-'.join(self.screen)}" if self.screen else "")
         return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}{draw_tag}{anatomy_tag}"
                     f"{filter_tag}", params)
 
@@ -573,7 +574,8 @@ def build_parser() -> CommandParser:
                              "measures averaged over the draws before the runs' mean and paired t-test (default 1)")
     add_list(parser, "--victim-set", str, "entries", [],
              "change a victim's training (VICTIM.epochs|lr|batch|weight_decay|dim=VALUE) or a hyper-parameter of its "
-             "model (e.g. simgcl.ssl_weight=0, lightgcn.include_ego=false); changed victims get their own cells")
+             "model (e.g. simgcl.ssl_weight=0, lightgcn.include_ego=false); changed victims get their own cells",
+             empty="none")
     parser.add_argument("--anatomy", action="store_true",
                         help="with the table command: also measure the anatomy of the target scores "
                              "(recsys.score_anatomy; norms and cosines against each user's 20th item), written to "
@@ -582,10 +584,10 @@ def build_parser() -> CommandParser:
                         help="train every victim after dropping the users shorter than the shortest real user "
                              "(defenses.degree_filter: no real user, the fake users a filter on the number of "
                              "interactions catches); these victim cells get their own keys")
-    parser.add_argument("--screen", choices=tuple(DETECTORS),
-                        help="train every victim after dropping the users a detector of defenses.profile_detectors "
-                             "scores above 99%% of the clean data's users (defenses.detector_screen; real users go "
-                             "too, and the measures cover the real users kept); these victim cells get their own keys")
+    add_list(parser, "--screen", str, "detectors", [],
+             f"train every victim after dropping the users any of these detectors ({', '.join(DETECTORS)}) scores "
+             "above 99%% of the clean data's users (defenses.detector_screen; real users go too, and the measures "
+             "cover the real users kept); these victim cells get their own keys", empty="none")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the surrogate and the victims train (default cpu; cuda cells get their own keys)")
@@ -600,6 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_choices("--datasets", args.datasets, DATASETS)
     check_choices("--victims", args.victims, VICTIM_CHOICES)
     check_choices("--attacks", args.attacks, CONDITIONS)
+    check_choices("--screen", args.screen, DETECTORS)
     if min(args.runs, args.threads, args.victim_draws) < 1 or args.kappa < 0 or not 0 < args.fake_share <= 1:
         raise UsageError("--runs, --threads and --victim-draws must be >= 1, --kappa >= 0 and --fake-share in (0, 1]")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -626,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                else f"{args.preset} preset's attacks, {experiment.victim_preset} preset's victims")
     presets += f"; {' '.join(args.victim_set)}" if args.victim_set else ""
     presets += "; users shorter than the shortest real user dropped before training" if args.degree_filter else ""
-    presets += f"; users the {args.screen} detector flags dropped before training" if args.screen else ""
+    presets += f"; users flagged by {' or '.join(args.screen)} dropped before training" if args.screen else ""
     titles = {"table": f"Target promotion (mean ± std over {args.runs} runs{draws}, {presets})",
               "iterates": "RevAdv's iterates X_t: surrogate H@50 as the loop scores them (warm-started fits) and "
                           "from scratch, and the target H@10 / H@50 of every victim retrained on them",

@@ -55,9 +55,10 @@ def listed(kind: Callable[[str], Any], option: str, what: str) -> type[argparse.
 
 
 def add_list(parser: argparse.ArgumentParser, option: str, kind: Callable[[str], Any], what: str, default: list,
-             help: str) -> None:
+             help: str, empty: str = "all") -> None:
+    """A list option; ``empty`` says in the help what an empty default means."""
     parser.add_argument(option, nargs="+", action=listed(kind, option, what), default=list(default), metavar="X",
-                        help=f"{help} (comma- or space-separated; default: {','.join(map(str, default)) or 'all'})")
+                        help=f"{help} (comma- or space-separated; default: {','.join(map(str, default)) or empty})")
 
 
 def add_common(parser: argparse.ArgumentParser, *, out: str, seeds: Sequence[int] | None = (0, 1, 2),

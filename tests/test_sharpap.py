@@ -503,6 +503,8 @@ def test_command_line_rejects_bad_settings(capsys, tmp_path):
     assert "name an attack other than none" in capsys.readouterr().err
     assert main(["table", "--degree-filter", "--screen", "nearest"]) == 2
     assert "--degree-filter and --screen are two defenses" in capsys.readouterr().err
+    assert main(["table", "--screen", "nearest,pagerank"]) == 2
+    assert capsys.readouterr().err.startswith("error: --screen: unknown pagerank")
     assert main(["table", "--datasets", "amazon-book", "--data-dir", str(tmp_path)]) == 2  # before any run
     assert f"missing {tmp_path / 'amazon-book' / 'train.txt'}" in capsys.readouterr().err
 
@@ -618,8 +620,8 @@ def test_degree_filter_drops_the_users_shorter_than_every_real_user_and_nothing_
 def test_screen_that_catches_every_fake_user_trains_the_victim_of_the_screened_clean_data(tmp_path):
     """With ``--screen popularity`` targets-only's fake users (the targets alone: the least popular profiles) are all
     dropped, with the same real users as on clean data: the victim and its measures over the kept real users are
-    exactly the clean run's under the same screen."""
-    from experiments.sharpap import main
+    exactly the clean run's under the same screen. Several detectors make one key whatever their order."""
+    from experiments.sharpap import Experiment, build_parser, main
 
     main(["table", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--victims", "wrmf",
           "--attacks", "none", "targets-only", "--screen", "popularity", "--out", str(tmp_path)])
@@ -630,6 +632,9 @@ def test_screen_that_catches_every_fake_user_trains_the_victim_of_the_screened_c
     for key in ("H@10", "H@50", "N@50"):
         assert rows["targets-only"][key] == rows["none"][key]
     assert list((tmp_path / "cells").glob("victim-*-screen-popularity.json"))
+    cell = Experiment(build_parser().parse_args(["table", "--screen", "popularity", "nearest", "popularity"])
+                      ).victim_cell("synthetic", "wrmf", None, 0, None)
+    assert cell.params["screen"] == ["nearest", "popularity"] and cell.key.endswith("-screen-nearest-popularity")
 
 
 @pytest.mark.gpu
