@@ -199,9 +199,9 @@ def _defend(train: Interactions, dataset: Dataset, poison: PoisonSetting,
             params: dict[str, Any]) -> tuple[Interactions, np.ndarray, dict[str, int]]:
     """(the users a defense lets train, the real users among them, how many it dropped). ``params["degree_filter"]``:
     drop the users shorter than the shortest real user (``defenses.degree_filter``; no real user goes);
-    ``params["screen"]``: drop the users a detector flags (``defenses.detector_screen``; real users go too, and the
-    measures then cover the real users kept). Kept users keep their order, so the kept real users are the first
-    rows."""
+    ``params["screen"]``: drop the users any of its detectors flags (``defenses.detector_screen``; real users go too,
+    and the measures then cover the real users kept). Kept users keep their order, so the kept real users are the
+    first rows."""
     n_real = dataset.train.num_users
     if params.get("degree_filter"):
         kept = long_enough_users(train, poison.real_floor())
