@@ -629,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                else f"{args.preset} preset's attacks, {experiment.victim_preset} preset's victims")
     presets += f"; {' '.join(args.victim_set)}" if args.victim_set else ""
     presets += "; users shorter than the shortest real user dropped before training" if args.degree_filter else ""
-    presets += f"; users flagged by {' or '.join(args.screen)} dropped before training" if args.screen else ""
+    presets += f"; users flagged by {' or '.join(experiment.screen)} dropped before training" if args.screen else ""
     titles = {"table": f"Target promotion (mean ± std over {args.runs} runs{draws}, {presets})",
               "iterates": "RevAdv's iterates X_t: surrogate H@50 as the loop scores them (warm-started fits) and "
                           "from scratch, and the target H@10 / H@50 of every victim retrained on them",
