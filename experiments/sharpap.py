@@ -449,7 +449,8 @@ class Experiment:
         return rows
 
     def anatomy_table(self, results: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
-        """Target H@20 beside the anatomy of the target scores (``recsys.score_anatomy``), means over the runs."""
+        """Target H@20 beside the anatomy of the target scores (``recsys.score_anatomy``), means over the runs that
+        measure each (a run whose fake users a defense dropped has no fake-user norm)."""
         a, rows = self.args, []
         for d in a.datasets:
             for v in a.victims:
@@ -458,8 +459,8 @@ class Experiment:
                     row: dict[str, Any] = {"dataset": d, "victim": v, "attack": at,
                                            "H@20": statistics.fmean(x["hr@20"] for x in runs)}
                     for key, column in ANATOMY_COLUMNS.items():
-                        if key in runs[0]:
-                            row[column] = statistics.fmean(x[key] for x in runs)
+                        if measured := [x[key] for x in runs if key in x]:
+                            row[column] = statistics.fmean(measured)
                     rows.append(row)
         return rows
 

@@ -573,6 +573,20 @@ def test_anatomy_cells_keep_the_table_cells_apart_and_show_simgcls_spread_of_pop
         assert float(simgcl["cos(p_u, q_k)"]) < float(lightgcn["cos(p_u, q_k)"])
 
 
+def test_anatomy_table_averages_each_measure_over_the_runs_that_measure_it():
+    """A run whose fake users a screen dropped has no fake-user norm: the column is the mean of the other runs."""
+    from experiments.sharpap import Experiment, build_parser
+
+    experiment = Experiment(build_parser().parse_args(["table", "--datasets", "synthetic", "--runs", "3", "--victims",
+                                                       "wrmf", "--attacks", "random", "--anatomy"]))
+    runs = [{"hr@20": 0.1, "anatomy/target_cos": 0.2}, {"hr@20": 0.3, "anatomy/target_cos": 0.4,
+                                                         "anatomy/fake_to_real_user_norm": 2.0},
+            {"hr@20": 0.5, "anatomy/target_cos": 0.6, "anatomy/fake_to_real_user_norm": 3.0}]
+    [row] = experiment.anatomy_table({("synthetic", "random", "wrmf", r): x for r, x in enumerate(runs)})
+    assert row["H@20"] == pytest.approx(0.3) and row["cos(p_u, q_t)"] == pytest.approx(0.4)
+    assert row["|p| fake / real"] == 2.5 and "needed cos" not in row
+
+
 def test_stealth_command_scores_every_attacks_fake_users_with_every_detector(tmp_path):
     """Targets-only's fake users (5 targets, uniform among the items) are the least popular profiles; 5 items long,
     as the shortest real users here, they tie with those on length (none caught at 1 %)."""
