@@ -642,7 +642,8 @@ def test_screen_that_catches_every_fake_user_trains_the_victim_of_the_screened_c
     rows = {row["attack"]: row for row in csv.DictReader((tmp_path / "table.csv").open())}
     fake_users = json.loads(next((tmp_path / "cells").glob("attack-*.json")).read_text())["result"]["num_fake"]
     assert float(rows["none"]["real users dropped"]) == float(rows["none"]["users dropped"]) > 0
-    assert float(rows["targets-only"]["users dropped"]) == fake_users + float(rows["targets-only"]["real users dropped"])
+    screened = rows["targets-only"]
+    assert float(screened["users dropped"]) == fake_users + float(screened["real users dropped"])
     for key in ("H@10", "H@50", "N@50"):
         assert rows["targets-only"][key] == rows["none"][key]
     assert list((tmp_path / "cells").glob("victim-*-screen-popularity.json"))
