@@ -58,10 +58,14 @@ DETECTORS: dict[str, Callable[[Interactions, int], np.ndarray]] = {
 }
 
 
+def flag_threshold(real_scores: np.ndarray) -> float:
+    """The score that only ``FALSE_POSITIVE_RATE`` of the real users exceed: users scored above it are flagged."""
+    return float(np.quantile(real_scores, 1.0 - FALSE_POSITIVE_RATE, method="higher"))
+
+
 def separation(scores: np.ndarray, fake: np.ndarray) -> dict[str, float]:
     """ROC AUC of the fake users (mask ``fake``) against the real ones (ties count half) and the share of fake users
-    scored above every real user but the top ``FALSE_POSITIVE_RATE`` (caught where 1 % of the real users are)."""
+    flagged at the real users' ``flag_threshold`` (caught where 1 % of the real users are)."""
     real_scores, fake_scores = scores[~fake], scores[fake]
     auc = mannwhitneyu(fake_scores, real_scores).statistic / (len(fake_scores) * len(real_scores))
-    threshold = np.quantile(real_scores, 1.0 - FALSE_POSITIVE_RATE, method="higher")
-    return {"auc": float(auc), "caught": float((fake_scores > threshold).mean())}
+    return {"auc": float(auc), "caught": float((fake_scores > flag_threshold(real_scores)).mean())}
