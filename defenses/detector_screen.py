@@ -10,15 +10,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from defenses.profile_detectors import DETECTORS, flag_threshold
+from defenses.profile_detectors import Detector, flag_threshold
 from recsys.data import Interactions
 
 
-def screened_users(train: Interactions, clean: Interactions, num_items: int, detectors: Sequence[str]) -> np.ndarray:
+def screened_users(train: Interactions, clean: Interactions, num_items: int,
+                   detectors: Sequence[Detector]) -> np.ndarray:
     """The users of ``train`` (ascending) that every one of ``detectors`` scores at most the threshold ``clean``
     calibrates for it."""
     passed = np.ones(train.num_users, dtype=bool)
-    for detector in detectors:
-        score = DETECTORS[detector]
+    for score in detectors:
         passed &= score(train, num_items) <= flag_threshold(score(clean, num_items))
     return np.flatnonzero(passed)

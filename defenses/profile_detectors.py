@@ -23,6 +23,7 @@ from recsys.data import Interactions
 
 NEIGHBOURS = 10
 FALSE_POSITIVE_RATE = 0.01
+Detector = Callable[[Interactions, int], np.ndarray]  # (training data, number of items) -> a score per user
 
 
 def length_score(train: Interactions, num_items: int) -> np.ndarray:
@@ -50,7 +51,7 @@ def degsim_score(train: Interactions, num_items: int, neighbours: int = NEIGHBOU
     return scores
 
 
-DETECTORS: dict[str, Callable[[Interactions, int], np.ndarray]] = {
+DETECTORS: dict[str, Detector] = {
     "length": length_score,
     "popularity": popularity_score,
     "degsim": degsim_score,

@@ -23,8 +23,10 @@ scored it and as a surrogate fitted from scratch scores it, and the target H@10 
     python -m experiments.sharpap stealth --datasets fed-ml --runs 5 --attacks random targets-only revadv
 
 runs (or reads) the ``table`` command's attack cells and scores every attack's fake users with each detector of
-``defenses.profile_detectors`` (cached ``stealth-…`` cells, no victim trains); writes ``stealth.csv``/``.md``/``.png``:
-per detector and attack the ROC AUC against the real users and the share caught at 1 % of the real users.
+``defenses.profile_detectors`` and the supervised one (``defenses.supervised_detector``, fitted on the Random and
+Bandwagon fake users the platform injects itself; cached ``stealth-…`` cells, no victim trains); writes
+``stealth.csv``/``.md``/``.png``: per detector and attack the ROC AUC against the real users and the share caught at
+1 % of the real users.
 """
 
 from __future__ import annotations
@@ -44,9 +46,10 @@ import torch
 from attacks.implicit import ATTACKS, GRADIENT_ATTACKS, SHARP_SUFFIX, SURROGATE_PRESETS, FakeProfiles
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import MODES, SharpSettings
-from defenses.profile_detectors import DETECTORS, FALSE_POSITIVE_RATE
-from experiments.sharpap_cell import (ANATOMY, FAKE_SHARE, TARGET_BANDS, UNIFORM, VICTIM_MEASURES, cell_setting,
-                                      load, popularity, run_attack, run_iterates, run_stealth, run_victim, setting)
+from defenses.profile_detectors import FALSE_POSITIVE_RATE
+from experiments.sharpap_cell import (ANATOMY, FAKE_SHARE, STEALTH_DETECTORS, TARGET_BANDS, UNIFORM, VICTIM_MEASURES,
+                                      cell_setting, load, popularity, run_attack, run_iterates, run_stealth, run_victim,
+                                      setting)
 from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
@@ -294,11 +297,12 @@ class Experiment:
         a, rows = self.args, []
         attacks, made = self.attack_sweep()
         cells = {key: Cell("stealth-" + cell.key[len("attack-"):],
-                           {**cell.params, "profiles": made[cell.key]["profiles"], "detectors": list(DETECTORS)})
+                           {**cell.params, "profiles": made[cell.key]["profiles"],
+                            "detectors": list(STEALTH_DETECTORS)})
                  for key, cell in attacks.items()}
         measured = run_sweep(list(cells.values()), run_stealth, self.out, workers=a.workers)
         for d in a.datasets:
-            for detector in DETECTORS:
+            for detector in STEALTH_DETECTORS:
                 for at in [name for name in a.attacks if name != "none"]:
                     runs = [measured[cells[(d, at, r)].key][detector] for r in range(a.runs)]
                     rows.append({"dataset": d, "detector": detector, "attack": at,
@@ -586,9 +590,10 @@ def build_parser() -> CommandParser:
                              "(defenses.degree_filter: no real user, the fake users a filter on the number of "
                              "interactions catches); these victim cells get their own keys")
     add_list(parser, "--screen", str, "detectors", [],
-             f"train every victim after dropping the users any of these detectors ({', '.join(DETECTORS)}) scores "
-             "above 99%% of the clean data's users (defenses.detector_screen; real users go too, and the measures "
-             "cover the real users kept); these victim cells get their own keys", empty="none")
+             f"train every victim after dropping the users any of these detectors ({', '.join(STEALTH_DETECTORS)}) "
+             "scores above 99%% of the clean data's users (defenses.detector_screen; supervised: fitted on Random and "
+             "Bandwagon fake users the platform injects, defenses.supervised_detector; real users go too, and the "
+             "measures cover the real users kept); these victim cells get their own keys", empty="none")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the surrogate and the victims train (default cpu; cuda cells get their own keys)")
@@ -603,7 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_choices("--datasets", args.datasets, DATASETS)
     check_choices("--victims", args.victims, VICTIM_CHOICES)
     check_choices("--attacks", args.attacks, CONDITIONS)
-    check_choices("--screen", args.screen, DETECTORS)
+    check_choices("--screen", args.screen, STEALTH_DETECTORS)
     if min(args.runs, args.threads, args.victim_draws) < 1 or args.kappa < 0 or not 0 < args.fake_share <= 1:
         raise UsageError("--runs, --threads and --victim-draws must be >= 1, --kappa >= 0 and --fake-share in (0, 1]")
     if args.device == "cuda" and not torch.cuda.is_available():

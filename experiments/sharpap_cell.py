@@ -21,7 +21,8 @@ from attacks.implicit.options import make_surrogate, settings_type
 from central.ranking_learner import TrainSettings, train_native
 from defenses.degree_filter import long_enough_users
 from defenses.detector_screen import screened_users
-from defenses.profile_detectors import DETECTORS, separation
+from defenses.profile_detectors import DETECTORS, Detector, separation
+from defenses.supervised_detector import fit_detector
 from recsys.data import Dataset, Interactions, load_dataset
 from recsys.models.ranking import make_model
 from recsys.promotion_metrics import BANDS, PopularityScorer, popularity_bands, promotion, utility
@@ -36,6 +37,9 @@ UNIFORM = "uniform"  # targets drawn among all items with a training interaction
 # per-target H@K / N@K, RevAdv's TargetHR@K (>= 1 target), GradientPassing's Recall@K, clean utility.
 VICTIM_MEASURES = ("per-target", "any-target", "target-recall", "utility")
 ANATOMY = "anatomy"  # the further measure of ``--anatomy`` cells: recsys.score_anatomy
+SUPERVISED = "supervised"  # the detector fitted on the attacks the platform knows (``supervised_detector``)
+KNOWN_ATTACKS = ("random", "bandwagon")
+STEALTH_DETECTORS = (*DETECTORS, SUPERVISED)
 
 
 def band_option(band: str) -> str:
@@ -206,7 +210,8 @@ def _defend(train: Interactions, dataset: Dataset, poison: PoisonSetting,
     if params.get("degree_filter"):
         kept = long_enough_users(train, poison.real_floor())
     elif params.get("screen"):
-        kept = screened_users(train, dataset.train, dataset.num_items, params["screen"])
+        screen = detectors(params["screen"], dataset, params).values()
+        kept = screened_users(train, dataset.train, dataset.num_items, list(screen))
     else:
         return train, np.arange(n_real), {}
     real = kept[kept < n_real]
@@ -222,7 +227,24 @@ def run_stealth(params: dict[str, Any], folder: Path) -> dict[str, Any]:
     dataset, _ = cell_setting(params)
     train = FakeProfiles.load(Path(params["profiles"])).inject(dataset.train)
     fake = np.arange(train.num_users) >= dataset.train.num_users
-    return {name: separation(detector(train, dataset.num_items), fake) for name, detector in DETECTORS.items()}
+    return {name: separation(detector(train, dataset.num_items), fake)
+            for name, detector in detectors(params["detectors"], dataset, params).items()}
+
+
+def detectors(names: list[str], dataset: Dataset, params: dict[str, Any]) -> dict[str, Detector]:
+    """The detectors ``names`` (those of ``defenses.profile_detectors`` and ``SUPERVISED``) for a cell's run."""
+    return {name: known_attack_detector(dataset, params) if name == SUPERVISED else DETECTORS[name] for name in names}
+
+
+def known_attack_detector(dataset: Dataset, params: dict[str, Any]) -> Detector:
+    """The supervised detector (``defenses.supervised_detector``) the platform fits on its clean training data plus
+    the fake users of the attacks it knows (``KNOWN_ATTACKS``), made as run −1 − r's attack cells would make them:
+    the run's n_f and budget, targets and seeds no run r ≥ 0 uses."""
+    known = setting(dataset, -1 - params["run"], params.get("fake_share", FAKE_SHARE))
+    train = dataset.train
+    for name in KNOWN_ATTACKS:
+        train = generate(name, known, AttackOptions(), -1 - params["run"])[0].inject(train)
+    return fit_detector(train, np.arange(train.num_users) >= dataset.train.num_users, dataset.num_items)
 
 
 def popularity(params: dict[str, Any], folder: Path) -> dict[str, Any]:

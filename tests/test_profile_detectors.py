@@ -55,21 +55,22 @@ def _random_lists(users: int, items: int, seed: int = 0) -> list[list[int]]:
 @pytest.mark.parametrize("detector", sorted(DETECTORS))
 def test_screen_on_the_clean_data_it_was_calibrated_on_drops_at_most_one_percent(detector):
     clean = Interactions.from_lists(_random_lists(300, 200))
-    kept = screened_users(clean, clean, 200, [detector])
+    kept = screened_users(clean, clean, 200, [DETECTORS[detector]])
     assert 300 - len(kept) <= 3 and np.all(np.diff(kept) > 0)
 
 
 def test_screen_on_nearest_drops_the_copies_of_a_user_and_the_user_copied():
     lists = _random_lists(300, 200)
     clean, poisoned = Interactions.from_lists(lists), Interactions.from_lists(lists + [lists[7]] * 3)
-    kept = screened_users(poisoned, clean, 200, ["nearest"])
+    kept = screened_users(poisoned, clean, 200, [DETECTORS["nearest"]])
     assert 7 not in kept and not set(kept) & {300, 301, 302}
-    assert set(range(300)) - set(kept) - {7} <= set(range(300)) - set(screened_users(clean, clean, 200, ["nearest"]))
+    clean_kept = screened_users(clean, clean, 200, [DETECTORS["nearest"]])
+    assert set(range(300)) - set(kept) - {7} <= set(range(300)) - set(clean_kept)
 
 
 def test_a_screen_on_several_detectors_keeps_the_users_each_of_them_keeps():
     lists = _random_lists(300, 200)
     clean, poisoned = Interactions.from_lists(lists), Interactions.from_lists(lists + [lists[7]] * 3 + [[0, 1]] * 2)
-    each = [set(screened_users(poisoned, clean, 200, [detector]).tolist()) for detector in ("nearest", "length")]
-    both = screened_users(poisoned, clean, 200, ["nearest", "length"])
+    each = [set(screened_users(poisoned, clean, 200, [DETECTORS[name]]).tolist()) for name in ("nearest", "length")]
+    both = screened_users(poisoned, clean, 200, [DETECTORS["nearest"], DETECTORS["length"]])
     assert set(both.tolist()) == each[0] & each[1] and each[0] != each[1]

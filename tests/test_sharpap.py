@@ -589,19 +589,24 @@ def test_anatomy_table_averages_each_measure_over_the_runs_that_measure_it():
 
 def test_stealth_command_scores_every_attacks_fake_users_with_every_detector(tmp_path):
     """Targets-only's fake users (5 targets, uniform among the items) are the least popular profiles; 5 items long,
-    as the shortest real users here, they tie with those on length (none caught at 1 %)."""
+    as the shortest real users here, they tie with those on length (none caught at 1 %). The supervised detector
+    catches Random's fake users."""
     from experiments.sharpap import main
 
     main(["stealth", "--datasets", "synthetic", "--runs", "2", "--preset", "ci", "--attacks", "random", "targets-only",
           "--out", str(tmp_path)])
     rows = {(row["detector"], row["attack"]): row for row in csv.DictReader((tmp_path / "stealth.csv").open())}
-    detectors = ("length", "popularity", "degsim", "nearest")
+    detectors = ("length", "popularity", "degsim", "nearest", "supervised")
     assert set(rows) == {(d, a) for d in detectors for a in ("random", "targets-only")}
     caught = "caught at 1% of the real"
     popular = rows[("popularity", "targets-only")]
     assert popular["AUC"] == "1.0000 ± 0.0000" == popular[caught]
     assert float(rows[("length", "targets-only")]["AUC"].split(" ± ")[0]) > 0.9
     assert rows[("length", "targets-only")][caught] == "0.0000 ± 0.0000"
+    # fitted on Random and Bandwagon fake users of other targets and seeds, the supervised detector catches run 0's
+    # and run 1's Random fake users, below the real users' median on length, DegSim and the nearest user
+    assert rows[("supervised", "random")]["AUC"] == "1.0000 ± 0.0000" == rows[("supervised", "random")][caught]
+    assert all(float(rows[(d, "random")]["AUC"].split(" ± ")[0]) < 0.5 for d in ("length", "degsim", "nearest"))
     assert (tmp_path / "stealth.png").is_file() and not list(tmp_path.glob("cells/victim-*"))
 
 

@@ -1,0 +1,82 @@
+"""The supervised detector (``defenses.supervised_detector``): its loss and gradient against autograd, the fit at the
+loss's minimum, balanced classes, and a detector trained on one draw of uniform-filler fake users catching another."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from defenses.profile_detectors import separation
+from defenses.supervised_detector import FEATURES, balanced_logistic_loss, fit_detector, fit_logistic
+from recsys.data.dataset import Interactions
+
+
+def _torch_loss(params: torch.Tensor, x: np.ndarray, fake: np.ndarray, l2: float) -> torch.Tensor:
+    """The balanced loss written another way: the two classes' mean softplus losses, averaged."""
+    logits = torch.from_numpy(x) @ params[:-1] + params[-1]
+    mask = torch.from_numpy(fake)
+    return 0.5 * (torch.nn.functional.softplus(-logits[mask]).mean()
+                  + torch.nn.functional.softplus(logits[~mask]).mean()) + 0.5 * l2 * params[:-1] @ params[:-1]
+
+
+def _labelled(seed: int = 0, users: int = 200, fakes: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    fake = np.arange(users) >= users - fakes
+    return rng.normal(size=(users, 4)) + 1.5 * fake[:, None] * rng.normal(size=4), fake
+
+
+def test_loss_and_gradient_equal_autograd():
+    x, fake = _labelled()
+    params = np.random.default_rng(1).normal(size=5)
+    loss, gradient = balanced_logistic_loss(params, x, fake, l2=0.1)
+    reference = torch.tensor(params, requires_grad=True)
+    expected = _torch_loss(reference, x, fake, l2=0.1)
+    expected.backward()
+    assert loss == pytest.approx(expected.item(), rel=1e-12)
+    np.testing.assert_allclose(gradient, reference.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_the_fit_is_where_autograds_gradient_vanishes():
+    x, fake = _labelled()
+    detector = fit_logistic(x, fake, l2=1e-3)
+    params = torch.tensor(np.append(detector.weights, detector.bias), requires_grad=True)
+    _torch_loss(params, (x - detector.mean) / detector.scale, fake, l2=1e-3).backward()
+    assert np.abs(params.grad.numpy()).max() < 1e-7
+    np.testing.assert_allclose(detector.mean, x.mean(axis=0))
+
+
+def test_each_class_weighs_half_of_the_loss_so_more_real_users_alike_change_nothing():
+    x, fake = _labelled()
+    doubled, doubled_fake = np.concatenate((x, x[~fake])), np.concatenate((fake, np.zeros((~fake).sum(), bool)))
+    params = np.random.default_rng(2).normal(size=5)
+    loss, gradient = balanced_logistic_loss(params, x, fake)
+    loss_doubled, gradient_doubled = balanced_logistic_loss(params, doubled, doubled_fake)
+    assert loss_doubled == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(gradient_doubled, gradient, rtol=1e-10)
+
+
+@pytest.mark.parametrize("fake", [np.zeros(5, bool), np.ones(5, bool)])
+def test_a_fit_without_both_classes_is_refused(fake):
+    with pytest.raises(ValueError, match="both fake and real users"):
+        fit_logistic(np.zeros((5, len(FEATURES))), fake)
+
+
+def _data(seed: int, real: int = 300, fake: int = 6, items: int = 200) -> tuple[Interactions, np.ndarray]:
+    """Real users drawing their items by a Zipf-like popularity, plus fake users clicking 3 targets and uniform
+    fillers (a Random attack) up to a real user's length."""
+    rng = np.random.default_rng(seed)
+    popularity = 1.0 / np.arange(1, items + 1)
+    lists = [sorted(rng.choice(items, size=rng.integers(10, 30), replace=False, p=popularity / popularity.sum()))
+             for _ in range(real)]
+    targets = rng.choice(items, 3, replace=False)
+    fillers = [rng.choice(np.setdiff1d(np.arange(items), targets), 17, replace=False) for _ in range(fake)]
+    lists += [sorted(np.concatenate((targets, row))) for row in fillers]
+    return Interactions.from_lists([[int(i) for i in row] for row in lists]), np.arange(real + fake) >= real
+
+
+def test_trained_on_one_random_attack_it_catches_another_on_other_users():
+    known, known_fake = _data(seed=0)
+    detector = fit_detector(known, known_fake, 200)
+    unseen, unseen_fake = _data(seed=1)
+    assert separation(detector(unseen, 200), unseen_fake) == {"auc": 1.0, "caught": 1.0}
