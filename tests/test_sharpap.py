@@ -657,6 +657,21 @@ def test_screen_that_catches_every_fake_user_trains_the_victim_of_the_screened_c
     assert cell.params["screen"] == ["nearest", "popularity"] and cell.key.endswith("-screen-nearest-popularity")
 
 
+def test_supervised_screen_drops_every_random_fake_user_fitted_on_targets_and_seeds_of_its_own(tmp_path):
+    """``--screen supervised``: the detector the platform fits on its own Random and Bandwagon fake users (run −1's
+    targets and seeds) drops all of run 0's Random fake users before the victim trains."""
+    from experiments.sharpap import main
+    from experiments.sharpap_cell import cell_setting
+
+    main(["table", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--victims", "wrmf",
+          "--attacks", "random", "--screen", "supervised", "--out", str(tmp_path)])
+    [row] = csv.DictReader((tmp_path / "table.csv").open())
+    attack = json.loads(next((tmp_path / "cells").glob("attack-*.json")).read_text())
+    assert float(row["users dropped"]) - float(row["real users dropped"]) == attack["result"]["num_fake"]
+    run = {"dataset": "synthetic", "data_dir": None}
+    assert set(cell_setting({**run, "run": -1})[1].targets) != set(attack["result"]["targets"])
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA absent")
 def test_attack_and_victims_on_cuda_equal_cpu(setting):
