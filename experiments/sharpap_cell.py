@@ -210,8 +210,8 @@ def _defend(train: Interactions, dataset: Dataset, poison: PoisonSetting,
     if params.get("degree_filter"):
         kept = long_enough_users(train, poison.real_floor())
     elif params.get("screen"):
-        screen = detectors(params["screen"], dataset, params).values()
-        kept = screened_users(train, dataset.train, dataset.num_items, list(screen))
+        screen = list(detectors(params["screen"], dataset, params).values())
+        kept = screened_users(train, dataset.train, dataset.num_items, screen)
     else:
         return train, np.arange(n_real), {}
     real = kept[kept < n_real]
