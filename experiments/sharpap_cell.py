@@ -210,7 +210,7 @@ def _defend(train: Interactions, dataset: Dataset, poison: PoisonSetting,
     if params.get("degree_filter"):
         kept = long_enough_users(train, poison.real_floor())
     elif params.get("screen"):
-        screen = list(detectors(params["screen"], dataset, params).values())
+        screen = list(detectors(params["screen"], params).values())
         kept = screened_users(train, dataset.train, dataset.num_items, screen)
     else:
         return train, np.arange(n_real), {}
@@ -222,28 +222,32 @@ def _defend(train: Interactions, dataset: Dataset, poison: PoisonSetting,
 
 
 def run_stealth(params: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """Stealth cell: every detector of ``defenses.profile_detectors`` on the real users plus the profiles file
+    """Stealth cell: every detector of ``params["detectors"]`` on the real users plus the profiles file
     ``params["profiles"]``: how well its score sets the fake users apart (ROC AUC, share caught at 1 % of the real)."""
     dataset, _ = cell_setting(params)
     train = FakeProfiles.load(Path(params["profiles"])).inject(dataset.train)
     fake = np.arange(train.num_users) >= dataset.train.num_users
     return {name: separation(detector(train, dataset.num_items), fake)
-            for name, detector in detectors(params["detectors"], dataset, params).items()}
+            for name, detector in detectors(params["detectors"], params).items()}
 
 
-def detectors(names: list[str], dataset: Dataset, params: dict[str, Any]) -> dict[str, Detector]:
+def detectors(names: list[str], params: dict[str, Any]) -> dict[str, Detector]:
     """The detectors ``names`` (those of ``defenses.profile_detectors`` and ``SUPERVISED``) for a cell's run."""
-    return {name: known_attack_detector(dataset, params) if name == SUPERVISED else DETECTORS[name] for name in names}
+    return {name: known_attack_detector(params["dataset"], params["data_dir"], params["run"],
+                                        params.get("fake_share", FAKE_SHARE))
+            if name == SUPERVISED else DETECTORS[name] for name in names}
 
 
-def known_attack_detector(dataset: Dataset, params: dict[str, Any]) -> Detector:
+@lru_cache(maxsize=4)
+def known_attack_detector(dataset_name: str, data_dir: str | None, run: int, fake_share: float) -> Detector:
     """The supervised detector (``defenses.supervised_detector``) the platform fits on its clean training data plus
     the fake users of the attacks it knows (``KNOWN_ATTACKS``), made as run −1 − r's attack cells would make them:
-    the run's n_f and budget, targets and seeds no run r ≥ 0 uses."""
-    known = setting(dataset, -1 - params["run"], params.get("fake_share", FAKE_SHARE))
+    the run's n_f and budget, targets and seeds no run r ≥ 0 uses. Cached: a worker's cells of one run share it."""
+    dataset = load(dataset_name, data_dir)
+    known = setting(dataset, -1 - run, fake_share)
     train = dataset.train
     for name in KNOWN_ATTACKS:
-        train = generate(name, known, AttackOptions(), -1 - params["run"])[0].inject(train)
+        train = generate(name, known, AttackOptions(), -1 - run)[0].inject(train)
     return fit_detector(train, np.arange(train.num_users) >= dataset.train.num_users, dataset.num_items)
 
 
