@@ -7,7 +7,10 @@ well a score sets the fake users apart from the real ones.
 * ``degsim``: DegSim (Chirita, Nejdl & Zamfir 2005, a classic shilling-detection attribute), the mean Jaccard
   similarity to the user's k = 10 most similar other users (fake users share the targets);
 * ``nearest``: the Jaccard similarity to the most similar other user (k = 1: a near-copy of another user's list,
-  as fake rows started from real users' rows are).
+  as fake rows started from real users' rows are);
+* ``fraudar``: graph-based, FRAUDAR's greedy peeling of the user–item graph (Hooi, Song, Beutel, Shah, Shin &
+  Faloutsos, KDD 2016): the later a user is peeled, the more suspicious (fake users clicking the same items form a
+  dense block, the last nodes peeling removes).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from recsys.data import Interactions
 
 NEIGHBOURS = 10
 FALSE_POSITIVE_RATE = 0.01
+LOG_OFFSET = 5.0  # FRAUDAR's c in its column weight 1 / log(degree + c)
 Detector = Callable[[Interactions, int], np.ndarray]  # (training data, number of items) -> a score per user
 
 
@@ -51,11 +55,42 @@ def degsim_score(train: Interactions, num_items: int, neighbours: int = NEIGHBOU
     return scores
 
 
+def greedy_peel(train: Interactions, num_items: int, log_offset: float = LOG_OFFSET) -> tuple[np.ndarray, np.ndarray]:
+    """FRAUDAR's greedy peeling, each edge weighted 1 / log(its item's degree + ``log_offset``) (its column weighting,
+    which camouflage on popular items cannot inflate): every step removes the node, user or item, whose remaining
+    edges weigh least. Returns the step at which each node goes (users, then items) and the density f(S) / |S| of the
+    nodes S left before each step (the best of these is at least half the densest subgraph's)."""
+    n, nodes = train.num_users, train.num_users + num_items
+    weight = 1.0 / np.log(np.bincount(train.items, minlength=num_items)[train.items] + log_offset)
+    by_item = scipy.sparse.csr_matrix((weight, train.items, train.indptr), shape=(n, num_items)).T.tocsr()
+    priority = np.concatenate((np.bincount(train.row_ids(), weights=weight, minlength=n),
+                               np.bincount(train.items, weights=weight, minlength=num_items)))
+    total, step, density = float(weight.sum()), np.empty(nodes, dtype=np.int64), np.empty(nodes)
+    for k in range(nodes):
+        density[k] = total / (nodes - k)
+        node = int(np.argmin(priority))
+        step[node], total, priority[node] = k, total - priority[node], np.inf  # removed nodes stay at +inf
+        if node < n:
+            edges = slice(train.indptr[node], train.indptr[node + 1])
+            priority[n + train.items[edges]] -= weight[edges]
+        else:
+            edges = slice(by_item.indptr[node - n], by_item.indptr[node - n + 1])
+            priority[by_item.indices[edges]] -= by_item.data[edges]
+    return step, density
+
+
+def fraudar_score(train: Interactions, num_items: int) -> np.ndarray:
+    """The share of the graph's nodes peeled before the user (``greedy_peel``)."""
+    step, _ = greedy_peel(train, num_items)
+    return step[:train.num_users] / float(len(step))
+
+
 DETECTORS: dict[str, Detector] = {
     "length": length_score,
     "popularity": popularity_score,
     "degsim": degsim_score,
     "nearest": partial(degsim_score, neighbours=1),
+    "fraudar": fraudar_score,
 }
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from defenses.detector_screen import screened_users
-from defenses.profile_detectors import DETECTORS, NEIGHBOURS, degsim_score, length_score, popularity_score, separation
+from defenses.profile_detectors import (DETECTORS, LOG_OFFSET, NEIGHBOURS, degsim_score, greedy_peel, length_score,
+                                        popularity_score, separation)
 from recsys.data.dataset import Interactions
 
 
@@ -45,6 +46,38 @@ def test_identical_fake_profiles_are_the_most_similar_users():
     fake = [[0, 5, 11, 7]] * 5
     scores = degsim_score(Interactions.from_lists(real + fake), 12)
     assert separation(scores, np.arange(45) >= 40) == {"auc": 1.0, "caught": 1.0}
+
+
+def _densest_by_brute_force(lists: list[list[int]], num_items: int) -> float:
+    """max f(S) / |S| over every non-empty set S of users and items, FRAUDAR's edge weights."""
+    counts = np.bincount([i for row in lists for i in row], minlength=num_items)
+    edges = [(u, len(lists) + i, 1.0 / np.log(counts[i] + LOG_OFFSET)) for u, row in enumerate(lists) for i in row]
+    nodes, best = len(lists) + num_items, 0.0
+    for mask in range(1, 2 ** nodes):
+        inside = [(mask >> node) & 1 for node in range(nodes)]
+        weight = sum(w for a, b, w in edges if inside[a] and inside[b])
+        best = max(best, weight / sum(inside))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_greedy_peeling_finds_at_least_half_the_densest_subgraphs_density(seed):
+    """FRAUDAR's guarantee, against every subset of a 5-user, 6-item graph; each node is removed exactly once."""
+    rng = np.random.default_rng(seed)
+    lists = [sorted(rng.choice(6, size=rng.integers(1, 5), replace=False).tolist()) for _ in range(5)]
+    step, density = greedy_peel(Interactions.from_lists(lists), 6)
+    optimum = _densest_by_brute_force(lists, 6)
+    assert sorted(step) == list(range(11)) and optimum / 2 <= density.max() <= optimum + 1e-12
+
+
+def test_fraudar_peels_a_planted_dense_block_last():
+    """8 fake users clicking the same 8 items, among 300 real users with 2–5 uniform items each, are the users peeled
+    last: all caught where 1 % of the real users are."""
+    rng = np.random.default_rng(0)
+    real = [sorted(rng.choice(400, size=rng.integers(2, 6), replace=False).tolist()) for _ in range(300)]
+    block = sorted(rng.choice(400, size=8, replace=False).tolist())
+    scores = DETECTORS["fraudar"](Interactions.from_lists(real + [block] * 8), 400)
+    assert separation(scores, np.arange(308) >= 300) == {"auc": 1.0, "caught": 1.0}
 
 
 def _random_lists(users: int, items: int, seed: int = 0) -> list[list[int]]:

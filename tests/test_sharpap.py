@@ -596,7 +596,7 @@ def test_stealth_command_scores_every_attacks_fake_users_with_every_detector(tmp
     main(["stealth", "--datasets", "synthetic", "--runs", "2", "--preset", "ci", "--attacks", "random", "targets-only",
           "--out", str(tmp_path)])
     rows = {(row["detector"], row["attack"]): row for row in csv.DictReader((tmp_path / "stealth.csv").open())}
-    detectors = ("length", "popularity", "degsim", "nearest", "supervised")
+    detectors = ("length", "popularity", "degsim", "nearest", "fraudar", "supervised")
     assert set(rows) == {(d, a) for d in detectors for a in ("random", "targets-only")}
     caught = "caught at 1% of the real"
     popular = rows[("popularity", "targets-only")]
