@@ -57,7 +57,7 @@ def degsim_score(train: Interactions, num_items: int, neighbours: int = NEIGHBOU
 
 def greedy_peel(train: Interactions, num_items: int, log_offset: float = LOG_OFFSET) -> tuple[np.ndarray, np.ndarray]:
     """FRAUDAR's greedy peeling, each edge weighted 1 / log(its item's degree + ``log_offset``) (its column weighting,
-    which camouflage on popular items cannot inflate): every step removes the node, user or item, whose remaining
+    against camouflage on popular items): every step removes the node, user or item, whose remaining
     edges weigh least. Returns the step at which each node goes (users, then items) and the density f(S) / |S| of the
     nodes S left before each step (the best of these is at least half the densest subgraph's)."""
     n, nodes = train.num_users, train.num_users + num_items
@@ -69,7 +69,9 @@ def greedy_peel(train: Interactions, num_items: int, log_offset: float = LOG_OFF
     for k in range(nodes):
         density[k] = total / (nodes - k)
         node = int(np.argmin(priority))
-        step[node], total, priority[node] = k, total - priority[node], np.inf  # removed nodes stay at +inf
+        step[node] = k
+        total -= priority[node]
+        priority[node] = np.inf  # removed: never the minimum again
         if node < n:
             edges = slice(train.indptr[node], train.indptr[node + 1])
             priority[n + train.items[edges]] -= weight[edges]
