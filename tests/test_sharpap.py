@@ -657,19 +657,31 @@ def test_screen_that_catches_every_fake_user_trains_the_victim_of_the_screened_c
     assert cell.params["screen"] == ["nearest", "popularity"] and cell.key.endswith("-screen-nearest-popularity")
 
 
-def test_supervised_screen_drops_every_random_fake_user_fitted_on_targets_and_seeds_of_its_own(tmp_path):
-    """``--screen supervised``: the detector the platform fits on its own Random and Bandwagon fake users (run −1's
-    targets and seeds) drops all of run 0's Random fake users before the victim trains."""
+def test_supervised_screen_drops_every_random_fake_user_fitted_on_targets_and_seeds_of_its_own(tmp_path, monkeypatch):
+    """``--screen supervised``: the detector the platform fits on its own Random and Bandwagon fake users drops all of
+    run 0's Random fake users before the victim trains; those known fake users are run −1's (its targets and seeds),
+    never the measured run's."""
+    from experiments import sharpap_cell
     from experiments.sharpap import main
-    from experiments.sharpap_cell import cell_setting
 
+    made, generate = [], sharpap_cell.generate
+
+    def recording(name, setting, options, seed):
+        made.append((name, tuple(setting.targets), seed))
+        return generate(name, setting, options, seed)
+
+    monkeypatch.setattr(sharpap_cell, "generate", recording)
+    sharpap_cell.known_attack_detector.cache_clear()
     main(["table", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--victims", "wrmf",
           "--attacks", "random", "--screen", "supervised", "--out", str(tmp_path)])
+    sharpap_cell.known_attack_detector.cache_clear()
     [row] = csv.DictReader((tmp_path / "table.csv").open())
     attack = json.loads(next((tmp_path / "cells").glob("attack-*.json")).read_text())
     assert float(row["users dropped"]) - float(row["real users dropped"]) == attack["result"]["num_fake"]
-    run = {"dataset": "synthetic", "data_dir": None}
-    assert set(cell_setting({**run, "run": -1})[1].targets) != set(attack["result"]["targets"])
+    dataset = sharpap_cell.load("synthetic", None)
+    known = tuple(sharpap_cell.setting(dataset, -1).targets)
+    assert [m for m in made if m[2] == -1] == [("random", known, -1), ("bandwagon", known, -1)]
+    assert known != tuple(attack["result"]["targets"]) and [m[2] for m in made if m[2] != -1] == [0]
 
 
 @pytest.mark.gpu
