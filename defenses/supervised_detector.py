@@ -6,13 +6,20 @@ from the real ones; the classifier then scores the users of any data, the attack
 The classifier is a logistic regression on the scores standardised on the labelled data, each class weighing half
 of the loss (fake users are 1–2 % of the users), with an L2 penalty on the weights (not the bias), fitted by scipy's
 L-BFGS on the exact loss and gradient. A user's suspicion score is the fitted log-odds of being fake.
+
+``graph_features`` describes a user also by its neighbourhood in the user–item graph: the scores averaged over two
+hops of the row-normalised graph (user -> its items -> their users, the user itself included), the propagation of a
+simplified graph convolution (SGC, Wu et al. ICML 2019), concatenated to the user's own scores (as SIGN, Frasca et al.
+2020, concatenates its hops). A logistic regression on them is a linear graph neural network learned on the graph.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
 from scipy.optimize import minimize
 
 from defenses.profile_detectors import DETECTORS
@@ -25,6 +32,23 @@ L2 = 1e-3
 def features(train: Interactions, num_items: int) -> np.ndarray:
     """[users, len(FEATURES)]: every user's score by each detector of ``FEATURES``."""
     return np.column_stack([DETECTORS[name](train, num_items) for name in FEATURES])
+
+
+def neighbourhood_mean(train: Interactions, num_items: int, rows: np.ndarray) -> np.ndarray:
+    """Every user's mean, over its items, of each item's mean of ``rows`` (one row per user) over its users."""
+    shape = (train.num_users, num_items)
+    clicks = scipy.sparse.csr_matrix((np.ones(train.nnz), train.items, train.indptr), shape=shape)
+    per_item = clicks.T @ rows / np.maximum(np.bincount(train.items, minlength=num_items), 1)[:, None]
+    return clicks @ per_item / np.maximum(train.lengths(), 1)[:, None]
+
+
+def graph_features(train: Interactions, num_items: int) -> np.ndarray:
+    """[users, 2 · len(FEATURES)]: ``features`` and their ``neighbourhood_mean``."""
+    own = features(train, num_items)
+    return np.hstack((own, neighbourhood_mean(train, num_items, own)))
+
+
+Describe = Callable[[Interactions, int], np.ndarray]  # (training data, number of items) -> a feature row per user
 
 
 def balanced_logistic_loss(params: np.ndarray, x: np.ndarray, fake: np.ndarray,
@@ -42,23 +66,26 @@ def balanced_logistic_loss(params: np.ndarray, x: np.ndarray, fake: np.ndarray,
 
 @dataclass(frozen=True)
 class LogisticDetector:
-    """A fitted detector: the features' mean and scale on its labelled data, the weights and the bias."""
+    """A fitted detector: the features' mean and scale on its labelled data, the weights, the bias and how a user is
+    described (``features`` or ``graph_features``)."""
 
     mean: np.ndarray
     scale: np.ndarray
     weights: np.ndarray
     bias: float
+    describe: Describe = features
 
     def log_odds(self, x: np.ndarray) -> np.ndarray:
         return (x - self.mean) / self.scale @ self.weights + self.bias
 
     def __call__(self, train: Interactions, num_items: int) -> np.ndarray:
         """Every user's suspicion score on ``train`` (a detector of ``profile_detectors``' signature)."""
-        return self.log_odds(features(train, num_items))
+        return self.log_odds(self.describe(train, num_items))
 
 
-def fit_logistic(x: np.ndarray, fake: np.ndarray, l2: float = L2) -> LogisticDetector:
-    """The detector minimising ``balanced_logistic_loss`` on the standardised rows of ``x`` labelled by ``fake``."""
+def fit_logistic(x: np.ndarray, fake: np.ndarray, l2: float = L2, describe: Describe = features) -> LogisticDetector:
+    """The detector minimising ``balanced_logistic_loss`` on the standardised rows of ``x`` (``describe``'s rows)
+    labelled by ``fake``."""
     fake = np.asarray(fake, dtype=bool)
     if fake.all() or not fake.any():
         raise ValueError("a supervised detector needs both fake and real users in its labelled data")
@@ -67,9 +94,11 @@ def fit_logistic(x: np.ndarray, fake: np.ndarray, l2: float = L2) -> LogisticDet
     standard = (x - mean) / scale
     fit = minimize(balanced_logistic_loss, np.zeros(x.shape[1] + 1), args=(standard, fake, l2), jac=True,
                    method="L-BFGS-B", options={"gtol": 1e-10, "ftol": 1e-14, "maxiter": 1000})
-    return LogisticDetector(mean, scale, fit.x[:-1], float(fit.x[-1]))
+    return LogisticDetector(mean, scale, fit.x[:-1], float(fit.x[-1]), describe)
 
 
-def fit_detector(train: Interactions, fake: np.ndarray, num_items: int, l2: float = L2) -> LogisticDetector:
-    """The detector fitted on the users of ``train``, those of mask ``fake`` injected by known attacks."""
-    return fit_logistic(features(train, num_items), fake, l2)
+def fit_detector(train: Interactions, fake: np.ndarray, num_items: int, l2: float = L2,
+                 describe: Describe = features) -> LogisticDetector:
+    """The detector fitted on the users of ``train`` described by ``describe``, those of mask ``fake`` injected by
+    known attacks."""
+    return fit_logistic(describe(train, num_items), fake, l2, describe)

@@ -47,9 +47,9 @@ from attacks.implicit import ATTACKS, GRADIENT_ATTACKS, SHARP_SUFFIX, SURROGATE_
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import MODES, SharpSettings
 from defenses.profile_detectors import FALSE_POSITIVE_RATE
-from experiments.sharpap_cell import (ANATOMY, FAKE_SHARE, STEALTH_DETECTORS, TARGET_BANDS, UNIFORM, VICTIM_MEASURES,
-                                      cell_setting, load, popularity, run_attack, run_iterates, run_stealth, run_victim,
-                                      setting)
+from experiments.sharpap_cell import (ANATOMY, FAKE_SHARE, KNOWN_ATTACKS, STEALTH_DETECTORS, SUPERVISED, TARGET_BANDS,
+                                      UNIFORM, VICTIM_MEASURES, cell_setting, load, popularity, run_attack,
+                                      run_iterates, run_stealth, run_victim, setting)
 from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
@@ -62,6 +62,7 @@ DATASETS = ("fed-ml", "gowalla", "gowalla-full", "amazon-book", "synthetic")
 VICTIMS = ("wrmf", "bpr", "lightgcn", "sgl", "simgcl")  # the default: the SharpAP paper's five
 VICTIM_CHOICES = (*VICTIMS, "wmf-adam")  # + RevAdv's WRMF victim: WMF trained by Adam, as its surrogate
 CONDITIONS = ("none", *ATTACKS)
+HEURISTICS = tuple(name for name in ATTACKS if name not in GRADIENT_ATTACKS)  # what a supervised detector may know
 DEFAULT_CONDITIONS = ("none", "random", "bandwagon", "revadv", "revadv+sharpap")  # the issue's; + rapu, dada (+sharpap)
 KS = (10, 20, 50)
 ITERATES = (0, 1, 2, 5, 10, 20, 30)  # the iterates command's default outer iterations
@@ -216,6 +217,9 @@ class Experiment:
         self.device = {} if on_cpu else {"device": args.device}
         self.device_tag = "" if on_cpu else f"-{args.device}"
         self.screen = sorted(set(args.screen))  # one cell key per set of detectors, in any order
+        known = sorted(set(args.known_attacks))  # cells of the default known attacks keep their keys and parameters
+        self.known = {} if set(known) == set(KNOWN_ATTACKS) else {"known_attacks": known}
+        self.known_tag = f"-known-{'-'.join(known)}" if self.known else ""
 
     def attack_cell(self, dataset: str, attack: str, run: int) -> Cell:
         gradient = attack in GRADIENT_ATTACKS  # the heuristics' cells do not depend on the gradient attacks' settings
@@ -240,7 +244,7 @@ class Experiment:
                   **self.band, **self.share, **self.device,
                   **({"options": training.options} if training.options else {}), **({"draw": draw} if draw else {}),
                   **({"degree_filter": True} if self.args.degree_filter else {}),
-                  **({"screen": self.screen} if self.screen else {})}
+                  **({"screen": self.screen, **self.screen_known()} if self.screen else {})}
         source = source or f"{dataset}-none{self.band_tag}{self.share_tag}-r{run}"
         preset = VICTIM_PRESETS[self.victim_preset][victim]  # a preset's own settings keep their keys
         changed = "".join(f"-{name}{getattr(training, name)}" for name in ("lr", "batch", "weight_decay")
@@ -250,9 +254,13 @@ class Experiment:
         draw_tag = f"-v{draw}" if draw else ""  # draw 0 keeps the single-draw key
         anatomy_tag = f"-{ANATOMY}" if self.args.anatomy else ""  # cells without the anatomy keep theirs
         filter_tag = ("-degree-filter" if self.args.degree_filter else "") + (
-            f"-screen-{'-'.join(self.screen)}" if self.screen else "")
+            f"-screen-{'-'.join(self.screen)}{self.known_tag if self.screen_known() else ''}" if self.screen else "")
         return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}{draw_tag}{anatomy_tag}"
                     f"{filter_tag}", params)
+
+    def screen_known(self) -> dict[str, list[str]]:
+        """The known attacks of the screen's supervised detectors (none where the screen has no such detector)."""
+        return self.known if set(self.screen) & set(SUPERVISED) else {}
 
     def gpus(self) -> dict[str, float]:
         return {"gpus_per_cell": self.args.gpus_per_cell if self.args.device == "cuda" else 0.0}
@@ -296,9 +304,9 @@ class Experiment:
         users apart from the real users (ROC AUC, share caught at 1 % of the real), mean ± std over the runs."""
         a, rows = self.args, []
         attacks, made = self.attack_sweep()
-        cells = {key: Cell("stealth-" + cell.key[len("attack-"):],
+        cells = {key: Cell("stealth-" + cell.key[len("attack-"):] + self.known_tag,
                            {**cell.params, "profiles": made[cell.key]["profiles"],
-                            "detectors": list(STEALTH_DETECTORS)})
+                            "detectors": list(STEALTH_DETECTORS), **self.known})
                  for key, cell in attacks.items()}
         measured = run_sweep(list(cells.values()), run_stealth, self.out, workers=a.workers)
         for d in a.datasets:
@@ -591,9 +599,14 @@ def build_parser() -> CommandParser:
                              "interactions catches); these victim cells get their own keys")
     add_list(parser, "--screen", str, "detectors", [],
              f"train every victim after dropping the users any of these detectors ({', '.join(STEALTH_DETECTORS)}) "
-             "scores above 99%% of the clean data's users (defenses.detector_screen; supervised: fitted on Random and "
-             "Bandwagon fake users the platform injects, defenses.supervised_detector; real users go too, and the "
-             "measures cover the real users kept); these victim cells get their own keys", empty="none")
+             "scores above 99%% of the clean data's users (defenses.detector_screen; supervised, supervised-graph: "
+             "fitted on the fake users of --known-attacks the platform injects, defenses.supervised_detector; real "
+             "users go too, and the measures cover the real users kept); these victim cells get their own keys",
+             empty="none")
+    add_list(parser, "--known-attacks", str, "attacks", list(KNOWN_ATTACKS),
+             f"the attacks ({', '.join(HEURISTICS)}) whose fake users the supervised detectors are fitted on, made "
+             "at other targets and seeds than any measured run's (stealth command, --screen supervised...); other "
+             "sets than the default get their own cells")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the surrogate and the victims train (default cpu; cuda cells get their own keys)")
@@ -609,6 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_choices("--victims", args.victims, VICTIM_CHOICES)
     check_choices("--attacks", args.attacks, CONDITIONS)
     check_choices("--screen", args.screen, STEALTH_DETECTORS)
+    check_choices("--known-attacks", args.known_attacks, HEURISTICS)
     if min(args.runs, args.threads, args.victim_draws) < 1 or args.kappa < 0 or not 0 < args.fake_share <= 1:
         raise UsageError("--runs, --threads and --victim-draws must be >= 1, --kappa >= 0 and --fake-share in (0, 1]")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -621,6 +635,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("--iterates must be >= 0")
     if args.degree_filter and args.screen:
         raise UsageError("--degree-filter and --screen are two defenses: name one")
+    if not args.known_attacks:
+        raise UsageError("--known-attacks: name at least one attack for the supervised detectors to learn from")
+    supervised_screen = set(args.screen) & set(SUPERVISED)
+    if set(args.known_attacks) != set(KNOWN_ATTACKS) and args.command != "stealth" and not supervised_screen:
+        raise UsageError("--known-attacks goes with the stealth command or a --screen naming "
+                         f"{' or '.join(SUPERVISED)}")
     if args.anatomy and args.command != "table":
         raise UsageError("--anatomy goes with the table command")
     if args.command == "stealth" and set(args.attacks) <= {"none"}:

@@ -22,7 +22,7 @@ from central.ranking_learner import TrainSettings, train_native
 from defenses.degree_filter import long_enough_users
 from defenses.detector_screen import screened_users
 from defenses.profile_detectors import DETECTORS, Detector, separation
-from defenses.supervised_detector import fit_detector
+from defenses.supervised_detector import Describe, features, fit_detector, graph_features
 from recsys.data import Dataset, Interactions, load_dataset
 from recsys.models.ranking import make_model
 from recsys.promotion_metrics import BANDS, PopularityScorer, popularity_bands, promotion, utility
@@ -37,9 +37,10 @@ UNIFORM = "uniform"  # targets drawn among all items with a training interaction
 # per-target H@K / N@K, RevAdv's TargetHR@K (>= 1 target), GradientPassing's Recall@K, clean utility.
 VICTIM_MEASURES = ("per-target", "any-target", "target-recall", "utility")
 ANATOMY = "anatomy"  # the further measure of ``--anatomy`` cells: recsys.score_anatomy
-SUPERVISED = "supervised"  # the detector fitted on the attacks the platform knows (``supervised_detector``)
-KNOWN_ATTACKS = ("random", "bandwagon")
-STEALTH_DETECTORS = (*DETECTORS, SUPERVISED)
+# the detectors fitted on the attacks the platform knows (``supervised_detector``), by how they describe a user
+SUPERVISED: dict[str, Describe] = {"supervised": features, "supervised-graph": graph_features}
+KNOWN_ATTACKS = ("random", "bandwagon")  # the attacks the platform knows unless a cell's "known_attacks" says others
+STEALTH_DETECTORS = (*DETECTORS, *SUPERVISED)
 
 
 def band_option(band: str) -> str:
@@ -233,22 +234,25 @@ def run_stealth(params: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 def detectors(names: list[str], params: dict[str, Any]) -> dict[str, Detector]:
     """The detectors ``names`` (those of ``defenses.profile_detectors`` and ``SUPERVISED``) for a cell's run."""
+    known = tuple(params.get("known_attacks", KNOWN_ATTACKS))
     return {name: known_attack_detector(params["dataset"], params["data_dir"], params["run"],
-                                        params.get("fake_share", FAKE_SHARE))
-            if name == SUPERVISED else DETECTORS[name] for name in names}
+                                        params.get("fake_share", FAKE_SHARE), name, known)
+            if name in SUPERVISED else DETECTORS[name] for name in names}
 
 
-@lru_cache(maxsize=4)
-def known_attack_detector(dataset_name: str, data_dir: str | None, run: int, fake_share: float) -> Detector:
-    """The supervised detector (``defenses.supervised_detector``) the platform fits on its clean training data plus
-    the fake users of the attacks it knows (``KNOWN_ATTACKS``), made as run −1 − r's attack cells would make them:
-    the run's n_f and budget, targets and seeds no run r ≥ 0 uses. Cached: a worker's cells of one run share it."""
+@lru_cache(maxsize=8)
+def known_attack_detector(dataset_name: str, data_dir: str | None, run: int, fake_share: float,
+                          name: str = "supervised", known: tuple[str, ...] = KNOWN_ATTACKS) -> Detector:
+    """The supervised detector ``name`` (of ``SUPERVISED``) the platform fits on its clean training data plus the fake
+    users of the attacks ``known``, made as run −1 − r's attack cells would make them: the run's n_f and budget,
+    targets and seeds no run r ≥ 0 uses. Cached: a worker's cells of one run share it."""
     dataset = load(dataset_name, data_dir)
-    known = setting(dataset, -1 - run, fake_share)
+    poison = setting(dataset, -1 - run, fake_share)
     train = dataset.train
-    for name in KNOWN_ATTACKS:
-        train = generate(name, known, AttackOptions(), -1 - run)[0].inject(train)
-    return fit_detector(train, np.arange(train.num_users) >= dataset.train.num_users, dataset.num_items)
+    for attack in known:
+        train = generate(attack, poison, AttackOptions(), -1 - run)[0].inject(train)
+    return fit_detector(train, np.arange(train.num_users) >= dataset.train.num_users, dataset.num_items,
+                        describe=SUPERVISED[name])
 
 
 def popularity(params: dict[str, Any], folder: Path) -> dict[str, Any]:

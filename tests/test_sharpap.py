@@ -505,6 +505,10 @@ def test_command_line_rejects_bad_settings(capsys, tmp_path):
     assert "--degree-filter and --screen are two defenses" in capsys.readouterr().err
     assert main(["table", "--screen", "nearest,pagerank"]) == 2
     assert capsys.readouterr().err.startswith("error: --screen: unknown pagerank")
+    assert main(["stealth", "--attacks", "random", "--known-attacks", "revadv"]) == 2
+    assert capsys.readouterr().err.startswith("error: --known-attacks: unknown revadv")
+    assert main(["table", "--known-attacks", "targets-only", "--screen", "nearest"]) == 2
+    assert "--known-attacks goes with the stealth command or a --screen naming" in capsys.readouterr().err
     assert main(["table", "--datasets", "amazon-book", "--data-dir", str(tmp_path)]) == 2  # before any run
     assert f"missing {tmp_path / 'amazon-book' / 'train.txt'}" in capsys.readouterr().err
 
@@ -596,16 +600,17 @@ def test_stealth_command_scores_every_attacks_fake_users_with_every_detector(tmp
     main(["stealth", "--datasets", "synthetic", "--runs", "2", "--preset", "ci", "--attacks", "random", "targets-only",
           "--out", str(tmp_path)])
     rows = {(row["detector"], row["attack"]): row for row in csv.DictReader((tmp_path / "stealth.csv").open())}
-    detectors = ("length", "popularity", "degsim", "nearest", "fraudar", "supervised")
+    detectors = ("length", "popularity", "degsim", "nearest", "fraudar", "supervised", "supervised-graph")
     assert set(rows) == {(d, a) for d in detectors for a in ("random", "targets-only")}
     caught = "caught at 1% of the real"
     popular = rows[("popularity", "targets-only")]
     assert popular["AUC"] == "1.0000 ± 0.0000" == popular[caught]
     assert float(rows[("length", "targets-only")]["AUC"].split(" ± ")[0]) > 0.9
     assert rows[("length", "targets-only")][caught] == "0.0000 ± 0.0000"
-    # fitted on Random and Bandwagon fake users of other targets and seeds, the supervised detector catches run 0's
-    # and run 1's Random fake users, below the real users' median on length, DegSim and the nearest user
-    assert rows[("supervised", "random")]["AUC"] == "1.0000 ± 0.0000" == rows[("supervised", "random")][caught]
+    # fitted on Random and Bandwagon fake users of other targets and seeds, the supervised detectors catch run 0's
+    # and run 1's Random fake users, which length, DegSim and the nearest user score below most real users
+    for supervised in ("supervised", "supervised-graph"):
+        assert rows[(supervised, "random")]["AUC"] == "1.0000 ± 0.0000" == rows[(supervised, "random")][caught]
     assert all(float(rows[(d, "random")]["AUC"].split(" ± ")[0]) < 0.5 for d in ("length", "degsim", "nearest"))
     assert (tmp_path / "stealth.png").is_file() and not list(tmp_path.glob("cells/victim-*"))
 
@@ -682,6 +687,42 @@ def test_supervised_screen_drops_every_random_fake_user_fitted_on_targets_and_se
     known = tuple(sharpap_cell.setting(dataset, -1).targets)
     assert [m for m in made if m[2] == -1] == [("random", known, -1), ("bandwagon", known, -1)]
     assert known != tuple(attack["result"]["targets"]) and [m[2] for m in made if m[2] != -1] == [0]
+
+
+def test_known_attacks_choose_what_the_supervised_detectors_learn_from(tmp_path, monkeypatch):
+    """``--known-attacks targets-only``: both supervised detectors are fitted on targets-only's fake users of run −1
+    (its targets and seed) alone, and then catch all of run 0's; the stealth cells of that set get their own key,
+    the screen's victim cells too, where a supervised detector screens."""
+    from experiments import sharpap_cell
+    from experiments.sharpap import Experiment, build_parser, main
+
+    made, generate = [], sharpap_cell.generate
+
+    def recording(name, setting, options, seed):
+        made.append((name, seed))
+        return generate(name, setting, options, seed)
+
+    monkeypatch.setattr(sharpap_cell, "generate", recording)
+    sharpap_cell.known_attack_detector.cache_clear()
+    main(["stealth", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--attacks", "targets-only",
+          "--known-attacks", "targets-only", "--out", str(tmp_path)])
+    sharpap_cell.known_attack_detector.cache_clear()
+    assert [m for m in made if m[1] == -1] == [("targets-only", -1)] * 2  # one fit per supervised detector
+    rows = {row["detector"]: row for row in csv.DictReader((tmp_path / "stealth.csv").open())}
+    for supervised in ("supervised", "supervised-graph"):
+        assert rows[supervised]["AUC"] == "1.0000 ± 0.0000" == rows[supervised]["caught at 1% of the real"]
+    [cell] = (tmp_path / "cells").glob("stealth-*.json")
+    assert cell.stem.endswith("-known-targets-only")
+    assert json.loads(cell.read_text())["params"]["known_attacks"] == ["targets-only"]
+    argv = ["table", "--known-attacks", "bandwagon,random,targets-only", "--screen"]
+    cells = [Experiment(build_parser().parse_args(argv + [screen])).victim_cell("synthetic", "wrmf", None, 0, None)
+             for screen in ("supervised-graph", "nearest")]
+    assert cells[0].key.endswith("-screen-supervised-graph-known-bandwagon-random-targets-only")
+    assert cells[0].params["known_attacks"] == ["bandwagon", "random", "targets-only"]
+    assert cells[1].key.endswith("-screen-nearest") and "known_attacks" not in cells[1].params
+    default = Experiment(build_parser().parse_args(["table", "--screen", "supervised"])).victim_cell(
+        "synthetic", "wrmf", None, 0, None)
+    assert default.key.endswith("-screen-supervised") and "known_attacks" not in default.params
 
 
 @pytest.mark.gpu

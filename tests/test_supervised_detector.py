@@ -1,5 +1,6 @@
 """The supervised detector (``defenses.supervised_detector``): its loss and gradient against autograd, the fit at the
-loss's minimum, balanced classes, and a detector trained on one draw of uniform-filler fake users catching another."""
+loss's minimum, balanced classes, a detector trained on one draw of uniform-filler fake users catching another, and the
+graph features (a user's scores averaged over two hops of the user–item graph) against hand-built values and a loop."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 import torch
 
 from defenses.profile_detectors import separation
-from defenses.supervised_detector import FEATURES, balanced_logistic_loss, fit_detector, fit_logistic
+from defenses.supervised_detector import (FEATURES, balanced_logistic_loss, features, fit_detector, fit_logistic,
+                                          graph_features, neighbourhood_mean)
 from recsys.data.dataset import Interactions
 
 
@@ -78,5 +80,31 @@ def _data(seed: int, real: int = 300, fake: int = 6, items: int = 200) -> tuple[
 def test_trained_on_one_random_attack_it_catches_another_on_other_users():
     known, known_fake = _data(seed=0)
     detector = fit_detector(known, known_fake, 200)
+    unseen, unseen_fake = _data(seed=1)
+    assert separation(detector(unseen, 200), unseen_fake) == {"auc": 1.0, "caught": 1.0}
+
+
+def test_neighbourhood_mean_on_a_hand_built_graph():
+    """Users {0, 1}, {1}, {1, 2} with scores 1, 2, 4: the items' means are 1, 7/3, 4, and the users' means of their
+    items' means 5/3, 7/3, 19/6."""
+    train = Interactions.from_lists([[0, 1], [1], [1, 2]])
+    np.testing.assert_allclose(neighbourhood_mean(train, 4, np.array([[1.0], [2.0], [4.0]]))[:, 0],
+                               [5 / 3, 7 / 3, 19 / 6], rtol=1e-15)
+
+
+def test_neighbourhood_mean_equals_a_loop_over_users_and_items():
+    train, _ = _data(seed=2)
+    rows = np.random.default_rng(3).normal(size=(train.num_users, 3))
+    users_of = {i: [u for u in range(train.num_users) if i in set(train.user(u))] for i in range(200)}
+    expected = [np.mean([rows[users_of[int(i)]].mean(axis=0) for i in train.user(u)], axis=0)
+                for u in range(train.num_users)]
+    np.testing.assert_allclose(neighbourhood_mean(train, 200, rows), expected, rtol=1e-12)
+
+
+def test_the_graph_detector_describes_users_by_their_scores_and_their_neighbourhoods_and_catches_another_draw():
+    known, known_fake = _data(seed=0)
+    detector = fit_detector(known, known_fake, 200, describe=graph_features)
+    assert detector.weights.shape == (2 * len(FEATURES),)
+    np.testing.assert_allclose(graph_features(known, 200)[:, :len(FEATURES)], features(known, 200))
     unseen, unseen_fake = _data(seed=1)
     assert separation(detector(unseen, 200), unseen_fake) == {"auc": 1.0, "caught": 1.0}
