@@ -11,11 +11,14 @@ L-BFGS on the exact loss and gradient. A user's suspicion score is the fitted lo
 hops of the row-normalised graph (user -> its items -> their users, the user itself included), the propagation of a
 simplified graph convolution (SGC, Wu et al. ICML 2019), concatenated to the user's own scores (as SIGN, Frasca et al.
 2020, concatenates its hops). A logistic regression on them is a linear graph neural network learned on the graph.
+
+One logistic regression fitted on the fake users of several attacks at once has one direction to read them all by;
+``fit_each`` fits one per attack and scores a user by the most suspicious of them (``MostSuspicious``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +98,26 @@ def fit_logistic(x: np.ndarray, fake: np.ndarray, l2: float = L2, describe: Desc
     fit = minimize(balanced_logistic_loss, np.zeros(x.shape[1] + 1), args=(standard, fake, l2), jac=True,
                    method="L-BFGS-B", options={"gtol": 1e-10, "ftol": 1e-14, "maxiter": 1000})
     return LogisticDetector(mean, scale, fit.x[:-1], float(fit.x[-1]), describe)
+
+
+@dataclass(frozen=True)
+class MostSuspicious:
+    """Detectors fitted one per known attack, all describing users the same way: a user's score is its highest
+    log-odds (a fake user needs to look like the fake users of one known attack only, not of all of them at once)."""
+
+    detectors: tuple[LogisticDetector, ...]
+
+    def __call__(self, train: Interactions, num_items: int) -> np.ndarray:
+        x = self.detectors[0].describe(train, num_items)
+        return np.max([detector.log_odds(x) for detector in self.detectors], axis=0)
+
+
+def fit_each(poisoned: Sequence[Interactions], num_real: int, num_items: int, l2: float = L2,
+             describe: Describe = features) -> MostSuspicious:
+    """One detector per data of ``poisoned``: the same ``num_real`` real users first, then the fake users of one
+    known attack."""
+    return MostSuspicious(tuple(fit_detector(train, np.arange(train.num_users) >= num_real, num_items, l2, describe)
+                                for train in poisoned))
 
 
 def fit_detector(train: Interactions, fake: np.ndarray, num_items: int, l2: float = L2,

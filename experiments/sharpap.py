@@ -599,9 +599,10 @@ def build_parser() -> CommandParser:
                              "interactions catches); these victim cells get their own keys")
     add_list(parser, "--screen", str, "detectors", [],
              f"train every victim after dropping the users any of these detectors ({', '.join(STEALTH_DETECTORS)}) "
-             "scores above 99%% of the clean data's users (defenses.detector_screen; supervised, supervised-graph: "
-             "fitted on the fake users of --known-attacks the platform injects, defenses.supervised_detector; real "
-             "users go too, and the measures cover the real users kept); these victim cells get their own keys",
+             "scores above 99%% of the clean data's users (defenses.detector_screen; supervised...: fitted on the "
+             "fake users of --known-attacks the platform injects, defenses.supervised_detector, on all at once or "
+             "one per attack; real users go too, and the measures cover the real users kept); these victim cells get "
+             "their own keys",
              empty="none")
     add_list(parser, "--known-attacks", str, "attacks", list(KNOWN_ATTACKS),
              f"the attacks ({', '.join(HEURISTICS)}) whose fake users the supervised detectors are fitted on, made "

@@ -22,7 +22,7 @@ from central.ranking_learner import TrainSettings, train_native
 from defenses.degree_filter import long_enough_users
 from defenses.detector_screen import screened_users
 from defenses.profile_detectors import DETECTORS, Detector, separation
-from defenses.supervised_detector import Describe, features, fit_detector, graph_features
+from defenses.supervised_detector import Describe, features, fit_detector, fit_each, graph_features
 from recsys.data import Dataset, Interactions, load_dataset
 from recsys.models.ranking import make_model
 from recsys.promotion_metrics import BANDS, PopularityScorer, popularity_bands, promotion, utility
@@ -37,8 +37,11 @@ UNIFORM = "uniform"  # targets drawn among all items with a training interaction
 # per-target H@K / N@K, RevAdv's TargetHR@K (>= 1 target), GradientPassing's Recall@K, clean utility.
 VICTIM_MEASURES = ("per-target", "any-target", "target-recall", "utility")
 ANATOMY = "anatomy"  # the further measure of ``--anatomy`` cells: recsys.score_anatomy
-# the detectors fitted on the attacks the platform knows (``supervised_detector``), by how they describe a user
-SUPERVISED: dict[str, Describe] = {"supervised": features, "supervised-graph": graph_features}
+# the detectors fitted on the attacks the platform knows (``supervised_detector``): how they describe a user, and
+# whether one detector is fitted on all known attacks' fake users or one per attack (the most suspicious score counts)
+SUPERVISED: dict[str, tuple[Describe, bool]] = {
+    "supervised": (features, False), "supervised-graph": (graph_features, False),
+    "supervised-per-attack": (features, True), "supervised-graph-per-attack": (graph_features, True)}
 KNOWN_ATTACKS = ("random", "bandwagon")  # the attacks the platform knows unless a cell's "known_attacks" says others
 STEALTH_DETECTORS = (*DETECTORS, *SUPERVISED)
 
@@ -244,15 +247,20 @@ def detectors(names: list[str], params: dict[str, Any]) -> dict[str, Detector]:
 def known_attack_detector(dataset_name: str, data_dir: str | None, run: int, fake_share: float,
                           name: str = "supervised", known: tuple[str, ...] = KNOWN_ATTACKS) -> Detector:
     """The supervised detector ``name`` (of ``SUPERVISED``) the platform fits on its clean training data plus the fake
-    users of the attacks ``known``, made as run −1 − r's attack cells would make them: the run's n_f and budget,
-    targets and seeds no run r ≥ 0 uses. Cached: a worker's cells of one run share it."""
+    users of the attacks ``known`` (all at once, or one detector per attack), made as run −1 − r's attack cells would
+    make them: the run's n_f and budget, targets and seeds no run r ≥ 0 uses. Cached: a worker's cells of one run
+    share it."""
     dataset = load(dataset_name, data_dir)
-    poison = setting(dataset, -1 - run, fake_share)
+    poison, (describe, per_attack) = setting(dataset, -1 - run, fake_share), SUPERVISED[name]
+    fakes = [generate(attack, poison, AttackOptions(), -1 - run)[0] for attack in known]
+    if per_attack:
+        return fit_each([fake.inject(dataset.train) for fake in fakes], dataset.train.num_users, dataset.num_items,
+                        describe=describe)
     train = dataset.train
-    for attack in known:
-        train = generate(attack, poison, AttackOptions(), -1 - run)[0].inject(train)
+    for fake in fakes:
+        train = fake.inject(train)
     return fit_detector(train, np.arange(train.num_users) >= dataset.train.num_users, dataset.num_items,
-                        describe=SUPERVISED[name])
+                        describe=describe)
 
 
 def popularity(params: dict[str, Any], folder: Path) -> dict[str, Any]:

@@ -600,7 +600,8 @@ def test_stealth_command_scores_every_attacks_fake_users_with_every_detector(tmp
     main(["stealth", "--datasets", "synthetic", "--runs", "2", "--preset", "ci", "--attacks", "random", "targets-only",
           "--out", str(tmp_path)])
     rows = {(row["detector"], row["attack"]): row for row in csv.DictReader((tmp_path / "stealth.csv").open())}
-    detectors = ("length", "popularity", "degsim", "nearest", "fraudar", "supervised", "supervised-graph")
+    detectors = ("length", "popularity", "degsim", "nearest", "fraudar", "supervised", "supervised-graph",
+                 "supervised-per-attack", "supervised-graph-per-attack")
     assert set(rows) == {(d, a) for d in detectors for a in ("random", "targets-only")}
     caught = "caught at 1% of the real"
     popular = rows[("popularity", "targets-only")]
@@ -609,7 +610,7 @@ def test_stealth_command_scores_every_attacks_fake_users_with_every_detector(tmp
     assert rows[("length", "targets-only")][caught] == "0.0000 ± 0.0000"
     # fitted on Random and Bandwagon fake users of other targets and seeds, the supervised detectors catch run 0's
     # and run 1's Random fake users, which length, DegSim and the nearest user score below most real users
-    for supervised in ("supervised", "supervised-graph"):
+    for supervised in detectors[5:]:
         assert rows[(supervised, "random")]["AUC"] == "1.0000 ± 0.0000" == rows[(supervised, "random")][caught]
     assert all(float(rows[(d, "random")]["AUC"].split(" ± ")[0]) < 0.5 for d in ("length", "degsim", "nearest"))
     assert (tmp_path / "stealth.png").is_file() and not list(tmp_path.glob("cells/victim-*"))
@@ -690,8 +691,8 @@ def test_supervised_screen_drops_every_random_fake_user_fitted_on_targets_and_se
 
 
 def test_known_attacks_choose_what_the_supervised_detectors_learn_from(tmp_path, monkeypatch):
-    """``--known-attacks targets-only``: both supervised detectors are fitted on targets-only's fake users of run −1
-    (its targets and seed) alone, and then catch all of run 0's; the stealth cells of that set get their own key,
+    """``--known-attacks targets-only``: every supervised detector is fitted on targets-only's fake users of run −1
+    (its targets and seed) alone, and then catches all of run 0's; the stealth cells of that set get their own key,
     the screen's victim cells too, where a supervised detector screens."""
     from experiments import sharpap_cell
     from experiments.sharpap import Experiment, build_parser, main
@@ -707,9 +708,9 @@ def test_known_attacks_choose_what_the_supervised_detectors_learn_from(tmp_path,
     main(["stealth", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--attacks", "targets-only",
           "--known-attacks", "targets-only", "--out", str(tmp_path)])
     sharpap_cell.known_attack_detector.cache_clear()
-    assert [m for m in made if m[1] == -1] == [("targets-only", -1)] * 2  # one fit per supervised detector
+    assert [m for m in made if m[1] == -1] == [("targets-only", -1)] * 4  # one fit per supervised detector
     rows = {row["detector"]: row for row in csv.DictReader((tmp_path / "stealth.csv").open())}
-    for supervised in ("supervised", "supervised-graph"):
+    for supervised in ("supervised", "supervised-graph", "supervised-per-attack", "supervised-graph-per-attack"):
         assert rows[supervised]["AUC"] == "1.0000 ± 0.0000" == rows[supervised]["caught at 1% of the real"]
     [cell] = (tmp_path / "cells").glob("stealth-*.json")
     assert cell.stem.endswith("-known-targets-only")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from defenses.profile_detectors import separation
-from defenses.supervised_detector import (FEATURES, balanced_logistic_loss, features, fit_detector, fit_logistic,
-                                          graph_features, neighbourhood_mean)
+from defenses.supervised_detector import (FEATURES, balanced_logistic_loss, features, fit_detector, fit_each,
+                                          fit_logistic, graph_features, neighbourhood_mean)
 from recsys.data.dataset import Interactions
 
 
@@ -64,15 +64,16 @@ def test_a_fit_without_both_classes_is_refused(fake):
         fit_logistic(np.zeros((5, len(FEATURES))), fake)
 
 
-def _data(seed: int, real: int = 300, fake: int = 6, items: int = 200) -> tuple[Interactions, np.ndarray]:
-    """Real users drawing their items by a Zipf-like popularity, plus fake users clicking 3 targets and uniform
-    fillers (a Random attack) up to a real user's length."""
+def _data(seed: int, real: int = 300, fake: int = 6, items: int = 200,
+          fillers: int = 17) -> tuple[Interactions, np.ndarray]:
+    """Real users drawing their items by a Zipf-like popularity, plus fake users clicking 3 targets and ``fillers``
+    uniform fillers (a Random attack; 0: the targets alone)."""
     rng = np.random.default_rng(seed)
     popularity = 1.0 / np.arange(1, items + 1)
     lists = [sorted(rng.choice(items, size=rng.integers(10, 30), replace=False, p=popularity / popularity.sum()))
              for _ in range(real)]
     targets = rng.choice(items, 3, replace=False)
-    fillers = [rng.choice(np.setdiff1d(np.arange(items), targets), 17, replace=False) for _ in range(fake)]
+    fillers = [rng.choice(np.setdiff1d(np.arange(items), targets), fillers, replace=False) for _ in range(fake)]
     lists += [sorted(np.concatenate((targets, row))) for row in fillers]
     return Interactions.from_lists([[int(i) for i in row] for row in lists]), np.arange(real + fake) >= real
 
@@ -108,3 +109,15 @@ def test_the_graph_detector_describes_users_by_their_scores_and_their_neighbourh
     np.testing.assert_allclose(graph_features(known, 200)[:, :len(FEATURES)], features(known, 200))
     unseen, unseen_fake = _data(seed=1)
     assert separation(detector(unseen, 200), unseen_fake) == {"auc": 1.0, "caught": 1.0}
+
+
+def test_one_detector_per_known_attack_scores_a_user_by_the_most_suspicious_and_catches_both_attacks():
+    """Fitted on Random-like fake users (long, unpopular, unlike anyone) and on fake users clicking only the targets
+    (short, identical), one detector per attack catches all of fresh draws of both; its score is the higher of the
+    two log-odds."""
+    detector = fit_each([_data(seed=0)[0], _data(seed=0, fillers=0)[0]], 300, 200)
+    for fillers in (17, 0):
+        unseen, unseen_fake = _data(seed=1, fillers=fillers)
+        assert separation(detector(unseen, 200), unseen_fake) == {"auc": 1.0, "caught": 1.0}
+    x = features(unseen, 200)
+    np.testing.assert_array_equal(detector(unseen, 200), np.maximum(*(d.log_odds(x) for d in detector.detectors)))
