@@ -245,7 +245,7 @@ def detectors(names: list[str], params: dict[str, Any]) -> dict[str, Detector]:
 
 @lru_cache(maxsize=8)
 def known_attack_detector(dataset_name: str, data_dir: str | None, run: int, fake_share: float,
-                          name: str = "supervised", known: tuple[str, ...] = KNOWN_ATTACKS) -> Detector:
+                          name: str, known: tuple[str, ...]) -> Detector:
     """The supervised detector ``name`` (of ``SUPERVISED``) the platform fits on its clean training data plus the fake
     users of the attacks ``known`` (all at once, or one detector per attack), made as run −1 − r's attack cells would
     make them: the run's n_f and budget, targets and seeds no run r ≥ 0 uses. Cached: a worker's cells of one run
