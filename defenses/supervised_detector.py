@@ -18,6 +18,8 @@ One logistic regression fitted on the fake users of several attacks at once has 
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -32,9 +34,22 @@ FEATURES = ("length", "popularity", "degsim", "nearest")
 L2 = 1e-3
 
 
+_CACHED = 8  # score matrices kept: a stealth cell's data, and the labelled data of a run's fits
+_scores: OrderedDict[tuple[bytes, int], np.ndarray] = OrderedDict()
+
+
 def features(train: Interactions, num_items: int) -> np.ndarray:
-    """[users, len(FEATURES)]: every user's score by each detector of ``FEATURES``."""
-    return np.column_stack([DETECTORS[name](train, num_items) for name in FEATURES])
+    """[users, len(FEATURES)]: every user's score by each detector of ``FEATURES`` (read-only). The last ``_CACHED``
+    results are kept by the data's content, so the supervised detectors scoring or fitted on the same data compute
+    its two Jaccard passes once."""
+    key = (hashlib.blake2b(train.indptr.tobytes() + train.items.tobytes(), digest_size=16).digest(), num_items)
+    if key not in _scores:
+        _scores[key] = np.column_stack([DETECTORS[name](train, num_items) for name in FEATURES])
+        _scores[key].setflags(write=False)
+        if len(_scores) > _CACHED:
+            _scores.popitem(last=False)
+    _scores.move_to_end(key)
+    return _scores[key]
 
 
 def neighbourhood_mean(train: Interactions, num_items: int, rows: np.ndarray) -> np.ndarray:

@@ -509,6 +509,8 @@ def test_command_line_rejects_bad_settings(capsys, tmp_path):
     assert capsys.readouterr().err.startswith("error: --known-attacks: unknown revadv")
     assert main(["table", "--known-attacks", "targets-only", "--screen", "nearest"]) == 2
     assert "--known-attacks goes with the stealth command or a --screen naming" in capsys.readouterr().err
+    assert main(["stealth", "--attacks", "random", "--known-attacks", ","]) == 2
+    assert "--known-attacks: name at least one attack" in capsys.readouterr().err
     assert main(["table", "--datasets", "amazon-book", "--data-dir", str(tmp_path)]) == 2  # before any run
     assert f"missing {tmp_path / 'amazon-book' / 'train.txt'}" in capsys.readouterr().err
 

@@ -121,3 +121,22 @@ def test_one_detector_per_known_attack_scores_a_user_by_the_most_suspicious_and_
         assert separation(detector(unseen, 200), unseen_fake) == {"auc": 1.0, "caught": 1.0}
     x = features(unseen, 200)
     np.testing.assert_array_equal(detector(unseen, 200), np.maximum(*(d.log_odds(x) for d in detector.detectors)))
+
+
+def test_scores_of_the_same_data_are_computed_once_and_cannot_be_changed(monkeypatch):
+    """Two objects holding the same lists share one read-only score matrix; other lists get their own."""
+    from collections import OrderedDict
+
+    from defenses import supervised_detector
+
+    monkeypatch.setattr(supervised_detector, "_scores", OrderedDict())  # nothing cached before or after
+    calls = []
+    for name in FEATURES:
+        monkeypatch.setitem(supervised_detector.DETECTORS, name,
+                            lambda train, num_items, name=name: calls.append(name) or -train.lengths().astype(float))
+    lists = [[0, 1], [1], [1, 2, 3]]
+    first = features(Interactions.from_lists(lists), 5)
+    assert features(Interactions.from_lists(lists), 5) is first and len(calls) == len(FEATURES)
+    assert not first.flags.writeable
+    other = features(Interactions.from_lists(lists[:2]), 5)
+    assert other.shape == (2, len(FEATURES)) and len(calls) == 2 * len(FEATURES)
