@@ -36,7 +36,7 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,6 @@ DATASETS = ("fed-ml", "gowalla", "gowalla-full", "amazon-book", "synthetic")
 VICTIMS = ("wrmf", "bpr", "lightgcn", "sgl", "simgcl")  # the default: the SharpAP paper's five
 VICTIM_CHOICES = (*VICTIMS, "wmf-adam")  # + RevAdv's WRMF victim: WMF trained by Adam, as its surrogate
 CONDITIONS = ("none", *ATTACKS)
-HEURISTICS = tuple(name for name in ATTACKS if name not in GRADIENT_ATTACKS)  # what a supervised detector may know
 DEFAULT_CONDITIONS = ("none", "random", "bandwagon", "revadv", "revadv+sharpap")  # the issue's; + rapu, dada (+sharpap)
 KS = (10, 20, 50)
 ITERATES = (0, 1, 2, 5, 10, 20, 30)  # the iterates command's default outer iterations
@@ -219,17 +218,24 @@ class Experiment:
         self.screen = sorted(set(args.screen))  # one cell key per set of detectors, in any order
         known = sorted(set(args.known_attacks))  # cells of the default known attacks keep their keys and parameters
         self.known = {} if set(known) == set(KNOWN_ATTACKS) else {"known_attacks": known}
-        self.known_tag = f"-known-{'-'.join(known)}" if self.known else ""
+        self.known_gradient = [attack for attack in known if attack in GRADIENT_ATTACKS]
+        self.known_tag = f"-known-{'-'.join(known)}{self.settings_tag(self.known_gradient)}" if self.known else ""
+
+    def settings_tag(self, attacks: Sequence[str]) -> str:
+        """The key tag of the gradient attacks' settings where ``attacks`` holds one (and of SharpAP's where it holds
+        one with SharpAP); the heuristics' cells do not depend on them."""
+        gradient = any(attack in GRADIENT_ATTACKS for attack in attacks)
+        sharp = any(attack.endswith(SHARP_SUFFIX) for attack in attacks)
+        return ((f"{self.surrogate_tag}-{self.args.preset}-i{self.options['revadv']['iterations']}" if gradient else "")
+                + (f"-k{self.args.kappa}-{self.args.sharp_mode}" if sharp else ""))
 
     def attack_cell(self, dataset: str, attack: str, run: int) -> Cell:
-        gradient = attack in GRADIENT_ATTACKS  # the heuristics' cells do not depend on the gradient attacks' settings
+        gradient = attack in GRADIENT_ATTACKS
         params = {"dataset": dataset, "data_dir": self.args.data_dir, "attack": attack, "run": run,
                   "threads": self.args.threads, **(self.options | self.surrogate if gradient else {}), **self.band,
                   **self.share, **self.device}
-        sharp = f"-k{self.args.kappa}-{self.args.sharp_mode}" if attack.endswith(SHARP_SUFFIX) else ""
-        gradient_tag = f"{self.surrogate_tag}-{self.args.preset}-i{self.options['revadv']['iterations']}" if gradient else ""
         tags = f"{self.band_tag}{self.share_tag}{self.device_tag}"
-        return Cell(f"attack-{dataset}-{attack}{gradient_tag}{sharp}{tags}-r{run}", params)
+        return Cell(f"attack-{dataset}-{attack}{self.settings_tag([attack])}{tags}-r{run}", params)
 
     def victim_cell(self, dataset: str, victim: str, source: str | None, run: int, profiles: str | None,
                     draw: int = 0) -> Cell:
@@ -244,7 +250,7 @@ class Experiment:
                   **self.band, **self.share, **self.device,
                   **({"options": training.options} if training.options else {}), **({"draw": draw} if draw else {}),
                   **({"degree_filter": True} if self.args.degree_filter else {}),
-                  **({"screen": self.screen, **self.screen_known()} if self.screen else {})}
+                  **({"screen": self.screen, **self.screen_known(dataset, run)} if self.screen else {})}
         source = source or f"{dataset}-none{self.band_tag}{self.share_tag}-r{run}"
         preset = VICTIM_PRESETS[self.victim_preset][victim]  # a preset's own settings keep their keys
         changed = "".join(f"-{name}{getattr(training, name)}" for name in ("lr", "batch", "weight_decay")
@@ -254,13 +260,33 @@ class Experiment:
         draw_tag = f"-v{draw}" if draw else ""  # draw 0 keeps the single-draw key
         anatomy_tag = f"-{ANATOMY}" if self.args.anatomy else ""  # cells without the anatomy keep theirs
         filter_tag = ("-degree-filter" if self.args.degree_filter else "") + (
-            f"-screen-{'-'.join(self.screen)}{self.known_tag if self.screen_known() else ''}" if self.screen else "")
+            f"-screen-{'-'.join(self.screen)}{self.known_tag if self.screen_known(dataset, run) else ''}"
+            if self.screen else "")
         return Cell(f"victim-{victim}-e{training.epochs}{tag}{self.device_tag}-{source}{draw_tag}{anatomy_tag}"
                     f"{filter_tag}", params)
 
-    def screen_known(self) -> dict[str, list[str]]:
-        """The known attacks of the screen's supervised detectors (none where the screen has no such detector)."""
-        return self.known if set(self.screen) & set(SUPERVISED) else {}
+    def screen_known(self, dataset: str, run: int) -> dict[str, Any]:
+        """The known attacks of the screen's supervised detectors and their profiles (``known_made``; none where the
+        screen has no such detector)."""
+        return self.known_made(dataset, run) if set(self.screen) & set(SUPERVISED) else {}
+
+    def known_made(self, dataset: str, run: int) -> dict[str, Any]:
+        """What a cell of ``run`` needs to fit the supervised detectors: the known attacks (where not the default
+        ones) and the profiles files of the known gradient attacks, made by their attack cells at run −1 − r (targets
+        and seeds no measured run uses; the heuristics' fake users are made with the detector)."""
+        made = self.known_profiles[dataset, run] if self.known_gradient else {}
+        return {**self.known, **({"known_profiles": made} if made else {})}
+
+    @cached_property
+    def known_profiles(self) -> dict[tuple[str, int], dict[str, str]]:
+        """Per (dataset, run): the profiles file of every known gradient attack, its run −1 − r attack cell run (or
+        read) on first use."""
+        a = self.args
+        cells = {(d, at, r): self.attack_cell(d, at, -1 - r)
+                 for d in a.datasets for at in self.known_gradient for r in range(a.runs)}
+        made = run_sweep(list(cells.values()), run_attack, self.out, workers=a.workers, **self.gpus())
+        return {(d, r): {at: made[cells[d, at, r].key]["profiles"] for at in self.known_gradient}
+                for d in a.datasets for r in range(a.runs)}
 
     def gpus(self) -> dict[str, float]:
         return {"gpus_per_cell": self.args.gpus_per_cell if self.args.device == "cuda" else 0.0}
@@ -304,10 +330,10 @@ class Experiment:
         users apart from the real users (ROC AUC, share caught at 1 % of the real), mean ± std over the runs."""
         a, rows = self.args, []
         attacks, made = self.attack_sweep()
-        cells = {key: Cell("stealth-" + cell.key[len("attack-"):] + self.known_tag,
-                           {**cell.params, "profiles": made[cell.key]["profiles"],
-                            "detectors": list(STEALTH_DETECTORS), **self.known})
-                 for key, cell in attacks.items()}
+        cells = {(d, at, r): Cell("stealth-" + cell.key[len("attack-"):] + self.known_tag,
+                                  {**cell.params, "profiles": made[cell.key]["profiles"],
+                                   "detectors": list(STEALTH_DETECTORS), **self.known_made(d, r)})
+                 for (d, at, r), cell in attacks.items()}
         measured = run_sweep(list(cells.values()), run_stealth, self.out, workers=a.workers)
         for d in a.datasets:
             for detector in STEALTH_DETECTORS:
@@ -605,9 +631,10 @@ def build_parser() -> CommandParser:
              "their own keys",
              empty="none")
     add_list(parser, "--known-attacks", str, "attacks", list(KNOWN_ATTACKS),
-             f"the attacks ({', '.join(HEURISTICS)}) whose fake users the supervised detectors are fitted on, made "
-             "at other targets and seeds than any measured run's (stealth command, --screen supervised...); other "
-             "sets than the default get their own cells")
+             f"the attacks ({', '.join(ATTACKS)}) whose fake users the supervised detectors are fitted on, made "
+             "at other targets and seeds than any measured run's (run -1 - r's; a gradient attack's by its own "
+             "attack cell at that run, with the gradient attacks' settings); stealth command or --screen "
+             "supervised...; other sets than the default get their own cells")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the surrogate and the victims train (default cpu; cuda cells get their own keys)")
@@ -623,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_choices("--victims", args.victims, VICTIM_CHOICES)
     check_choices("--attacks", args.attacks, CONDITIONS)
     check_choices("--screen", args.screen, STEALTH_DETECTORS)
-    check_choices("--known-attacks", args.known_attacks, HEURISTICS)
+    check_choices("--known-attacks", args.known_attacks, tuple(ATTACKS))
     if min(args.runs, args.threads, args.victim_draws) < 1 or args.kappa < 0 or not 0 < args.fake_share <= 1:
         raise UsageError("--runs, --threads and --victim-draws must be >= 1, --kappa >= 0 and --fake-share in (0, 1]")
     if args.device == "cuda" and not torch.cuda.is_available():

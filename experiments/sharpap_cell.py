@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacks.implicit import AttackOptions, FakeProfiles, PoisonSetting, generate, gradient_attack
+from attacks.implicit import GRADIENT_ATTACKS, AttackOptions, FakeProfiles, PoisonSetting, generate, gradient_attack
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import SharpSettings
 from attacks.implicit.options import make_surrogate, settings_type
@@ -238,21 +238,28 @@ def run_stealth(params: dict[str, Any], folder: Path) -> dict[str, Any]:
 def detectors(names: list[str], params: dict[str, Any]) -> dict[str, Detector]:
     """The detectors ``names`` (those of ``defenses.profile_detectors`` and ``SUPERVISED``) for a cell's run."""
     known = tuple(params.get("known_attacks", KNOWN_ATTACKS))
+    made = tuple(sorted(params.get("known_profiles", {}).items()))
     return {name: known_attack_detector(params["dataset"], params["data_dir"], params["run"],
-                                        params.get("fake_share", FAKE_SHARE), name, known)
+                                        params.get("fake_share", FAKE_SHARE), name, known, made)
             if name in SUPERVISED else DETECTORS[name] for name in names}
 
 
 @lru_cache(maxsize=8)
 def known_attack_detector(dataset_name: str, data_dir: str | None, run: int, fake_share: float,
-                          name: str, known: tuple[str, ...]) -> Detector:
+                          name: str, known: tuple[str, ...], made: tuple[tuple[str, str], ...]) -> Detector:
     """The supervised detector ``name`` (of ``SUPERVISED``) the platform fits on its clean training data plus the fake
-    users of the attacks ``known`` (all at once, or one detector per attack), made as run −1 − r's attack cells would
-    make them: the run's n_f and budget, targets and seeds no run r ≥ 0 uses. Cached: a worker's cells of one run
-    share it."""
+    users of the attacks ``known`` (all at once, or one detector per attack), made as run −1 − r's attack cells
+    make them: the run's n_f and budget, targets and seeds no run r ≥ 0 uses. A heuristic's fake users are made here;
+    a gradient attack's are read from the profiles file its run −1 − r attack cell wrote (``made``: (attack, path)
+    pairs). Cached: a worker's cells of one run share it."""
     dataset = load(dataset_name, data_dir)
     poison, (describe, per_attack) = setting(dataset, -1 - run, fake_share), SUPERVISED[name]
-    fakes = [generate(attack, poison, AttackOptions(), -1 - run)[0] for attack in known]
+    files = dict(made)
+    if missing := [attack for attack in known if attack in GRADIENT_ATTACKS and attack not in files]:
+        raise ValueError(f"the known gradient attacks {', '.join(missing)} need the profiles of their run {-1 - run} "
+                         "attack cells (the cell's params 'known_profiles')")
+    fakes = [FakeProfiles.load(Path(files[attack])) if attack in files
+             else generate(attack, poison, AttackOptions(), -1 - run)[0] for attack in known]
     if per_attack:
         return fit_each([fake.inject(dataset.train) for fake in fakes], dataset.train.num_users, dataset.num_items,
                         describe=describe)

@@ -505,8 +505,8 @@ def test_command_line_rejects_bad_settings(capsys, tmp_path):
     assert "--degree-filter and --screen are two defenses" in capsys.readouterr().err
     assert main(["table", "--screen", "nearest,pagerank"]) == 2
     assert capsys.readouterr().err.startswith("error: --screen: unknown pagerank")
-    assert main(["stealth", "--attacks", "random", "--known-attacks", "revadv"]) == 2
-    assert capsys.readouterr().err.startswith("error: --known-attacks: unknown revadv")
+    assert main(["stealth", "--attacks", "random", "--known-attacks", "revadv,none"]) == 2
+    assert capsys.readouterr().err.startswith("error: --known-attacks: unknown none")
     assert main(["table", "--known-attacks", "targets-only", "--screen", "nearest"]) == 2
     assert "--known-attacks goes with the stealth command or a --screen naming" in capsys.readouterr().err
     assert main(["stealth", "--attacks", "random", "--known-attacks", ","]) == 2
@@ -726,6 +726,47 @@ def test_known_attacks_choose_what_the_supervised_detectors_learn_from(tmp_path,
     default = Experiment(build_parser().parse_args(["table", "--screen", "supervised"])).victim_cell(
         "synthetic", "wrmf", None, 0, None)
     assert default.key.endswith("-screen-supervised") and "known_attacks" not in default.params
+
+
+def test_a_known_gradient_attack_is_learnt_from_its_own_attack_cell_at_run_minus_one(tmp_path, monkeypatch):
+    """``--known-attacks random revadv``: RevAdv's known fake users are made once, by its attack cell at run −1 (the
+    gradient attacks' settings, run −1's targets and seed), and read from that cell's file by every supervised
+    detector (Random's are made with each detector); the stealth cells name the file and the settings in their key,
+    a supervised screen's victim cells too. Fitted on them, every supervised detector catches all of run 0's RevAdv
+    fake users."""
+    from experiments import sharpap_cell
+    from experiments.sharpap import Experiment, build_parser, main
+    from experiments.sharpap_cell import SUPERVISED
+
+    made, generate = [], sharpap_cell.generate
+
+    def recording(name, setting, options, seed):
+        made.append((name, seed))
+        return generate(name, setting, options, seed)
+
+    monkeypatch.setattr(sharpap_cell, "generate", recording)
+    sharpap_cell.known_attack_detector.cache_clear()
+    argv = ["--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--out", str(tmp_path)]
+    main(["stealth", "--attacks", "revadv", "--known-attacks", "random,revadv", *argv])
+    main(["stealth", "--attacks", "revadv", *argv])
+    sharpap_cell.known_attack_detector.cache_clear()
+    assert sorted(m for m in made if m[1] == -1) == [("bandwagon", -1)] * 4 + [("random", -1)] * 8 + [("revadv", -1)]
+    assert made.count(("revadv", 0)) == 1
+    known_file = str(tmp_path / "cells" / "attack-synthetic-revadv-ci-i6-r-1" / "profiles.npz")
+    cell = json.loads((tmp_path / "cells" / "stealth-synthetic-revadv-ci-i6-r0-known-random-revadv-ci-i6.json")
+                      .read_text())
+    assert cell["params"]["known_profiles"] == {"revadv": known_file}
+    default = json.loads((tmp_path / "cells" / "stealth-synthetic-revadv-ci-i6-r0.json").read_text())
+    assert "known_profiles" not in default["params"] and "known_attacks" not in default["params"]
+    for name in SUPERVISED:  # all 3 caught at 1 %; fitted on Random and Bandwagon, one form catches none (AUC 0.54)
+        assert cell["result"][name]["caught"] == 1.0 and cell["result"][name]["auc"] >= default["result"][name]["auc"]
+    assert default["result"]["supervised"]["caught"] == 0.0
+    screen = Experiment(build_parser().parse_args(["table", "--known-attacks", "revadv", "--screen", "supervised",
+                                                   *argv])).victim_cell("synthetic", "wrmf", None, 0, None)
+    assert screen.key.endswith("-screen-supervised-known-revadv-ci-i6")
+    assert screen.params["known_profiles"] == {"revadv": known_file} and made.count(("revadv", -1)) == 1  # cached
+    with pytest.raises(ValueError, match="known gradient attacks revadv need the profiles of their run -1 attack"):
+        sharpap_cell.known_attack_detector("synthetic", None, 0, 0.01, "supervised", ("revadv",), ())
 
 
 @pytest.mark.gpu
