@@ -13,7 +13,11 @@ simplified graph convolution (SGC, Wu et al. ICML 2019), concatenated to the use
 2020, concatenates its hops). A logistic regression on them is a linear graph neural network learned on the graph.
 
 One logistic regression fitted on the fake users of several attacks at once has one direction to read them all by;
-``fit_each`` fits one per attack and scores a user by the most suspicious of them (``MostSuspicious``).
+``fit_each`` fits one per attack and scores a user by the most suspicious of them (``MostSuspicious``), and
+``fit_perceptron`` fits a non-linear classifier instead: one hidden layer of ``WIDTH`` tanh units, the same balanced
+loss and penalty, its hand-written gradient fitted by the same L-BFGS from a seeded start (tanh, not ReLU: smooth, so
+L-BFGS converges; with ReLU it stopped at a kink, the gradient still 1e-2). On ``graph_features`` it is
+SIGN itself (an MLP on the concatenated hops), a non-linear graph neural network.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from recsys.data import Interactions
 
 FEATURES = ("length", "popularity", "degsim", "nearest")
 L2 = 1e-3
+WIDTH = 16  # the perceptron's hidden tanh units
 
 
 _CACHED = 8  # score matrices kept: a stealth cell's data, and the labelled data of a run's fits
@@ -69,50 +74,127 @@ def graph_features(train: Interactions, num_items: int) -> np.ndarray:
 Describe = Callable[[Interactions, int], np.ndarray]  # (training data, number of items) -> a feature row per user
 
 
+def _balanced(logits: np.ndarray, fake: np.ndarray) -> tuple[float, np.ndarray]:
+    """(the mean logistic loss of the fake users (mask ``fake``) plus that of the real users, halved; its gradient
+    with respect to ``logits``)."""
+    share = np.where(fake, 0.5 / fake.sum(), 0.5 / (~fake).sum())
+    sign = np.where(fake, 1.0, -1.0)
+    return float(share @ np.logaddexp(0.0, -sign * logits)), share * (1.0 / (1.0 + np.exp(-logits)) - fake)
+
+
 def balanced_logistic_loss(params: np.ndarray, x: np.ndarray, fake: np.ndarray,
                            l2: float = L2) -> tuple[float, np.ndarray]:
-    """(loss, gradient) at ``params`` = (weights, bias): the mean logistic loss of the fake users (mask ``fake``)
-    plus that of the real users, halved, plus ``l2`` / 2 · ‖weights‖²."""
+    """(loss, gradient) at ``params`` = (weights, bias): ``_balanced``'s loss of the logits x · weights + bias plus
+    ``l2`` / 2 · ‖weights‖²."""
     weights, bias = params[:-1], params[-1]
-    share = np.where(fake, 0.5 / fake.sum(), 0.5 / (~fake).sum())
-    logits = x @ weights + bias
-    sign = np.where(fake, 1.0, -1.0)
-    loss = float(share @ np.logaddexp(0.0, -sign * logits)) + 0.5 * l2 * float(weights @ weights)
-    residual = share * (1.0 / (1.0 + np.exp(-logits)) - fake)
-    return loss, np.append(x.T @ residual + l2 * weights, residual.sum())
+    loss, residual = _balanced(x @ weights + bias, fake)
+    return loss + 0.5 * l2 * float(weights @ weights), np.append(x.T @ residual + l2 * weights, residual.sum())
 
 
 @dataclass(frozen=True)
-class LogisticDetector:
-    """A fitted detector: the features' mean and scale on its labelled data, the weights, the bias and how a user is
-    described (``features`` or ``graph_features``)."""
+class Logistic:
+    """A linear classifier: a user's log-odds of being fake = its standardised row · ``weights`` + ``bias``."""
+
+    weights: np.ndarray
+    bias: float
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        return z @ self.weights + self.bias
+
+
+@dataclass(frozen=True)
+class Perceptron:
+    """One hidden layer of tanh units: log-odds = tanh(z · ``hidden`` + ``hidden_bias``) · ``output``
+    + ``output_bias``."""
+
+    hidden: np.ndarray  # [features, WIDTH]
+    hidden_bias: np.ndarray
+    output: np.ndarray
+    output_bias: float
+
+    @classmethod
+    def unpack(cls, params: np.ndarray, num_features: int) -> Perceptron:
+        """The perceptron whose parameters, flattened in field order, are ``params``."""
+        width = (len(params) - 1) // (num_features + 2)
+        cut = np.cumsum([num_features * width, width, width])
+        hidden, hidden_bias, output, output_bias = np.split(params, cut)
+        return cls(hidden.reshape(num_features, width), hidden_bias, output, float(output_bias[0]))
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        return np.tanh(z @ self.hidden + self.hidden_bias) @ self.output + self.output_bias
+
+
+def perceptron_loss(params: np.ndarray, x: np.ndarray, fake: np.ndarray, l2: float = L2) -> tuple[float, np.ndarray]:
+    """(loss, gradient) at ``params`` (a ``Perceptron``'s, flattened): ``_balanced``'s loss of its logits plus
+    ``l2`` / 2 · (‖hidden‖² + ‖output‖²); the gradient by hand."""
+    net = Perceptron.unpack(params, x.shape[1])
+    active = np.tanh(x @ net.hidden + net.hidden_bias)
+    loss, residual = _balanced(active @ net.output + net.output_bias, fake)
+    back = np.outer(residual, net.output) * (1.0 - active ** 2)
+    gradient = (x.T @ back + l2 * net.hidden, back.sum(axis=0), active.T @ residual + l2 * net.output,
+                [residual.sum()])
+    penalty = 0.5 * l2 * (float(np.sum(net.hidden ** 2)) + float(net.output @ net.output))
+    return loss + penalty, np.concatenate([np.ravel(part) for part in gradient])
+
+
+Classifier = Logistic | Perceptron
+
+
+@dataclass(frozen=True)
+class FittedDetector:
+    """A fitted detector: the features' mean and scale on its labelled data, the classifier of the standardised
+    features and how a user is described (``features`` or ``graph_features``)."""
 
     mean: np.ndarray
     scale: np.ndarray
-    weights: np.ndarray
-    bias: float
+    classifier: Classifier
     describe: Describe = features
 
     def log_odds(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mean) / self.scale @ self.weights + self.bias
+        return self.classifier((x - self.mean) / self.scale)
 
     def __call__(self, train: Interactions, num_items: int) -> np.ndarray:
         """Every user's suspicion score on ``train`` (a detector of ``profile_detectors``' signature)."""
         return self.log_odds(self.describe(train, num_items))
 
 
-def fit_logistic(x: np.ndarray, fake: np.ndarray, l2: float = L2, describe: Describe = features) -> LogisticDetector:
-    """The detector minimising ``balanced_logistic_loss`` on the standardised rows of ``x`` (``describe``'s rows)
-    labelled by ``fake``."""
+def _standardised(x: np.ndarray, fake: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(the labels as a mask, the columns' mean and scale (1 where constant), the standardised rows)."""
     fake = np.asarray(fake, dtype=bool)
     if fake.all() or not fake.any():
         raise ValueError("a supervised detector needs both fake and real users in its labelled data")
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
-    standard = (x - mean) / scale
-    fit = minimize(balanced_logistic_loss, np.zeros(x.shape[1] + 1), args=(standard, fake, l2), jac=True,
-                   method="L-BFGS-B", options={"gtol": 1e-10, "ftol": 1e-14, "maxiter": 1000})
-    return LogisticDetector(mean, scale, fit.x[:-1], float(fit.x[-1]), describe)
+    return fake, mean, scale, (x - mean) / scale
+
+
+def _lbfgs(loss: Callable[..., tuple[float, np.ndarray]], start: np.ndarray, *args: object) -> np.ndarray:
+    return minimize(loss, start, args=args, jac=True, method="L-BFGS-B",
+                    options={"gtol": 1e-10, "ftol": 1e-14, "maxiter": 1000}).x
+
+
+def fit_logistic(x: np.ndarray, fake: np.ndarray, l2: float = L2, describe: Describe = features) -> FittedDetector:
+    """The detector minimising ``balanced_logistic_loss`` on the standardised rows of ``x`` (``describe``'s rows)
+    labelled by ``fake``."""
+    fake, mean, scale, standard = _standardised(x, fake)
+    params = _lbfgs(balanced_logistic_loss, np.zeros(x.shape[1] + 1), standard, fake, l2)
+    return FittedDetector(mean, scale, Logistic(params[:-1], float(params[-1])), describe)
+
+
+def fit_perceptron(x: np.ndarray, fake: np.ndarray, l2: float = L2, describe: Describe = features,
+                   seed: int = 0) -> FittedDetector:
+    """The detector minimising ``perceptron_loss`` on the standardised rows of ``x``, from hidden weights drawn
+    N(0, 1 / features) and output weights N(0, 1 / ``WIDTH``) by ``seed``, biases 0 (a local minimum: the loss is not
+    convex)."""
+    fake, mean, scale, standard = _standardised(x, fake)
+    rng, columns = np.random.default_rng(seed), x.shape[1]
+    start = np.concatenate((rng.normal(0.0, columns ** -0.5, columns * WIDTH), np.zeros(WIDTH),
+                            rng.normal(0.0, WIDTH ** -0.5, WIDTH), [0.0]))
+    params = _lbfgs(perceptron_loss, start, standard, fake, l2)
+    return FittedDetector(mean, scale, Perceptron.unpack(params, columns), describe)
+
+
+Fit = Callable[..., FittedDetector]  # (rows, fake mask, l2, describe) -> detector: fit_logistic or fit_perceptron
 
 
 @dataclass(frozen=True)
@@ -120,7 +202,7 @@ class MostSuspicious:
     """Detectors fitted one per known attack, all describing users the same way: a user's score is its highest
     log-odds (a fake user needs to look like the fake users of one known attack only, not of all of them at once)."""
 
-    detectors: tuple[LogisticDetector, ...]
+    detectors: tuple[FittedDetector, ...]
 
     def __call__(self, train: Interactions, num_items: int) -> np.ndarray:
         x = self.detectors[0].describe(train, num_items)
@@ -128,15 +210,15 @@ class MostSuspicious:
 
 
 def fit_each(poisoned: Sequence[Interactions], num_real: int, num_items: int, l2: float = L2,
-             describe: Describe = features) -> MostSuspicious:
+             describe: Describe = features, fit: Fit = fit_logistic) -> MostSuspicious:
     """One detector per data of ``poisoned``: the same ``num_real`` real users first, then the fake users of one
     known attack."""
-    return MostSuspicious(tuple(fit_detector(train, np.arange(train.num_users) >= num_real, num_items, l2, describe)
-                                for train in poisoned))
+    return MostSuspicious(tuple(fit_detector(train, np.arange(train.num_users) >= num_real, num_items, l2, describe,
+                                             fit) for train in poisoned))
 
 
 def fit_detector(train: Interactions, fake: np.ndarray, num_items: int, l2: float = L2,
-                 describe: Describe = features) -> LogisticDetector:
-    """The detector fitted on the users of ``train`` described by ``describe``, those of mask ``fake`` injected by
-    known attacks."""
-    return fit_logistic(describe(train, num_items), fake, l2, describe)
+                 describe: Describe = features, fit: Fit = fit_logistic) -> FittedDetector:
+    """The detector ``fit`` fits on the users of ``train`` described by ``describe``, those of mask ``fake``
+    injected by known attacks."""
+    return fit(describe(train, num_items), fake, l2, describe)

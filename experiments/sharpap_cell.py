@@ -22,7 +22,8 @@ from central.ranking_learner import TrainSettings, train_native
 from defenses.degree_filter import long_enough_users
 from defenses.detector_screen import screened_users
 from defenses.profile_detectors import DETECTORS, Detector, separation
-from defenses.supervised_detector import Describe, features, fit_detector, fit_each, graph_features
+from defenses.supervised_detector import (Describe, Fit, features, fit_detector, fit_each, fit_logistic,
+                                          fit_perceptron, graph_features)
 from recsys.data import Dataset, Interactions, load_dataset
 from recsys.models.ranking import make_model
 from recsys.promotion_metrics import BANDS, PopularityScorer, popularity_bands, promotion, utility
@@ -37,11 +38,14 @@ UNIFORM = "uniform"  # targets drawn among all items with a training interaction
 # per-target H@K / N@K, RevAdv's TargetHR@K (>= 1 target), GradientPassing's Recall@K, clean utility.
 VICTIM_MEASURES = ("per-target", "any-target", "target-recall", "utility")
 ANATOMY = "anatomy"  # the further measure of ``--anatomy`` cells: recsys.score_anatomy
-# the detectors fitted on the attacks the platform knows (``supervised_detector``): how they describe a user, and
-# whether one detector is fitted on all known attacks' fake users or one per attack (the most suspicious score counts)
-SUPERVISED: dict[str, tuple[Describe, bool]] = {
-    "supervised": (features, False), "supervised-graph": (graph_features, False),
-    "supervised-per-attack": (features, True), "supervised-graph-per-attack": (graph_features, True)}
+# the detectors fitted on the attacks the platform knows (``supervised_detector``): how they describe a user, the
+# classifier, and whether one detector is fitted on all known attacks' fake users or one per attack (the most
+# suspicious score counts); the graph perceptron is SIGN (an MLP on the concatenated hops)
+SUPERVISED: dict[str, tuple[Describe, Fit, bool]] = {
+    "supervised": (features, fit_logistic, False), "supervised-graph": (graph_features, fit_logistic, False),
+    "supervised-per-attack": (features, fit_logistic, True),
+    "supervised-graph-per-attack": (graph_features, fit_logistic, True),
+    "supervised-graph-mlp": (graph_features, fit_perceptron, False)}
 KNOWN_ATTACKS = ("random", "bandwagon")  # the attacks the platform knows unless a cell's "known_attacks" says others
 STEALTH_DETECTORS = (*DETECTORS, *SUPERVISED)
 
@@ -253,7 +257,7 @@ def known_attack_detector(dataset_name: str, data_dir: str | None, run: int, fak
     a gradient attack's are read from the profiles file its run −1 − r attack cell wrote (``made``: (attack, path)
     pairs). Cached: a worker's cells of one run share it."""
     dataset = load(dataset_name, data_dir)
-    poison, (describe, per_attack) = setting(dataset, -1 - run, fake_share), SUPERVISED[name]
+    poison, (describe, fit, per_attack) = setting(dataset, -1 - run, fake_share), SUPERVISED[name]
     files = dict(made)
     if missing := [attack for attack in known if attack in GRADIENT_ATTACKS and attack not in files]:
         raise ValueError(f"the known gradient attacks {', '.join(missing)} need the profiles of their run {-1 - run} "
@@ -262,12 +266,12 @@ def known_attack_detector(dataset_name: str, data_dir: str | None, run: int, fak
              else generate(attack, poison, AttackOptions(), -1 - run)[0] for attack in known]
     if per_attack:
         return fit_each([fake.inject(dataset.train) for fake in fakes], dataset.train.num_users, dataset.num_items,
-                        describe=describe)
+                        describe=describe, fit=fit)
     train = dataset.train
     for fake in fakes:
         train = fake.inject(train)
     return fit_detector(train, np.arange(train.num_users) >= dataset.train.num_users, dataset.num_items,
-                        describe=describe)
+                        describe=describe, fit=fit)
 
 
 def popularity(params: dict[str, Any], folder: Path) -> dict[str, Any]:

@@ -603,7 +603,7 @@ def test_stealth_command_scores_every_attacks_fake_users_with_every_detector(tmp
           "--out", str(tmp_path)])
     rows = {(row["detector"], row["attack"]): row for row in csv.DictReader((tmp_path / "stealth.csv").open())}
     detectors = ("length", "popularity", "degsim", "nearest", "fraudar", "supervised", "supervised-graph",
-                 "supervised-per-attack", "supervised-graph-per-attack")
+                 "supervised-per-attack", "supervised-graph-per-attack", "supervised-graph-mlp")
     assert set(rows) == {(d, a) for d in detectors for a in ("random", "targets-only")}
     caught = "caught at 1% of the real"
     popular = rows[("popularity", "targets-only")]
@@ -698,6 +698,7 @@ def test_known_attacks_choose_what_the_supervised_detectors_learn_from(tmp_path,
     the screen's victim cells too, where a supervised detector screens."""
     from experiments import sharpap_cell
     from experiments.sharpap import Experiment, build_parser, main
+    from experiments.sharpap_cell import SUPERVISED
 
     made, generate = [], sharpap_cell.generate
 
@@ -710,9 +711,9 @@ def test_known_attacks_choose_what_the_supervised_detectors_learn_from(tmp_path,
     main(["stealth", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--attacks", "targets-only",
           "--known-attacks", "targets-only", "--out", str(tmp_path)])
     sharpap_cell.known_attack_detector.cache_clear()
-    assert [m for m in made if m[1] == -1] == [("targets-only", -1)] * 4  # one fit per supervised detector
+    assert [m for m in made if m[1] == -1] == [("targets-only", -1)] * len(SUPERVISED)  # one per supervised detector
     rows = {row["detector"]: row for row in csv.DictReader((tmp_path / "stealth.csv").open())}
-    for supervised in ("supervised", "supervised-graph", "supervised-per-attack", "supervised-graph-per-attack"):
+    for supervised in SUPERVISED:
         assert rows[supervised]["AUC"] == "1.0000 ± 0.0000" == rows[supervised]["caught at 1% of the real"]
     [cell] = (tmp_path / "cells").glob("stealth-*.json")
     assert cell.stem.endswith("-known-targets-only")
@@ -750,7 +751,9 @@ def test_a_known_gradient_attack_is_learnt_from_its_own_attack_cell_at_run_minus
     main(["stealth", "--attacks", "revadv", "--known-attacks", "random,revadv", *argv])
     main(["stealth", "--attacks", "revadv", *argv])
     sharpap_cell.known_attack_detector.cache_clear()
-    assert sorted(m for m in made if m[1] == -1) == [("bandwagon", -1)] * 4 + [("random", -1)] * 8 + [("revadv", -1)]
+    forms = len(SUPERVISED)  # Random made once per form and known set, Bandwagon per form; RevAdv by its cell only
+    assert sorted(m for m in made if m[1] == -1) == [("bandwagon", -1)] * forms + [("random", -1)] * 2 * forms + [
+        ("revadv", -1)]
     assert made.count(("revadv", 0)) == 1
     known_file = str(tmp_path / "cells" / "attack-synthetic-revadv-ci-i6-r-1" / "profiles.npz")
     cell = json.loads((tmp_path / "cells" / "stealth-synthetic-revadv-ci-i6-r0-known-random-revadv-ci-i6.json")
