@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -665,53 +666,49 @@ def test_screen_that_catches_every_fake_user_trains_the_victim_of_the_screened_c
     assert cell.params["screen"] == ["nearest", "popularity"] and cell.key.endswith("-screen-nearest-popularity")
 
 
-def test_supervised_screen_drops_every_random_fake_user_fitted_on_targets_and_seeds_of_its_own(tmp_path, monkeypatch):
-    """``--screen supervised``: the detector the platform fits on its own Random and Bandwagon fake users drops all of
-    run 0's Random fake users before the victim trains; those known fake users are run −1's (its targets and seeds),
-    never the measured run's."""
-    from experiments import sharpap_cell
-    from experiments.sharpap import main
-
+@pytest.fixture
+def generated(monkeypatch) -> Iterator[list[tuple[str, int, tuple[int, ...]]]]:
+    """Every call of the attack generator the SharpAP cells make in this process, as (attack, seed, targets); the
+    supervised detectors' cache cleared before and after, so their fits call it."""
     made, generate = [], sharpap_cell.generate
 
     def recording(name, setting, options, seed):
-        made.append((name, tuple(setting.targets), seed))
+        made.append((name, seed, tuple(setting.targets)))
         return generate(name, setting, options, seed)
 
     monkeypatch.setattr(sharpap_cell, "generate", recording)
     sharpap_cell.known_attack_detector.cache_clear()
+    yield made
+    sharpap_cell.known_attack_detector.cache_clear()
+
+
+def test_supervised_screen_drops_every_random_fake_user_fitted_on_targets_and_seeds_of_its_own(tmp_path, generated):
+    """``--screen supervised``: the detector the platform fits on its own Random and Bandwagon fake users drops all of
+    run 0's Random fake users before the victim trains; those known fake users are run −1's (its targets and seeds),
+    never the measured run's."""
+    from experiments.sharpap import main
+
     main(["table", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--victims", "wrmf",
           "--attacks", "random", "--screen", "supervised", "--out", str(tmp_path)])
-    sharpap_cell.known_attack_detector.cache_clear()
     [row] = csv.DictReader((tmp_path / "table.csv").open())
     attack = json.loads(next((tmp_path / "cells").glob("attack-*.json")).read_text())
     assert float(row["users dropped"]) - float(row["real users dropped"]) == attack["result"]["num_fake"]
     dataset = sharpap_cell.load("synthetic", None)
     known = tuple(sharpap_cell.setting(dataset, -1).targets)
-    assert [m for m in made if m[2] == -1] == [("random", known, -1), ("bandwagon", known, -1)]
-    assert known != tuple(attack["result"]["targets"]) and [m[2] for m in made if m[2] != -1] == [0]
+    assert [m for m in generated if m[1] == -1] == [("random", -1, known), ("bandwagon", -1, known)]
+    assert known != tuple(attack["result"]["targets"]) and [m[1] for m in generated if m[1] != -1] == [0]
 
 
-def test_known_attacks_choose_what_the_supervised_detectors_learn_from(tmp_path, monkeypatch):
+def test_known_attacks_choose_what_the_supervised_detectors_learn_from(tmp_path, generated):
     """``--known-attacks targets-only``: every supervised detector is fitted on targets-only's fake users of run −1
     (its targets and seed) alone, and then catches all of run 0's; the stealth cells of that set get their own key,
     the screen's victim cells too, where a supervised detector screens."""
-    from experiments import sharpap_cell
     from experiments.sharpap import Experiment, build_parser, main
     from experiments.sharpap_cell import SUPERVISED
 
-    made, generate = [], sharpap_cell.generate
-
-    def recording(name, setting, options, seed):
-        made.append((name, seed))
-        return generate(name, setting, options, seed)
-
-    monkeypatch.setattr(sharpap_cell, "generate", recording)
-    sharpap_cell.known_attack_detector.cache_clear()
     main(["stealth", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--attacks", "targets-only",
           "--known-attacks", "targets-only", "--out", str(tmp_path)])
-    sharpap_cell.known_attack_detector.cache_clear()
-    assert [m for m in made if m[1] == -1] == [("targets-only", -1)] * len(SUPERVISED)  # one per supervised detector
+    assert [m[:2] for m in generated if m[1] == -1] == [("targets-only", -1)] * len(SUPERVISED)  # one fit each
     rows = {row["detector"]: row for row in csv.DictReader((tmp_path / "stealth.csv").open())}
     for supervised in SUPERVISED:
         assert rows[supervised]["AUC"] == "1.0000 ± 0.0000" == rows[supervised]["caught at 1% of the real"]
@@ -729,28 +726,19 @@ def test_known_attacks_choose_what_the_supervised_detectors_learn_from(tmp_path,
     assert default.key.endswith("-screen-supervised") and "known_attacks" not in default.params
 
 
-def test_a_known_gradient_attack_is_learnt_from_its_own_attack_cell_at_run_minus_one(tmp_path, monkeypatch):
+def test_a_known_gradient_attack_is_learnt_from_its_own_attack_cell_at_run_minus_one(tmp_path, generated):
     """``--known-attacks random revadv``: RevAdv's known fake users are made once, by its attack cell at run −1 (the
     gradient attacks' settings, run −1's targets and seed), and read from that cell's file by every supervised
     detector (Random's are made with each detector); the stealth cells name the file and the settings in their key,
     a supervised screen's victim cells too. Fitted on them, every supervised detector catches all of run 0's RevAdv
     fake users."""
-    from experiments import sharpap_cell
     from experiments.sharpap import Experiment, build_parser, main
     from experiments.sharpap_cell import SUPERVISED
 
-    made, generate = [], sharpap_cell.generate
-
-    def recording(name, setting, options, seed):
-        made.append((name, seed))
-        return generate(name, setting, options, seed)
-
-    monkeypatch.setattr(sharpap_cell, "generate", recording)
-    sharpap_cell.known_attack_detector.cache_clear()
     argv = ["--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--out", str(tmp_path)]
     main(["stealth", "--attacks", "revadv", "--known-attacks", "random,revadv", *argv])
     main(["stealth", "--attacks", "revadv", *argv])
-    sharpap_cell.known_attack_detector.cache_clear()
+    made = [m[:2] for m in generated]
     forms = len(SUPERVISED)  # Random made once per form and known set, Bandwagon per form; RevAdv by its cell only
     assert sorted(m for m in made if m[1] == -1) == [("bandwagon", -1)] * forms + [("random", -1)] * 2 * forms + [
         ("revadv", -1)]
@@ -767,7 +755,8 @@ def test_a_known_gradient_attack_is_learnt_from_its_own_attack_cell_at_run_minus
     screen = Experiment(build_parser().parse_args(["table", "--known-attacks", "revadv", "--screen", "supervised",
                                                    *argv])).victim_cell("synthetic", "wrmf", None, 0, None)
     assert screen.key.endswith("-screen-supervised-known-revadv-ci-i6")
-    assert screen.params["known_profiles"] == {"revadv": known_file} and made.count(("revadv", -1)) == 1  # cached
+    assert screen.params["known_profiles"] == {"revadv": known_file}
+    assert [m[:2] for m in generated].count(("revadv", -1)) == 1  # its attack cell read from the cache
     with pytest.raises(ValueError, match="known gradient attacks revadv need the profiles of their run -1 attack"):
         sharpap_cell.known_attack_detector("synthetic", None, 0, 0.01, "supervised", ("revadv",), ())
 

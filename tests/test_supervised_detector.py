@@ -41,26 +41,21 @@ def _labelled(seed: int = 0, users: int = 200, fakes: int = 12) -> tuple[np.ndar
     return rng.normal(size=(users, 4)) + 1.5 * fake[:, None] * rng.normal(size=4), fake
 
 
-def test_loss_and_gradient_equal_autograd():
+@pytest.mark.parametrize("loss, reference_loss, size", [(balanced_logistic_loss, _torch_loss, 5),
+                                                         (perceptron_loss, _torch_perceptron_loss, 6 * WIDTH + 1)])
+def test_loss_and_hand_written_gradient_equal_autograd(loss, reference_loss, size):
     x, fake = _labelled()
-    params = np.random.default_rng(1).normal(size=5)
-    loss, gradient = balanced_logistic_loss(params, x, fake, l2=0.1)
+    params = np.random.default_rng(1).normal(size=size)
+    value, gradient = loss(params, x, fake, l2=0.1)
     reference = torch.tensor(params, requires_grad=True)
-    expected = _torch_loss(reference, x, fake, l2=0.1)
+    expected = reference_loss(reference, x, fake, l2=0.1)
     expected.backward()
-    assert loss == pytest.approx(expected.item(), rel=1e-12)
+    assert value == pytest.approx(expected.item(), rel=1e-12)
     np.testing.assert_allclose(gradient, reference.grad.numpy(), rtol=1e-10, atol=1e-14)
 
 
-def test_the_perceptrons_hand_written_gradient_equals_autograd_and_its_fit_is_where_it_vanishes():
+def test_the_perceptrons_fit_is_where_its_gradient_vanishes():
     x, fake = _labelled()
-    params = np.random.default_rng(1).normal(size=(x.shape[1] + 2) * WIDTH + 1)
-    loss, gradient = perceptron_loss(params, x, fake, l2=0.1)
-    reference = torch.tensor(params, requires_grad=True)
-    expected = _torch_perceptron_loss(reference, x, fake, l2=0.1)
-    expected.backward()
-    assert loss == pytest.approx(expected.item(), rel=1e-12)
-    np.testing.assert_allclose(gradient, reference.grad.numpy(), rtol=1e-10, atol=1e-14)
     detector = fit_perceptron(x, fake)
     net = detector.classifier
     flat = np.concatenate((net.hidden.ravel(), net.hidden_bias, net.output, [net.output_bias]))
