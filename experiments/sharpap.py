@@ -47,9 +47,9 @@ from attacks.implicit import ATTACKS, GRADIENT_ATTACKS, SHARP_SUFFIX, SURROGATE_
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import MODES, SharpSettings
 from defenses.profile_detectors import FALSE_POSITIVE_RATE
-from experiments.sharpap_cell import (ANATOMY, FAKE_SHARE, KNOWN_ATTACKS, STEALTH_DETECTORS, SUPERVISED, TARGET_BANDS,
-                                      UNIFORM, VICTIM_MEASURES, cell_setting, load, popularity, run_attack,
-                                      run_iterates, run_stealth, run_victim, setting)
+from experiments.sharpap_cell import (ANATOMY, FAKE_SHARE, KNOWN_ATTACKS, KNOWN_INJECTED, STEALTH_DETECTORS, SUPERVISED,
+                                      TARGET_BANDS, UNIFORM, VICTIM_MEASURES, cell_setting, load, popularity,
+                                      run_attack, run_iterates, run_stealth, run_victim, setting)
 from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
@@ -275,7 +275,7 @@ class Experiment:
         ones) and the profiles files of the known gradient attacks, made by their attack cells at run −1 − r (targets
         and seeds no measured run uses; the heuristics' fake users are made with the detector)."""
         made = self.known_profiles[dataset, run] if self.known_gradient else {}
-        return {**self.known, **({"known_profiles": made} if made else {})}
+        return {**self.known, **({"known_profiles": made} if made else {}), "known_injected": KNOWN_INJECTED}
 
     @cached_property
     def known_profiles(self) -> dict[tuple[str, int], dict[str, str]]:

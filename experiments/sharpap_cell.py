@@ -22,8 +22,8 @@ from central.ranking_learner import TrainSettings, train_native
 from defenses.degree_filter import long_enough_users
 from defenses.detector_screen import screened_users
 from defenses.profile_detectors import DETECTORS, Detector, separation
-from defenses.supervised_detector import (Describe, Fit, features, fit_detector, fit_each, fit_logistic,
-                                          fit_perceptron, graph_features)
+from defenses.supervised_detector import (Describe, Fit, features, fit_each, fit_joint, fit_logistic, fit_perceptron,
+                                          graph_features)
 from recsys.data import Dataset, Interactions, load_dataset
 from recsys.models.ranking import make_model
 from recsys.promotion_metrics import BANDS, PopularityScorer, popularity_bands, promotion, utility
@@ -47,6 +47,9 @@ SUPERVISED: dict[str, tuple[Describe, Fit, bool]] = {
     "supervised-graph-per-attack": (graph_features, fit_logistic, True),
     "supervised-graph-mlp": (graph_features, fit_perceptron, False)}
 KNOWN_ATTACKS = ("random", "bandwagon")  # the attacks the platform knows unless a cell's "known_attacks" says others
+# How the supervised detectors' labelled data is made: part of the params of every cell that fits one, so cells stored
+# when the known attacks were injected together are recomputed (``fit_joint``)
+KNOWN_INJECTED = "each alone"
 STEALTH_DETECTORS = (*DETECTORS, *SUPERVISED)
 
 
@@ -264,14 +267,10 @@ def known_attack_detector(dataset_name: str, data_dir: str | None, run: int, fak
                          "attack cells (the cell's params 'known_profiles')")
     fakes = [FakeProfiles.load(Path(files[attack])) if attack in files
              else generate(attack, poison, AttackOptions(), -1 - run)[0] for attack in known]
+    poisoned = [fake.inject(dataset.train) for fake in fakes]  # each known attack alone, as an attack arrives
     if per_attack:
-        return fit_each([fake.inject(dataset.train) for fake in fakes], dataset.train.num_users, dataset.num_items,
-                        describe=describe, fit=fit)
-    train = dataset.train
-    for fake in fakes:
-        train = fake.inject(train)
-    return fit_detector(train, np.arange(train.num_users) >= dataset.train.num_users, dataset.num_items,
-                        describe=describe, fit=fit)
+        return fit_each(poisoned, dataset.train.num_users, dataset.num_items, describe=describe, fit=fit)
+    return fit_joint(dataset.train, poisoned, dataset.num_items, describe=describe, fit=fit)
 
 
 def popularity(params: dict[str, Any], folder: Path) -> dict[str, Any]:

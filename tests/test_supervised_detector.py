@@ -11,8 +11,8 @@ import torch
 
 from defenses.profile_detectors import separation
 from defenses.supervised_detector import (FEATURES, WIDTH, Perceptron, balanced_logistic_loss, features, fit_detector,
-                                          fit_each, fit_logistic, fit_perceptron, graph_features, neighbourhood_mean,
-                                          perceptron_loss)
+                                          fit_each, fit_joint, fit_logistic, fit_perceptron, graph_features,
+                                          neighbourhood_mean, perceptron_loss)
 from recsys.data.dataset import Interactions
 
 
@@ -168,6 +168,29 @@ def test_one_detector_per_known_attack_scores_a_user_by_the_most_suspicious_and_
         assert separation(detector(unseen, 200), unseen_fake) == {"auc": 1.0, "caught": 1.0}
     x = features(unseen, 200)
     np.testing.assert_array_equal(detector(unseen, 200), np.maximum(*(d.log_odds(x) for d in detector.detectors)))
+
+
+def test_a_joint_detector_describes_each_known_attack_alone_and_catches_both_attacks():
+    """Random-like fake users and fake users clicking only the same 3 targets: ``fit_joint`` labels the real users
+    described on the clean data and each attack's fake users described with that attack alone injected (together,
+    the shared targets would make each the other's neighbours); fitted so, one regression catches all of fresh draws
+    of both, each arriving alone."""
+    random_like, targets_only = _data(seed=0)[0], _data(seed=0, fillers=0)[0]
+    clean = random_like.subset(np.arange(300))
+    labelled = []
+
+    def recording(x, fake, l2, describe):
+        labelled.append((x, fake))
+        return fit_logistic(x, fake, l2, describe)
+
+    detector = fit_joint(clean, [random_like, targets_only], 200, fit=recording)
+    [(x, fake)] = labelled
+    expected = np.vstack((features(clean, 200), features(random_like, 200)[300:], features(targets_only, 200)[300:]))
+    np.testing.assert_array_equal(x, expected)
+    np.testing.assert_array_equal(fake, np.arange(312) >= 300)
+    for fillers in (17, 0):
+        unseen, unseen_fake = _data(seed=1, fillers=fillers)
+        assert separation(detector(unseen, 200), unseen_fake) == {"auc": 1.0, "caught": 1.0}
 
 
 def test_scores_of_the_same_data_are_computed_once_and_cannot_be_changed(monkeypatch):
