@@ -16,11 +16,12 @@ The platform injects each known attack alone into its clean data, as an attack a
 there (``fit_joint``): injected together, the known attacks' fake users, who click the same targets, would be
 described among each other, a crowd no single attack forms (on the Gowalla subsample a detector fitted that way
 caught its own known fake users and none of the same attack's arriving alone). One logistic regression fitted on the
-fake users of several attacks has one direction to read them all by; ``fit_each`` fits one per attack and scores a user by the most suspicious of them (``MostSuspicious``), and
-``fit_perceptron`` fits a non-linear classifier instead: one hidden layer of ``WIDTH`` tanh units, the same balanced
-loss and penalty, its hand-written gradient fitted by the same L-BFGS from a seeded start (tanh, not ReLU: smooth, so
-L-BFGS converges; with ReLU it stopped at a kink, the gradient still 1e-2). On ``graph_features`` it is
-SIGN itself (an MLP on the concatenated hops), a non-linear graph neural network.
+fake users of several attacks has one direction to read them all by; ``fit_each`` fits one per attack and scores a
+user by the most suspicious of them (``MostSuspicious``), and ``fit_perceptron`` fits a non-linear classifier
+instead: one hidden layer of ``WIDTH`` tanh units, the same balanced loss and penalty, its hand-written gradient
+fitted by the same L-BFGS from a seeded start (tanh, not ReLU: smooth, so L-BFGS converges; with ReLU it stopped at a
+kink, the gradient still 1e-2). On ``graph_features`` it is SIGN itself (an MLP on the concatenated hops), a
+non-linear graph neural network.
 """
 
 from __future__ import annotations
