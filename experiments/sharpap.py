@@ -272,8 +272,9 @@ class Experiment:
 
     def known_made(self, dataset: str, run: int) -> dict[str, Any]:
         """What a cell of ``run`` needs to fit the supervised detectors: the known attacks (where not the default
-        ones) and the profiles files of the known gradient attacks, made by their attack cells at run −1 − r (targets
-        and seeds no measured run uses; the heuristics' fake users are made with the detector)."""
+        ones), the profiles files of the known gradient attacks, made by their attack cells at run −1 − r (targets
+        and seeds no measured run uses; the heuristics' fake users are made with the detector), and how they are
+        injected (``KNOWN_INJECTED``, read by no code: it keeps cells of the earlier labelling from being reused)."""
         made = self.known_profiles[dataset, run] if self.known_gradient else {}
         return {**self.known, **({"known_profiles": made} if made else {}), "known_injected": KNOWN_INJECTED}
 
