@@ -28,7 +28,8 @@ from attacks.implicit.sharpap import SharpAP, SharpSettings  # noqa: E402
 from attacks.implicit.wmf_surrogate import WMFSurrogate  # noqa: E402
 from central.ranking_learner import RankingLearner, TrainSettings, native_objective  # noqa: E402
 from attacks.implicit import PRESETS  # noqa: E402
-from experiments.sharpap import DATASETS, VICTIM_CHOICES, VICTIM_DIM, VICTIM_PRESETS  # noqa: E402
+from experiments.sharpap import DATASETS  # noqa: E402
+from experiments.sharpap_victims import VICTIM_CHOICES, VICTIM_DIM, VICTIM_PRESETS  # noqa: E402
 from experiments.sharpap_cell import load, setting, use_threads  # noqa: E402
 from recsys.models.ranking import make_model  # noqa: E402
 from recsys.models.wrmf import als_solve  # noqa: E402
