@@ -32,77 +32,34 @@ Bandwagon fake users the platform injects itself; cached ``stealth-…`` cells, 
 from __future__ import annotations
 
 import argparse
-import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import asdict
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from attacks.implicit import ATTACKS, GRADIENT_ATTACKS, SHARP_SUFFIX, SURROGATE_PRESETS, FakeProfiles
+from attacks.implicit import ATTACKS, GRADIENT_ATTACKS, SHARP_SUFFIX, SURROGATE_PRESETS
 from attacks.implicit.revadv import RevAdvSettings
 from attacks.implicit.sharpap import MODES, SharpSettings
 from defenses.profile_detectors import FALSE_POSITIVE_RATE
 from experiments.sharpap_cell import (ANATOMY, FAKE_SHARE, KNOWN_ATTACKS, KNOWN_INJECTED, STEALTH_DETECTORS, SUPERVISED,
-                                      TARGET_BANDS, UNIFORM, VICTIM_MEASURES, cell_setting, load, popularity,
-                                      run_attack, run_iterates, run_stealth, run_victim, setting)
+                                      TARGET_BANDS, UNIFORM, VICTIM_MEASURES, load, popularity, run_attack,
+                                      run_iterates, run_stealth, run_victim)
+from experiments.sharpap_tables import Tables, mean_over_draws, mean_std, plot, plot_iterates
 from experiments.sharpap_victims import (VICTIM_CHOICES, VICTIM_DIM, VICTIM_PRESETS, VICTIMS, overridden,
                                          victim_overrides)
 from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
 from harness.sweep import Cell, run_sweep
 from harness.tables import markdown_table, write_table
-from recsys.promotion_metrics import BANDS, popularity_bands
 
 # fed-ml = ML-1M implicit; gowalla = a seeded CPU subsample; gowalla-full = the whole split; amazon-book = the
 # whole LightGCN split (files given by the user); synthetic = CI size
 DATASETS = ("fed-ml", "gowalla", "gowalla-full", "amazon-book", "synthetic")
 CONDITIONS = ("none", *ATTACKS)
 DEFAULT_CONDITIONS = ("none", "random", "bandwagon", "revadv", "revadv+sharpap")  # the issue's; + rapu, dada (+sharpap)
-KS = (10, 20, 50)
 ITERATES = (0, 1, 2, 5, 10, 20, 30)  # the iterates command's default outer iterations
-ANATOMY_COLUMNS = {"anatomy/target_norm_percentile": "|q_t| percentile", "anatomy/target_to_kth_norm": "|q_t| / |q_k|",
-                   "anatomy/target_cos": "cos(p_u, q_t)", "anatomy/target_cos_std": "std cos(p_u, q_t)",
-                   "anatomy/needed_cos": "needed cos", "anatomy/kth_cos": "cos(p_u, q_k)",
-                   "anatomy/tail_share": "tail share of top 20", "anatomy/norm_popularity_spearman": "ρ(|q|, count)",
-                   "anatomy/fake_to_real_user_norm": "|p| fake / real"}
-
-# The paper's headline numbers (summary of arXiv 2604.22170); the unit of the transfer gains is not stated.
-PAPER = {
-    ("fed-ml", "wrmf", "revadv"): "H@10 0.32",
-    ("fed-ml", "wrmf", "revadv+sharpap"): "H@10 0.64",
-    ("fed-ml", "bpr", "revadv+sharpap"): "+16 over RevAdv",
-    ("fed-ml", "lightgcn", "revadv+sharpap"): "+22 over RevAdv",
-    ("fed-ml", "sgl", "revadv+sharpap"): "+18 over RevAdv",
-    ("gowalla", "simgcl", "revadv+sharpap"): "H@20 ≈ +30% over RevAdv",
-    ("gowalla-full", "simgcl", "revadv+sharpap"): "H@20 ≈ +30% over RevAdv",
-}
-
-
-def _mean_std(values: Sequence[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.4f} ± {spread:.4f}"
-
-
-def paired_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided paired t-test p-value (NaN with fewer than two pairs or no variation in the differences)."""
-    differences = np.subtract(a, b)
-    if len(a) < 2 or np.ptp(differences) <= 1e-12 * max(1.0, float(np.abs(differences).max())):
-        return math.nan
-    from scipy.stats import ttest_rel
-
-    return float(ttest_rel(a, b).pvalue)
-
-
-def _per_target(results: dict[tuple, dict[str, Any]], condition: tuple[str, str, str], pairs: list[tuple[int, int]],
-                k: int) -> list[float]:
-    """H@k of the (run, target index) ``pairs`` under ``condition`` = (dataset, attack, victim)."""
-    d, at, v = condition
-    return [results[(d, at, v, r)][f"per_target/hr@{k}"][j] for r, j in pairs]
-
 
 class Experiment:
     def __init__(self, args: argparse.Namespace) -> None:
@@ -232,14 +189,16 @@ class Experiment:
         baselines = [Cell(self.popularity_key(d, r), {"dataset": d, "data_dir": a.data_dir, "run": r, **self.band})
                      for d in a.datasets for r in range(a.runs)]
         popular = run_sweep(baselines, popularity, self.out, progress=False)
+        popular_runs = {(d, r): popular[self.popularity_key(d, r)] for d in a.datasets for r in range(a.runs)}
         draws = {}
         for (d, at, v, r, _), cell in victims.items():
             draws.setdefault((d, at, v, r), []).append(measured[cell.key])
         results = {key: mean_over_draws(cells) for key, cells in draws.items()}
-        tables = {"table": self.table(results, draws), "alternatives": self.alternatives_table(results),
-                  "attacks": self.attack_table(attacks, made), "bands": self.band_table(results),
-                  "utility": self.utility_table(results, popular)}
-        return tables | ({"anatomy": self.anatomy_table(results)} if a.anatomy else {})
+        build = Tables(a, changed=set(self.changes))
+        tables = {"table": build.table(results, draws), "alternatives": build.alternatives_table(results),
+                  "attacks": build.attack_table(attacks, made), "bands": build.band_table(results),
+                  "utility": build.utility_table(results, popular_runs)}
+        return tables | ({"anatomy": build.anatomy_table(results)} if a.anatomy else {})
 
     def stealth(self) -> dict[str, list[dict[str, Any]]]:
         """The ``stealth`` table: how well each detector of ``defenses.profile_detectors`` sets every attack's fake
@@ -256,9 +215,9 @@ class Experiment:
                 for at in [name for name in a.attacks if name != "none"]:
                     runs = [measured[cells[(d, at, r)].key][detector] for r in range(a.runs)]
                     rows.append({"dataset": d, "detector": detector, "attack": at,
-                                 "AUC": _mean_std([x["auc"] for x in runs]),
+                                 "AUC": mean_std([x["auc"] for x in runs]),
                                  f"caught at {FALSE_POSITIVE_RATE:.0%} of the real":
-                                     _mean_std([x["caught"] for x in runs])})
+                                     mean_std([x["caught"] for x in runs])})
         return {"stealth": rows}
 
     def iterates(self) -> dict[str, list[dict[str, Any]]]:
@@ -292,206 +251,6 @@ class Experiment:
 
     def popularity_key(self, dataset: str, run: int) -> str:
         return f"popularity-{dataset}{self.band_tag}-r{run}"
-
-    def table(self, results: dict[tuple, dict[str, Any]],
-              draws: dict[tuple, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        """Mean ± std over the runs of each run's measures (averaged over the victim's draws); with several draws also
-        the victim's own spread: the std of H@10 over a run's draws, averaged over the runs."""
-        a, rows = self.args, []
-        for d in a.datasets:
-            for v in a.victims:
-                for at in a.attacks:
-                    runs = [results[(d, at, v, r)] for r in range(a.runs)]
-                    row: dict[str, Any] = {"dataset": d, "victim": v, "attack": at}
-                    for metric in ("hr", "ndcg"):
-                        for k in KS:
-                            row[f"{'H' if metric == 'hr' else 'N'}@{k}"] = _mean_std([x[f"{metric}@{k}"] for x in runs])
-                    if a.degree_filter or a.screen:
-                        row["users dropped"] = statistics.fmean(x["dropped_users"] for x in runs)
-                    if a.screen:
-                        row["real users dropped"] = statistics.fmean(x["dropped_real_users"] for x in runs)
-                    if a.victim_draws > 1:
-                        row["H@10 draw std"] = statistics.fmean(
-                            statistics.stdev(x["hr@10"] for x in draws[(d, at, v, r)]) for r in range(a.runs))
-                    comparison = self.compare(results, (d, at, v), "hr@10")
-                    if comparison:
-                        row["ΔH@10"] = f"{comparison[0]:+.4f} vs {comparison[1]}"
-                        row["p (paired t)"] = comparison[2]
-                    row["paper"] = "" if v in self.changes else PAPER.get((d, v, at), "")  # not the paper's victim
-                    rows.append(row)
-        return rows
-
-    def compare(self, results: dict[tuple, dict[str, Any]], condition: tuple[str, str, str],
-                metric: str) -> tuple[float, str, float] | None:
-        """(mean difference, baseline, paired p) of ``metric`` under ``condition`` = (dataset, attack, victim) against
-        its baseline over the runs: the wrapped attack for an attack with SharpAP (RevAdv for RevAdv+SharpAP), no attack
-        for the others; None without one."""
-        d, at, v = condition
-        baseline = at.removesuffix(SHARP_SUFFIX) if at.endswith(SHARP_SUFFIX) else "none"
-        if at == "none" or baseline not in self.args.attacks:
-            return None
-        mine = [results[(d, at, v, r)][metric] for r in range(self.args.runs)]
-        other = [results[(d, baseline, v, r)][metric] for r in range(self.args.runs)]
-        return statistics.fmean(mine) - statistics.fmean(other), baseline, paired_p(mine, other)
-
-    def alternatives_table(self, results: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
-        """The attack papers' own measures of the whole target set: RevAdv's TargetHR@K (share of users with at least
-        one target in the top K) and GradientPassing's Recall@K, K = 10 and 50, each with its paired p-value."""
-        a, rows = self.args, []
-        for d in a.datasets:
-            for v in a.victims:
-                for at in a.attacks:
-                    row: dict[str, Any] = {"dataset": d, "victim": v, "attack": at}
-                    for metric, name in (("any_target_hr", "TargetHR"), ("target_recall", "Recall")):
-                        for k in (10, 50):
-                            key = f"{metric}@{k}"
-                            row[f"{name}@{k}"] = _mean_std([results[(d, at, v, r)][key] for r in range(a.runs)])
-                            comparison = self.compare(results, (d, at, v), key)
-                            row[f"p {name}@{k}"] = comparison[2] if comparison else math.nan
-                    rows.append(row)
-        return rows
-
-    def attack_table(self, cells: dict[tuple, Cell], made: dict[str, Any]) -> list[dict[str, Any]]:
-        rows = []
-        for (d, at, r), cell in cells.items():
-            result = made[cell.key]
-            history = result["history"]
-            profiles, floor = FakeProfiles.load(Path(result["profiles"])), cell_setting(cell.params)[1].real_floor()
-            row: dict[str, Any] = {"dataset": d, "attack": at, "run": r, "targets": " ".join(map(str, result["targets"])),
-                                   "fake users": result["num_fake"], "budget": result["budget"],
-                                   "items per fake user": float(profiles.lists.lengths().mean()),
-                                   "shortest real user": floor, "share below it": profiles.share_below(floor),
-                                   "s/iteration": result["seconds_per_iteration"], "seconds": result["seconds"],
-                                   "peak MiB": result["peak_mib"]}
-            if history:
-                scores = [h["surrogate_hr"] for h in history]
-                row["surrogate H@50 (X₀)"], row["surrogate H@50 best"] = scores[0], max(scores)
-                row["best t"] = scores.index(max(scores))
-                cos = [h["cos_G"] for h in history if "cos_G" in h]
-                if cos:
-                    row["cos(G, G_sharp) mean"] = statistics.fmean(cos)
-                    row["surrogate H@50 at θ+v (mean)"] = statistics.fmean(
-                        h["surrogate_hr_perturbed"] for h in history if "surrogate_hr_perturbed" in h)
-            rows.append(row)
-        return rows
-
-    def band_table(self, results: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
-        """Per-target H@10 / H@50 averaged over the (run, target) pairs of each popularity band; for an attack also
-        H@50 over no attack's and how many of the band's targets it raised."""
-        a, rows, share = self.args, [], self.share.get("fake_share", FAKE_SHARE)
-        for d in a.datasets:
-            dataset = load(d, a.data_dir)
-            targets = [setting(dataset, r, share, a.target_band).targets for r in range(a.runs)]
-            bands = [popularity_bands(dataset.train, dataset.num_items, t) for t in targets]
-            for v in a.victims:
-                for at in a.attacks:
-                    for band, _ in BANDS:
-                        pairs = [(r, j) for r in range(a.runs) for j, name in enumerate(bands[r]) if name == band]
-                        if not pairs:
-                            continue
-                        h50 = _per_target(results, (d, at, v), pairs, 50)
-                        row: dict[str, Any] = {"dataset": d, "victim": v, "attack": at, "band": band,
-                                               "targets": len(pairs),
-                                               "H@10": statistics.fmean(_per_target(results, (d, at, v), pairs, 10)),
-                                               "H@50": statistics.fmean(h50)}
-                        if at != "none" and "none" in a.attacks:
-                            clean = _per_target(results, (d, "none", v), pairs, 50)
-                            clean_mean = statistics.fmean(clean)
-                            row["H@50 / none"] = row["H@50"] / clean_mean if clean_mean > 0 else math.inf
-                            row["raised"] = f"{sum(x > y for x, y in zip(h50, clean))}/{len(pairs)}"
-                        rows.append(row)
-        return rows
-
-    def anatomy_table(self, results: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
-        """Target H@20 beside the anatomy of the target scores (``recsys.score_anatomy``), means over the runs that
-        measure each (a run whose fake users a defense dropped has no fake-user norm)."""
-        a, rows = self.args, []
-        for d in a.datasets:
-            for v in a.victims:
-                for at in a.attacks:
-                    runs = [results[(d, at, v, r)] for r in range(a.runs)]
-                    row: dict[str, Any] = {"dataset": d, "victim": v, "attack": at,
-                                           "H@20": statistics.fmean(x["hr@20"] for x in runs)}
-                    for key, column in ANATOMY_COLUMNS.items():
-                        if measured := [x[key] for x in runs if key in x]:
-                            row[column] = statistics.fmean(measured)
-                    rows.append(row)
-        return rows
-
-    def utility_table(self, results: dict[tuple, dict[str, Any]], popular: dict[str, Any]) -> list[dict[str, Any]]:
-        a, rows = self.args, []
-        for d in a.datasets:
-            runs = [popular[self.popularity_key(d, r)] for r in range(a.runs)]
-            rows.append({"dataset": d, "model": "popularity", "Recall@20": _mean_std([x["test/recall@20"] for x in runs]),
-                         "NDCG@20": _mean_std([x["test/ndcg@20"] for x in runs]), "s/epoch": 0.0})
-            if "none" not in a.attacks:
-                continue
-            for v in a.victims:
-                runs = [results[(d, "none", v, r)] for r in range(a.runs)]
-                rows.append({"dataset": d, "model": v, "Recall@20": _mean_std([x["test/recall@20"] for x in runs]),
-                             "NDCG@20": _mean_std([x["test/ndcg@20"] for x in runs]),
-                             "s/epoch": statistics.fmean(x["seconds_per_epoch"] for x in runs),
-                             "peak MiB": max(x["peak_mib"] for x in runs)})
-        return rows
-
-
-def mean_over_draws(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One run's victim measures over its draws: averaged (per-target lists element by element), the peak memory the
-    largest."""
-    def combine(key: str, values: list[Any]) -> Any:
-        if isinstance(values[0], list):
-            return [statistics.fmean(column) for column in zip(*values)]
-        return max(values) if key == "peak_mib" else statistics.fmean(values)
-
-    return {key: combine(key, [result[key] for result in results]) for key in results[0]}
-
-
-def plot(rows: list[dict[str, Any]], path: Path, group: str = "victim", value: str = "H@10",
-         label: str = "target H@10") -> None:
-    """``value`` (a "mean ± std" column) per ``group`` (victim) and attack, one panel per dataset."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 4), squeeze=False)
-    for ax, d in zip(axes[0], datasets):
-        block = [r for r in rows if r["dataset"] == d]
-        groups = list(dict.fromkeys(r[group] for r in block))
-        attacks = list(dict.fromkeys(r["attack"] for r in block))
-        width = 0.8 / len(attacks)
-        for j, at in enumerate(attacks):
-            values = [float(next(r for r in block if r[group] == g and r["attack"] == at)[value].split(" ± ")[0])
-                      for g in groups]
-            ax.bar([i + j * width for i in range(len(groups))], values, width, label=at)
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], groups)
-        ax.set(title=d, ylabel=label)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_iterates(rows: list[dict[str, Any]], path: Path) -> None:
-    """Target H@50 against the outer iteration t: the surrogate's (both scores) and every victim's."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for (d, r) in dict.fromkeys((row["dataset"], row["run"]) for row in rows):
-        block = [row for row in rows if row["dataset"] == d and row["run"] == r]
-        for column in [c for c in block[0] if c.endswith("H@50") or c.startswith("surrogate")]:
-            ax.plot([row["t"] for row in block], [row[column] for row in block], marker="o",
-                    label=f"{d} run {r}: {column}")
-    ax.set(xlabel="outer iteration t", ylabel="target H@50")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
 
 def build_parser() -> CommandParser:
     parser = CommandParser(prog="python -m experiments.sharpap", description=__doc__,

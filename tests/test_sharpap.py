@@ -582,14 +582,15 @@ def test_anatomy_cells_keep_the_table_cells_apart_and_show_simgcls_spread_of_pop
 
 def test_anatomy_table_averages_each_measure_over_the_runs_that_measure_it():
     """A run whose fake users a screen dropped has no fake-user norm: the column is the mean of the other runs."""
-    from experiments.sharpap import Experiment, build_parser
+    from experiments.sharpap import build_parser
+    from experiments.sharpap_tables import Tables
 
-    experiment = Experiment(build_parser().parse_args(["table", "--datasets", "synthetic", "--runs", "3", "--victims",
-                                                       "wrmf", "--attacks", "random", "--anatomy"]))
+    tables = Tables(build_parser().parse_args(["table", "--datasets", "synthetic", "--runs", "3", "--victims", "wrmf",
+                                               "--attacks", "random", "--anatomy"]))
     runs = [{"hr@20": 0.1, "anatomy/target_cos": 0.2}, {"hr@20": 0.3, "anatomy/target_cos": 0.4,
                                                          "anatomy/fake_to_real_user_norm": 2.0},
             {"hr@20": 0.5, "anatomy/target_cos": 0.6, "anatomy/fake_to_real_user_norm": 3.0}]
-    [row] = experiment.anatomy_table({("synthetic", "random", "wrmf", r): x for r, x in enumerate(runs)})
+    [row] = tables.anatomy_table({("synthetic", "random", "wrmf", r): x for r, x in enumerate(runs)})
     assert row["H@20"] == pytest.approx(0.3) and row["cos(p_u, q_t)"] == pytest.approx(0.4)
     assert row["|p| fake / real"] == 2.5 and "needed cos" not in row
 
@@ -837,7 +838,7 @@ def test_cells_with_several_cpu_threads_train_a_victim_to_the_same_numbers(threa
 
 
 def test_paired_p_is_nan_without_variation_in_the_differences():
-    from experiments.sharpap import paired_p
+    from experiments.sharpap_tables import paired_p
 
     assert np.isnan(paired_p([0.1], [0.2]))
     assert np.isnan(paired_p([0.1, 0.2, 0.3], [0.1, 0.2, 0.3]))
@@ -846,7 +847,7 @@ def test_paired_p_is_nan_without_variation_in_the_differences():
 
 
 def test_mean_over_draws_averages_numbers_and_per_target_lists():
-    from experiments.sharpap import mean_over_draws
+    from experiments.sharpap_tables import mean_over_draws
 
     draws = [{"hr@10": 0.1, "per_target/hr@10": [0.0, 0.2], "peak_mib": 900.0},
              {"hr@10": 0.3, "per_target/hr@10": [0.4, 0.0], "peak_mib": 700.0}]
