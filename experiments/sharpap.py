@@ -240,7 +240,8 @@ class Experiment:
         measured = run_sweep(list(victims.values()), run_victim, self.out, workers=a.workers)
         for (d, r), cell in cells.items():
             for x in made[cell.key]["iterates"]:
-                row: dict[str, Any] = {"dataset": d, "run": r, "t": x["iteration"], "items per fake user": x["items_per_fake"],
+                row: dict[str, Any] = {"dataset": d, "run": r, "t": x["iteration"],
+                                       "items per fake user": x["items_per_fake"],
                                        "surrogate H@50 (loop)": x["loop_surrogate_hr"],
                                        "surrogate H@50 (from scratch)": x["fresh_surrogate_hr"]}
                 for v in a.victims:
@@ -265,7 +266,8 @@ def build_parser() -> CommandParser:
     add_list(parser, "--attacks", str, "names", list(DEFAULT_CONDITIONS), f"attacks ({', '.join(CONDITIONS)}; default: "
              f"{' '.join(DEFAULT_CONDITIONS)})")
     parser.add_argument("--runs", type=int, default=5, help="runs 0..N-1 (each its own targets and seeds)")
-    parser.add_argument("--preset", choices=VICTIM_PRESETS, default="lean", help="hyper-parameter preset (default lean)")
+    parser.add_argument("--preset", choices=VICTIM_PRESETS, default="lean",
+                        help="hyper-parameter preset (default lean)")
     parser.add_argument("--victim-preset", choices=VICTIM_PRESETS, default=None,
                         help="train the victims at this preset's settings (default: --preset's), e.g. the paper "
                              "preset's attacks against the lean preset's victims")

@@ -25,6 +25,7 @@ ANATOMY_COLUMNS = {"anatomy/target_norm_percentile": "|q_t| percentile", "anatom
                    "anatomy/needed_cos": "needed cos", "anatomy/kth_cos": "cos(p_u, q_k)",
                    "anatomy/tail_share": "tail share of top 20", "anatomy/norm_popularity_spearman": "ρ(|q|, count)",
                    "anatomy/fake_to_real_user_norm": "|p| fake / real"}
+
 # The paper's headline numbers (summary of arXiv 2604.22170); the unit of the transfer gains is not stated.
 PAPER = {
     ("fed-ml", "wrmf", "revadv"): "H@10 0.32",
@@ -38,6 +39,7 @@ PAPER = {
 
 
 def mean_std(values: Sequence[float]) -> str:
+    """"mean ± std" of ``values`` to 4 decimals (std 0 for one value)."""
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.fmean(values):.4f} ± {spread:.4f}"
 
@@ -133,7 +135,8 @@ class Tables:
             result = made[cell.key]
             history = result["history"]
             profiles, floor = FakeProfiles.load(Path(result["profiles"])), cell_setting(cell.params)[1].real_floor()
-            row: dict[str, Any] = {"dataset": d, "attack": at, "run": r, "targets": " ".join(map(str, result["targets"])),
+            row: dict[str, Any] = {"dataset": d, "attack": at, "run": r,
+                                   "targets": " ".join(map(str, result["targets"])),
                                    "fake users": result["num_fake"], "budget": result["budget"],
                                    "items per fake user": float(profiles.lists.lengths().mean()),
                                    "shortest real user": floor, "share below it": profiles.share_below(floor),
@@ -201,7 +204,8 @@ class Tables:
         a, rows = self.args, []
         for d in a.datasets:
             runs = [popular[(d, r)] for r in range(a.runs)]
-            rows.append({"dataset": d, "model": "popularity", "Recall@20": mean_std([x["test/recall@20"] for x in runs]),
+            rows.append({"dataset": d, "model": "popularity",
+                         "Recall@20": mean_std([x["test/recall@20"] for x in runs]),
                          "NDCG@20": mean_std([x["test/ndcg@20"] for x in runs]), "s/epoch": 0.0})
             if "none" not in a.attacks:
                 continue
