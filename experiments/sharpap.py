@@ -186,10 +186,11 @@ class Experiment:
                                 d, v, cell.key[len("attack-"):] if cell else None, r,
                                 made[cell.key]["profiles"] if cell else None, draw)
         measured = run_sweep(list(victims.values()), run_victim, self.out, workers=a.workers, **self.gpus())
-        baselines = [Cell(self.popularity_key(d, r), {"dataset": d, "data_dir": a.data_dir, "run": r, **self.band})
-                     for d in a.datasets for r in range(a.runs)]
-        popular = run_sweep(baselines, popularity, self.out, progress=False)
-        popular_runs = {(d, r): popular[self.popularity_key(d, r)] for d in a.datasets for r in range(a.runs)}
+        baselines = {(d, r): Cell(self.popularity_key(d, r),
+                                  {"dataset": d, "data_dir": a.data_dir, "run": r, **self.band})
+                     for d in a.datasets for r in range(a.runs)}
+        scored = run_sweep(list(baselines.values()), popularity, self.out, progress=False)
+        popular = {key: scored[cell.key] for key, cell in baselines.items()}
         draws = {}
         for (d, at, v, r, _), cell in victims.items():
             draws.setdefault((d, at, v, r), []).append(measured[cell.key])
@@ -197,7 +198,7 @@ class Experiment:
         build = Tables(a, changed=set(self.changes))
         tables = {"table": build.table(results, draws), "alternatives": build.alternatives_table(results),
                   "attacks": build.attack_table(attacks, made), "bands": build.band_table(results),
-                  "utility": build.utility_table(results, popular_runs)}
+                  "utility": build.utility_table(results, popular)}
         return tables | ({"anatomy": build.anatomy_table(results)} if a.anatomy else {})
 
     def stealth(self) -> dict[str, list[dict[str, Any]]]:
