@@ -9,8 +9,8 @@ Two sweeps of cached cells (``harness.sweep``): fake profiles are generated once
 reuse every finished cell. Writes ``table.csv``/``.md`` (mean ± std over runs, paired t-test p-values),
 ``alternatives.csv``/``.md`` (RevAdv's TargetHR@K and GradientPassing's Recall@K of the whole target set),
 ``attacks.csv``/``.md`` (surrogate diagnostics, the fake users' length against the shortest real user's, and cost),
-``bands.csv``/``.md`` (per-target H@10 / H@50 by the targets' popularity band), ``utility.csv``/``.md`` (clean
-Recall@20 and NDCG@20 beside the popularity baseline), with ``--anatomy`` ``anatomy.csv``/``.md`` (the targets' norms
+``bands.csv``/``.md`` (per-target H@10 / H@50 by the targets' popularity band), ``utility.csv``/``.md`` (Recall@20
+and NDCG@20, clean and under each attack, beside the popularity baseline), with ``--anatomy`` ``anatomy.csv``/``.md`` (the targets' norms
 and cosines against each user's 20th item, ``recsys.score_anatomy``) and ``table.png`` into ``--out``, and prints them
 with the paper's numbers.
 
@@ -370,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "p: paired t-test against no attack (an attack with SharpAP: against the attack without)",
               "attacks": "Attacks: surrogate diagnostics, fake-user length and cost",
               "bands": "Target promotion by the targets' popularity band (mean over runs and targets)",
-              "utility": "Clean utility on the test split",
+              "utility": "Utility on the test split, clean (attack none) and with each attack's fake users",
               "anatomy": "Anatomy of the target scores r_ut = |p_u| |q_t| cos(p_u, q_t) against each real user's 20th "
                          "item k (means over runs; recsys.score_anatomy)",
               "stealth": f"Detectors of the fake users (defenses.profile_detectors; mean ± std over {args.runs} "

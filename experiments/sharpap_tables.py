@@ -199,22 +199,22 @@ class Tables:
 
     def utility_table(self, results: dict[tuple, dict[str, Any]],
                       popular: dict[tuple[str, int], dict[str, Any]]) -> list[dict[str, Any]]:
-        """Clean Recall@20 / NDCG@20 of the popularity baseline (``popular``, per dataset and run) and of every victim
-        without attack."""
+        """Recall@20 / NDCG@20 of the popularity baseline (``popular``, per dataset and run, clean) and of every victim
+        under every condition (``none``: clean)."""
         a, rows = self.args, []
         for d in a.datasets:
             runs = [popular[(d, r)] for r in range(a.runs)]
-            rows.append({"dataset": d, "model": "popularity",
+            rows.append({"dataset": d, "model": "popularity", "attack": "none",
                          "Recall@20": mean_std([x["test/recall@20"] for x in runs]),
                          "NDCG@20": mean_std([x["test/ndcg@20"] for x in runs]), "s/epoch": 0.0})
-            if "none" not in a.attacks:
-                continue
             for v in a.victims:
-                runs = [results[(d, "none", v, r)] for r in range(a.runs)]
-                rows.append({"dataset": d, "model": v, "Recall@20": mean_std([x["test/recall@20"] for x in runs]),
-                             "NDCG@20": mean_std([x["test/ndcg@20"] for x in runs]),
-                             "s/epoch": statistics.fmean(x["seconds_per_epoch"] for x in runs),
-                             "peak MiB": max(x["peak_mib"] for x in runs)})
+                for at in a.attacks:
+                    runs = [results[(d, at, v, r)] for r in range(a.runs)]
+                    rows.append({"dataset": d, "model": v, "attack": at,
+                                 "Recall@20": mean_std([x["test/recall@20"] for x in runs]),
+                                 "NDCG@20": mean_std([x["test/ndcg@20"] for x in runs]),
+                                 "s/epoch": statistics.fmean(x["seconds_per_epoch"] for x in runs),
+                                 "peak MiB": max(x["peak_mib"] for x in runs)})
         return rows
 
 

@@ -369,6 +369,10 @@ def test_sharpap_table_command_on_synthetic_data(tmp_path, capsys):
         assert float(row["H@50 / none"]) == pytest.approx(float(row["H@50"]) / clean[(row["victim"], row["band"])])
     rows = (tmp_path / "table.csv").read_text().splitlines()
     assert len(rows) == 1 + 5 * 5  # victims × conditions
+    utility = list(csv.DictReader((tmp_path / "utility.csv").open()))  # popularity + victims × conditions
+    assert [(row["model"], row["attack"]) for row in utility[:3]] == [("popularity", "none"), ("wrmf", "none"),
+                                                                       ("wrmf", "random")]
+    assert len(utility) == 1 + 5 * 5
     out = capsys.readouterr().out
     assert "revadv+sharpap" in out and "vs revadv" in out and "popularity" in out
     attacks = list(csv.DictReader((tmp_path / "attacks.csv").open()))
