@@ -6,7 +6,7 @@
 Two sweeps of cached cells (``harness.sweep``): fake profiles are generated once per dataset × attack × run
 (``experiments.sharpap_cell.run_attack``), then every victim retrains from scratch on them (``run_victim``),
 ``--victim-draws`` times with its own seeds, the measures averaged over the draws; commands with the same ``--out``
-reuse every finished cell. Writes ``table.csv``/``.md`` (mean ± std over runs, paired t-test p-values),
+reuse every finished cell, so ``--first-run K`` splits the runs of a sweep over invocations or machines. Writes ``table.csv``/``.md`` (mean ± std over runs, paired t-test p-values),
 ``alternatives.csv``/``.md`` (RevAdv's TargetHR@K and GradientPassing's Recall@K of the whole target set),
 ``attacks.csv``/``.md`` (surrogate diagnostics, the fake users' length against the shortest real user's, and cost),
 ``bands.csv``/``.md`` (per-target H@10 / H@50 by the targets' popularity band), ``utility.csv``/``.md`` (Recall@20
@@ -47,7 +47,7 @@ from defenses.profile_detectors import FALSE_POSITIVE_RATE
 from experiments.sharpap_cell import (ANATOMY, FAKE_SHARE, KNOWN_ATTACKS, KNOWN_INJECTED, STEALTH_DETECTORS, SUPERVISED,
                                       TARGET_BANDS, UNIFORM, VICTIM_MEASURES, load, popularity, run_attack,
                                       run_iterates, run_stealth, run_victim)
-from experiments.sharpap_tables import Tables, mean_over_draws, mean_std, plot, plot_iterates
+from experiments.sharpap_tables import Tables, mean_over_draws, mean_std, measured_runs, plot, plot_iterates
 from experiments.sharpap_victims import (VICTIM_CHOICES, VICTIM_DIM, VICTIM_PRESETS, VICTIMS, overridden,
                                          victim_overrides)
 from harness.cli import CommandParser, UsageError, add_common, add_list, check_choices, guarded, parse
@@ -156,10 +156,10 @@ class Experiment:
         read) on first use."""
         a = self.args
         cells = {(d, at, r): self.attack_cell(d, at, -1 - r)
-                 for d in a.datasets for at in self.known_gradient for r in range(a.runs)}
+                 for d in a.datasets for at in self.known_gradient for r in measured_runs(a)}
         made = run_sweep(list(cells.values()), run_attack, self.out, workers=a.workers, **self.gpus())
         return {(d, r): {at: made[cells[d, at, r].key]["profiles"] for at in self.known_gradient}
-                for d in a.datasets for r in range(a.runs)}
+                for d in a.datasets for r in measured_runs(a)}
 
     def gpus(self) -> dict[str, float]:
         return {"gpus_per_cell": self.args.gpus_per_cell if self.args.device == "cuda" else 0.0}
@@ -168,7 +168,7 @@ class Experiment:
         """Every attack's cell per dataset and run (no attack has none) and their results, run where not cached."""
         a = self.args
         attacks = {(d, at, r): self.attack_cell(d, at, r) for d in a.datasets for at in a.attacks if at != "none"
-                   for r in range(a.runs)}
+                   for r in measured_runs(a)}
         return attacks, run_sweep(list(attacks.values()), run_attack, self.out, workers=a.workers, **self.gpus())
 
     def run(self) -> dict[str, list[dict[str, Any]]]:
@@ -178,7 +178,7 @@ class Experiment:
         victims = {}
         for d in a.datasets:
             for at in a.attacks:
-                for r in range(a.runs):
+                for r in measured_runs(a):
                     cell = attacks.get((d, at, r))
                     for v in a.victims:
                         for draw in range(a.victim_draws):
@@ -188,7 +188,7 @@ class Experiment:
         measured = run_sweep(list(victims.values()), run_victim, self.out, workers=a.workers, **self.gpus())
         baselines = {(d, r): Cell(self.popularity_key(d, r),
                                   {"dataset": d, "data_dir": a.data_dir, "run": r, **self.band})
-                     for d in a.datasets for r in range(a.runs)}
+                     for d in a.datasets for r in measured_runs(a)}
         scored = run_sweep(list(baselines.values()), popularity, self.out, progress=False)
         popular = {key: scored[cell.key] for key, cell in baselines.items()}
         draws = {}
@@ -214,7 +214,7 @@ class Experiment:
         for d in a.datasets:
             for detector in STEALTH_DETECTORS:
                 for at in [name for name in a.attacks if name != "none"]:
-                    runs = [measured[cells[(d, at, r)].key][detector] for r in range(a.runs)]
+                    runs = [measured[cells[(d, at, r)].key][detector] for r in measured_runs(a)]
                     rows.append({"dataset": d, "detector": detector, "attack": at,
                                  "AUC": mean_std([x["auc"] for x in runs]),
                                  f"caught at {FALSE_POSITIVE_RATE:.0%} of the real":
@@ -228,7 +228,7 @@ class Experiment:
         kept = sorted({t for t in a.iterates if t <= self.options["revadv"]["iterations"]})
         cells = {}
         for d in a.datasets:
-            for r in range(a.runs):
+            for r in measured_runs(a):
                 attack = self.attack_cell(d, "revadv", r)
                 cells[(d, r)] = Cell("iterates-" + attack.key[len("attack-"):], {**attack.params, "iterates": kept})
         made = run_sweep(list(cells.values()), run_iterates, self.out, workers=a.workers)
@@ -267,6 +267,9 @@ def build_parser() -> CommandParser:
     add_list(parser, "--attacks", str, "names", list(DEFAULT_CONDITIONS), f"attacks ({', '.join(CONDITIONS)}; default: "
              f"{' '.join(DEFAULT_CONDITIONS)})")
     parser.add_argument("--runs", type=int, default=5, help="runs 0..N-1 (each its own targets and seeds)")
+    parser.add_argument("--first-run", type=int, default=0,
+                        help="measure runs K..N-1 of --runs N only (default 0), e.g. to split a sweep over "
+                             "invocations or machines that share --out's cells")
     parser.add_argument("--preset", choices=VICTIM_PRESETS, default="lean",
                         help="hyper-parameter preset (default lean)")
     parser.add_argument("--victim-preset", choices=VICTIM_PRESETS, default=None,
@@ -331,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_choices("--known-attacks", args.known_attacks, tuple(ATTACKS))
     if min(args.runs, args.threads, args.victim_draws) < 1 or args.kappa < 0 or not 0 < args.fake_share <= 1:
         raise UsageError("--runs, --threads and --victim-draws must be >= 1, --kappa >= 0 and --fake-share in (0, 1]")
+    if not 0 <= args.first_run < args.runs:
+        raise UsageError(f"--first-run must be in 0..{args.runs - 1}: --runs {args.runs} covers runs "
+                         f"0..{args.runs - 1}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: torch sees no CUDA GPU on this machine; use --device cpu")
     if not 0 < args.gpus_per_cell <= 1:
@@ -357,12 +363,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     tables = {"table": experiment.run, "iterates": experiment.iterates, "stealth": experiment.stealth}[args.command]()
     out = Path(args.out)
     draws = f", each victim's measures averaged over {args.victim_draws} draws" if args.victim_draws > 1 else ""
+    runs = measured_runs(args)
+    over = (f"{len(runs)} runs" if not runs.start else f"run {runs.start}" if len(runs) == 1
+            else f"runs {runs.start}–{runs.stop - 1}")
     presets = (f"{args.preset} preset" if experiment.victim_preset == args.preset
                else f"{args.preset} preset's attacks, {experiment.victim_preset} preset's victims")
     presets += f"; {' '.join(args.victim_set)}" if args.victim_set else ""
     presets += "; users shorter than the shortest real user dropped before training" if args.degree_filter else ""
     presets += f"; users flagged by {' or '.join(experiment.screen)} dropped before training" if args.screen else ""
-    titles = {"table": f"Target promotion (mean ± std over {args.runs} runs{draws}, {presets})",
+    titles = {"table": f"Target promotion (mean ± std over {over}{draws}, {presets})",
               "iterates": "RevAdv's iterates X_t: surrogate H@50 as the loop scores them (warm-started fits) and "
                           "from scratch, and the target H@10 / H@50 of every victim retrained on them",
               "alternatives": "The whole target set, as RevAdv (TargetHR@K: users with >= 1 target in the top K) and "
@@ -373,8 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "utility": "Utility on the test split, clean (attack none) and with each attack's fake users",
               "anatomy": "Anatomy of the target scores r_ut = |p_u| |q_t| cos(p_u, q_t) against each real user's 20th "
                          "item k (means over runs; recsys.score_anatomy)",
-              "stealth": f"Detectors of the fake users (defenses.profile_detectors; mean ± std over {args.runs} "
-                         "runs): "
+              "stealth": f"Detectors of the fake users (defenses.profile_detectors; mean ± std over {over}): "
                          "ROC AUC against the real users (below 0.5: the fake users sit at the other end) and the "
                          "share of fake users scored above all but the most suspicious 1 % of the real users"}
     for name, rows in tables.items():

@@ -38,6 +38,11 @@ PAPER = {
 }
 
 
+def measured_runs(args: argparse.Namespace) -> range:
+    """The runs a command measures: ``--first-run`` K to ``--runs`` N − 1."""
+    return range(args.first_run, args.runs)
+
+
 def mean_std(values: Sequence[float]) -> str:
     """"mean ± std" of ``values`` to 4 decimals (std 0 for one value)."""
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -77,7 +82,7 @@ class Tables:
         for d in a.datasets:
             for v in a.victims:
                 for at in a.attacks:
-                    runs = [results[(d, at, v, r)] for r in range(a.runs)]
+                    runs = [results[(d, at, v, r)] for r in measured_runs(a)]
                     row: dict[str, Any] = {"dataset": d, "victim": v, "attack": at}
                     for metric in ("hr", "ndcg"):
                         for k in KS:
@@ -88,7 +93,7 @@ class Tables:
                         row["real users dropped"] = statistics.fmean(x["dropped_real_users"] for x in runs)
                     if a.victim_draws > 1:
                         row["H@10 draw std"] = statistics.fmean(
-                            statistics.stdev(x["hr@10"] for x in draws[(d, at, v, r)]) for r in range(a.runs))
+                            statistics.stdev(x["hr@10"] for x in draws[(d, at, v, r)]) for r in measured_runs(a))
                     comparison = self.compare(results, (d, at, v), "hr@10")
                     if comparison:
                         row["ΔH@10"] = f"{comparison[0]:+.4f} vs {comparison[1]}"
@@ -106,8 +111,8 @@ class Tables:
         baseline = at.removesuffix(SHARP_SUFFIX) if at.endswith(SHARP_SUFFIX) else "none"
         if at == "none" or baseline not in self.args.attacks:
             return None
-        mine = [results[(d, at, v, r)][metric] for r in range(self.args.runs)]
-        other = [results[(d, baseline, v, r)][metric] for r in range(self.args.runs)]
+        mine = [results[(d, at, v, r)][metric] for r in measured_runs(self.args)]
+        other = [results[(d, baseline, v, r)][metric] for r in measured_runs(self.args)]
         return statistics.fmean(mine) - statistics.fmean(other), baseline, paired_p(mine, other)
 
     def alternatives_table(self, results: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -121,7 +126,7 @@ class Tables:
                     for metric, name in (("any_target_hr", "TargetHR"), ("target_recall", "Recall")):
                         for k in (10, 50):
                             key = f"{metric}@{k}"
-                            row[f"{name}@{k}"] = mean_std([results[(d, at, v, r)][key] for r in range(a.runs)])
+                            row[f"{name}@{k}"] = mean_std([results[(d, at, v, r)][key] for r in measured_runs(a)])
                             comparison = self.compare(results, (d, at, v), key)
                             row[f"p {name}@{k}"] = comparison[2] if comparison else math.nan
                     rows.append(row)
@@ -160,12 +165,13 @@ class Tables:
         a, rows = self.args, []
         for d in a.datasets:
             dataset = load(d, a.data_dir)
-            targets = [setting(dataset, r, a.fake_share, a.target_band).targets for r in range(a.runs)]
-            bands = [popularity_bands(dataset.train, dataset.num_items, t) for t in targets]
+            bands = {r: popularity_bands(dataset.train, dataset.num_items,
+                                         setting(dataset, r, a.fake_share, a.target_band).targets)
+                     for r in measured_runs(a)}
             for v in a.victims:
                 for at in a.attacks:
                     for band, _ in BANDS:
-                        pairs = [(r, j) for r in range(a.runs) for j, name in enumerate(bands[r]) if name == band]
+                        pairs = [(r, j) for r in measured_runs(a) for j, name in enumerate(bands[r]) if name == band]
                         if not pairs:
                             continue
                         h50 = _per_target(results, (d, at, v), pairs, 50)
@@ -188,7 +194,7 @@ class Tables:
         for d in a.datasets:
             for v in a.victims:
                 for at in a.attacks:
-                    runs = [results[(d, at, v, r)] for r in range(a.runs)]
+                    runs = [results[(d, at, v, r)] for r in measured_runs(a)]
                     row: dict[str, Any] = {"dataset": d, "victim": v, "attack": at,
                                            "H@20": statistics.fmean(x["hr@20"] for x in runs)}
                     for key, column in ANATOMY_COLUMNS.items():
@@ -203,13 +209,13 @@ class Tables:
         under every condition (``none``: clean)."""
         a, rows = self.args, []
         for d in a.datasets:
-            runs = [popular[(d, r)] for r in range(a.runs)]
+            runs = [popular[(d, r)] for r in measured_runs(a)]
             rows.append({"dataset": d, "model": "popularity", "attack": "none",
                          "Recall@20": mean_std([x["test/recall@20"] for x in runs]),
                          "NDCG@20": mean_std([x["test/ndcg@20"] for x in runs]), "s/epoch": 0.0})
             for v in a.victims:
                 for at in a.attacks:
-                    runs = [results[(d, at, v, r)] for r in range(a.runs)]
+                    runs = [results[(d, at, v, r)] for r in measured_runs(a)]
                     rows.append({"dataset": d, "model": v, "attack": at,
                                  "Recall@20": mean_std([x["test/recall@20"] for x in runs]),
                                  "NDCG@20": mean_std([x["test/ndcg@20"] for x in runs]),

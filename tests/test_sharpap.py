@@ -405,6 +405,22 @@ def test_sharpap_table_command_on_synthetic_data(tmp_path, capsys):
     assert (tmp_path / "cells" / "victim-wrmf-e4-alpha1.0-synthetic-none-r0.json").is_file()
 
 
+def test_first_run_splits_a_sweep_into_invocations_that_add_up_to_the_whole(tmp_path, capsys):
+    from experiments.sharpap import main
+
+    args = ["table", "--datasets", "synthetic", "--preset", "ci", "--victims", "wrmf", "--attacks", "none", "random"]
+    main([*args, "--runs", "2", "--out", str(tmp_path / "whole")])
+    main([*args, "--runs", "2", "--first-run", "1", "--out", str(tmp_path / "split")])
+    assert "(mean ± std over run 1, ci preset)" in (tmp_path / "split" / "table.md").read_text()
+    cells = {p.name for p in (tmp_path / "split" / "cells").glob("*.json")}
+    assert cells and all(name.endswith("-r1.json") for name in cells)  # run 0 untouched
+    main([*args, "--runs", "1", "--out", str(tmp_path / "split")])
+    made = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "split" / "cells").glob("*.json")}
+    main([*args, "--runs", "2", "--out", str(tmp_path / "split")])  # reads the cells the two invocations made
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "split" / "cells").glob("*.json")} == made
+    assert (tmp_path / "split" / "table.csv").read_text() == (tmp_path / "whole" / "table.csv").read_text()
+
+
 @pytest.mark.parametrize("band", ["head", "upper-torso", "lower-torso", "tail"])
 def test_band_targets_fall_in_their_popularity_band(band):
     from experiments.sharpap_cell import band_option, load, setting
@@ -491,6 +507,8 @@ def test_command_line_rejects_bad_settings(capsys, tmp_path):
     for option in ("--runs", "--victim-draws"):
         assert main(["table", option, "0"]) == 2
         assert "--runs, --threads and --victim-draws must be >= 1" in capsys.readouterr().err
+    assert main(["table", "--runs", "2", "--first-run", "2"]) == 2
+    assert "--first-run must be in 0..1: --runs 2 covers runs 0..1" in capsys.readouterr().err
     assert main(["table", "--victims", "wrmf,ncf"]) == 2
     assert capsys.readouterr().err.startswith("error: --victims: unknown ncf")
     with pytest.raises(ValueError, match="SharpAP mode"):
