@@ -6,7 +6,8 @@
 Two sweeps of cached cells (``harness.sweep``): fake profiles are generated once per dataset × attack × run
 (``experiments.sharpap_cell.run_attack``), then every victim retrains from scratch on them (``run_victim``),
 ``--victim-draws`` times with its own seeds, the measures averaged over the draws; commands with the same ``--out``
-reuse every finished cell, so ``--first-run K`` splits the runs of a sweep over invocations or machines. Writes ``table.csv``/``.md`` (mean ± std over runs, paired t-test p-values),
+reuse every finished cell, so ``--first-run K`` splits the runs of a sweep over invocations or machines. Writes
+``table.csv``/``.md`` (mean ± std over runs, paired t-test p-values),
 ``alternatives.csv``/``.md`` (RevAdv's TargetHR@K and GradientPassing's Recall@K of the whole target set),
 ``attacks.csv``/``.md`` (surrogate diagnostics, the fake users' length against the shortest real user's, and cost),
 ``bands.csv``/``.md`` (per-target H@10 / H@50 by the targets' popularity band), ``utility.csv``/``.md`` (Recall@20

@@ -405,7 +405,7 @@ def test_sharpap_table_command_on_synthetic_data(tmp_path, capsys):
     assert (tmp_path / "cells" / "victim-wrmf-e4-alpha1.0-synthetic-none-r0.json").is_file()
 
 
-def test_first_run_splits_a_sweep_into_invocations_that_add_up_to_the_whole(tmp_path, capsys):
+def test_first_run_splits_a_sweep_into_invocations_that_add_up_to_the_whole(tmp_path):
     from experiments.sharpap import main
 
     args = ["table", "--datasets", "synthetic", "--preset", "ci", "--victims", "wrmf", "--attacks", "none", "random"]
