@@ -27,7 +27,7 @@ runs (or reads) the ``table`` command's attack cells and scores every attack's f
 ``defenses.profile_detectors`` and the supervised one (``defenses.supervised_detector``, fitted on the Random and
 Bandwagon fake users the platform injects itself; cached ``stealth-…`` cells, no victim trains); writes
 ``stealth.csv``/``.md``/``.png``: per detector and attack the ROC AUC against the real users and the share caught at
-1 % of the real users.
+1 % of the real users; ``--detectors`` scores some of the detectors only.
 """
 
 from __future__ import annotations
@@ -93,6 +93,10 @@ class Experiment:
         self.known = {} if set(known) == set(KNOWN_ATTACKS) else {"known_attacks": known}
         self.known_gradient = [attack for attack in known if attack in GRADIENT_ATTACKS]
         self.known_tag = f"-known-{'-'.join(known)}{self.settings_tag(self.known_gradient)}" if self.known else ""
+        # the stealth command's detectors, in the order of STEALTH_DETECTORS; cells of all of them keep their keys
+        self.detectors = [name for name in STEALTH_DETECTORS if name in args.detectors]
+        every = self.detectors == list(STEALTH_DETECTORS)
+        self.detectors_tag = "" if every else f"-detectors-{'-'.join(self.detectors)}"
 
     def settings_tag(self, attacks: Sequence[str]) -> str:
         """The key tag of the gradient attacks' settings where ``attacks`` holds one (and of SharpAP's where it holds
@@ -207,13 +211,13 @@ class Experiment:
         users apart from the real users (ROC AUC, share caught at 1 % of the real), mean ± std over the runs."""
         a, rows = self.args, []
         attacks, made = self.attack_sweep()
-        cells = {(d, at, r): Cell("stealth-" + cell.key[len("attack-"):] + self.known_tag,
+        cells = {(d, at, r): Cell("stealth-" + cell.key[len("attack-"):] + self.known_tag + self.detectors_tag,
                                   {**cell.params, "profiles": made[cell.key]["profiles"],
-                                   "detectors": list(STEALTH_DETECTORS), **self.known_made(d, r)})
+                                   "detectors": self.detectors, **self.known_made(d, r)})
                  for (d, at, r), cell in attacks.items()}
         measured = run_sweep(list(cells.values()), run_stealth, self.out, workers=a.workers)
         for d in a.datasets:
-            for detector in STEALTH_DETECTORS:
+            for detector in self.detectors:
                 for at in [name for name in a.attacks if name != "none"]:
                     runs = [measured[cells[(d, at, r)].key][detector] for r in measured_runs(a)]
                     rows.append({"dataset": d, "detector": detector, "attack": at,
@@ -317,6 +321,8 @@ def build_parser() -> CommandParser:
              "at other targets and seeds than any measured run's (run -1 - r's; a gradient attack's by its own "
              "attack cell at that run, with the gradient attacks' settings); stealth command or --screen "
              "supervised...; other sets than the default get their own cells")
+    add_list(parser, "--detectors", str, "detectors", list(STEALTH_DETECTORS),
+             "with the stealth command: the detectors scored (default all); other sets than all get their own cells")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the surrogate and the victims train (default cpu; cuda cells get their own keys)")
@@ -333,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_choices("--attacks", args.attacks, CONDITIONS)
     check_choices("--screen", args.screen, STEALTH_DETECTORS)
     check_choices("--known-attacks", args.known_attacks, tuple(ATTACKS))
+    check_choices("--detectors", args.detectors, STEALTH_DETECTORS)
     if min(args.runs, args.threads, args.victim_draws) < 1 or args.kappa < 0 or not 0 < args.fake_share <= 1:
         raise UsageError("--runs, --threads and --victim-draws must be >= 1, --kappa >= 0 and --fake-share in (0, 1]")
     if not 0 <= args.first_run < args.runs:
@@ -354,6 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if set(args.known_attacks) != set(KNOWN_ATTACKS) and args.command != "stealth" and not supervised_screen:
         raise UsageError("--known-attacks goes with the stealth command or a --screen naming "
                          f"{' or '.join(SUPERVISED)}")
+    if not args.detectors:
+        raise UsageError("--detectors: name at least one detector for the stealth command to score")
+    if set(args.detectors) != set(STEALTH_DETECTORS) and args.command != "stealth":
+        raise UsageError("--detectors goes with the stealth command (the table command's defense is --screen)")
     if args.anatomy and args.command != "table":
         raise UsageError("--anatomy goes with the table command")
     if args.command == "stealth" and set(args.attacks) <= {"none"}:

@@ -45,7 +45,8 @@ SUPERVISED: dict[str, tuple[Describe, Fit, bool]] = {
     "supervised": (features, fit_logistic, False), "supervised-graph": (graph_features, fit_logistic, False),
     "supervised-per-attack": (features, fit_logistic, True),
     "supervised-graph-per-attack": (graph_features, fit_logistic, True),
-    "supervised-graph-mlp": (graph_features, fit_perceptron, False)}
+    "supervised-graph-mlp": (graph_features, fit_perceptron, False),
+    "supervised-graph-mlp-per-attack": (graph_features, fit_perceptron, True)}
 KNOWN_ATTACKS = ("random", "bandwagon")  # the attacks the platform knows unless a cell's "known_attacks" says others
 # How the supervised detectors' labelled data is made: part of the params of every cell that fits one, so cells stored
 # when the known attacks were injected together are recomputed (``fit_joint``)

@@ -534,6 +534,12 @@ def test_command_line_rejects_bad_settings(capsys, tmp_path):
     assert "--known-attacks goes with the stealth command or a --screen naming" in capsys.readouterr().err
     assert main(["stealth", "--attacks", "random", "--known-attacks", ","]) == 2
     assert "--known-attacks: name at least one attack" in capsys.readouterr().err
+    assert main(["stealth", "--attacks", "random", "--detectors", "nearest,pagerank"]) == 2
+    assert capsys.readouterr().err.startswith("error: --detectors: unknown pagerank")
+    assert main(["stealth", "--attacks", "random", "--detectors", ","]) == 2
+    assert "--detectors: name at least one detector" in capsys.readouterr().err
+    assert main(["table", "--detectors", "nearest"]) == 2
+    assert "--detectors goes with the stealth command" in capsys.readouterr().err
     assert main(["table", "--datasets", "amazon-book", "--data-dir", str(tmp_path)]) == 2  # before any run
     assert f"missing {tmp_path / 'amazon-book' / 'train.txt'}" in capsys.readouterr().err
 
@@ -627,7 +633,8 @@ def test_stealth_command_scores_every_attacks_fake_users_with_every_detector(tmp
           "--out", str(tmp_path)])
     rows = {(row["detector"], row["attack"]): row for row in csv.DictReader((tmp_path / "stealth.csv").open())}
     detectors = ("length", "popularity", "degsim", "nearest", "fraudar", "supervised", "supervised-graph",
-                 "supervised-per-attack", "supervised-graph-per-attack", "supervised-graph-mlp")
+                 "supervised-per-attack", "supervised-graph-per-attack", "supervised-graph-mlp",
+                 "supervised-graph-mlp-per-attack")
     assert set(rows) == {(d, a) for d in detectors for a in ("random", "targets-only")}
     caught = "caught at 1% of the real"
     popular = rows[("popularity", "targets-only")]
@@ -640,6 +647,24 @@ def test_stealth_command_scores_every_attacks_fake_users_with_every_detector(tmp
         assert rows[(supervised, "random")]["AUC"] == "1.0000 ± 0.0000" == rows[(supervised, "random")][caught]
     assert all(float(rows[(d, "random")]["AUC"].split(" ± ")[0]) < 0.5 for d in ("length", "degsim", "nearest"))
     assert (tmp_path / "stealth.png").is_file() and not list(tmp_path.glob("cells/victim-*"))
+
+
+def test_stealth_command_scores_the_named_detectors_only_in_cells_of_their_own(tmp_path):
+    """``--detectors``: cells keyed by the detectors named, holding theirs only, with the numbers the cell of every
+    detector holds; the table has their rows only."""
+    from experiments.sharpap import main
+
+    argv = ["stealth", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--attacks", "random", "--out",
+            str(tmp_path)]
+    main(argv)
+    main([*argv, "--detectors", "supervised-graph-mlp-per-attack,nearest"])
+    every = json.loads((tmp_path / "cells" / "stealth-synthetic-random-r0.json").read_text())
+    some = json.loads((tmp_path / "cells" / "stealth-synthetic-random-r0-detectors-nearest-"
+                       "supervised-graph-mlp-per-attack.json").read_text())
+    assert some["params"]["detectors"] == ["nearest", "supervised-graph-mlp-per-attack"]
+    assert some["result"] == {name: every["result"][name] for name in some["params"]["detectors"]}
+    rows = list(csv.DictReader((tmp_path / "stealth.csv").open()))
+    assert [row["detector"] for row in rows] == ["nearest", "supervised-graph-mlp-per-attack"]
 
 
 def test_degree_filter_drops_the_users_shorter_than_every_real_user_and_nothing_else(tmp_path):

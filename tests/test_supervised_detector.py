@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from defenses.profile_detectors import separation
-from defenses.supervised_detector import (FEATURES, WIDTH, Perceptron, balanced_logistic_loss, features, fit_detector,
-                                          fit_each, fit_joint, fit_logistic, fit_perceptron, graph_features,
-                                          neighbourhood_mean, perceptron_loss)
+from defenses.supervised_detector import (FEATURES, WIDTH, Logistic, Perceptron, balanced_logistic_loss, features,
+                                          fit_detector, fit_each, fit_joint, fit_logistic, fit_perceptron,
+                                          graph_features, neighbourhood_mean, perceptron_loss)
 from recsys.data.dataset import Interactions
 
 
@@ -158,15 +158,19 @@ def test_the_graph_detector_describes_users_by_their_scores_and_their_neighbourh
     assert separation(detector(unseen, 200), unseen_fake) == {"auc": 1.0, "caught": 1.0}
 
 
-def test_one_detector_per_known_attack_scores_a_user_by_the_most_suspicious_and_catches_both_attacks():
+@pytest.mark.parametrize("describe, fit, kind", [(features, fit_logistic, Logistic),
+                                                  (graph_features, fit_perceptron, Perceptron)])
+def test_one_detector_per_known_attack_scores_a_user_by_the_most_suspicious_and_catches_both_attacks(describe, fit,
+                                                                                                     kind):
     """Fitted on Random-like fake users (long, unpopular, unlike anyone) and on fake users clicking only the targets
-    (short, identical), one detector per attack catches all of fresh draws of both; its score is the higher of the
-    two log-odds."""
-    detector = fit_each([_data(seed=0)[0], _data(seed=0, fillers=0)[0]], 300, 200)
+    (short, identical), one detector per attack (regressions, or perceptrons on the graph features) catches all of
+    fresh draws of both; its score is the higher of the two log-odds."""
+    detector = fit_each([_data(seed=0)[0], _data(seed=0, fillers=0)[0]], 300, 200, describe=describe, fit=fit)
+    assert all(isinstance(d.classifier, kind) for d in detector.detectors)
     for fillers in (17, 0):
         unseen, unseen_fake = _data(seed=1, fillers=fillers)
         assert separation(detector(unseen, 200), unseen_fake) == {"auc": 1.0, "caught": 1.0}
-    x = features(unseen, 200)
+    x = describe(unseen, 200)
     np.testing.assert_array_equal(detector(unseen, 200), np.maximum(*(d.log_odds(x) for d in detector.detectors)))
 
 
