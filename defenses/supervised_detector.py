@@ -35,7 +35,7 @@ import numpy as np
 import scipy.sparse
 from scipy.optimize import minimize
 
-from defenses.profile_detectors import DETECTORS
+from defenses.profile_detectors import DETECTORS, Detector
 from recsys.data import Interactions
 
 FEATURES = ("length", "popularity", "degsim", "nearest")
@@ -78,7 +78,7 @@ def graph_features(train: Interactions, num_items: int) -> np.ndarray:
 Describe = Callable[[Interactions, int], np.ndarray]  # (training data, number of items) -> a feature row per user
 
 
-def _balanced(logits: np.ndarray, fake: np.ndarray) -> tuple[float, np.ndarray]:
+def balanced_loss(logits: np.ndarray, fake: np.ndarray) -> tuple[float, np.ndarray]:
     """(the mean logistic loss of the fake users (mask ``fake``) plus that of the real users, halved; its gradient
     with respect to ``logits``)."""
     share = np.where(fake, 0.5 / fake.sum(), 0.5 / (~fake).sum())
@@ -88,10 +88,10 @@ def _balanced(logits: np.ndarray, fake: np.ndarray) -> tuple[float, np.ndarray]:
 
 def balanced_logistic_loss(params: np.ndarray, x: np.ndarray, fake: np.ndarray,
                            l2: float = L2) -> tuple[float, np.ndarray]:
-    """(loss, gradient) at ``params`` = (weights, bias): ``_balanced``'s loss of the logits x · weights + bias plus
+    """(loss, gradient) at ``params`` = (weights, bias): ``balanced_loss``'s loss of the logits x · weights + bias plus
     ``l2`` / 2 · ‖weights‖²."""
     weights, bias = params[:-1], params[-1]
-    loss, residual = _balanced(x @ weights + bias, fake)
+    loss, residual = balanced_loss(x @ weights + bias, fake)
     return loss + 0.5 * l2 * float(weights @ weights), np.append(x.T @ residual + l2 * weights, residual.sum())
 
 
@@ -129,11 +129,11 @@ class Perceptron:
 
 
 def perceptron_loss(params: np.ndarray, x: np.ndarray, fake: np.ndarray, l2: float = L2) -> tuple[float, np.ndarray]:
-    """(loss, gradient) at ``params`` (a ``Perceptron``'s, flattened): ``_balanced``'s loss of its logits plus
+    """(loss, gradient) at ``params`` (a ``Perceptron``'s, flattened): ``balanced_loss``'s loss of its logits plus
     ``l2`` / 2 · (‖hidden‖² + ‖output‖²); the gradient by hand."""
     net = Perceptron.unpack(params, x.shape[1])
     active = np.tanh(x @ net.hidden + net.hidden_bias)
-    loss, residual = _balanced(active @ net.output + net.output_bias, fake)
+    loss, residual = balanced_loss(active @ net.output + net.output_bias, fake)
     back = np.outer(residual, net.output) * (1.0 - active ** 2)
     gradient = (x.T @ back + l2 * net.hidden, back.sum(axis=0), active.T @ residual + l2 * net.output,
                 [residual.sum()])
@@ -162,7 +162,7 @@ class FittedDetector:
         return self.log_odds(self.describe(train, num_items))
 
 
-def _standardised(x: np.ndarray, fake: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def standardised(x: np.ndarray, fake: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(the labels as a mask, the columns' mean and scale (1 where constant), the standardised rows)."""
     fake = np.asarray(fake, dtype=bool)
     if fake.all() or not fake.any():
@@ -172,7 +172,8 @@ def _standardised(x: np.ndarray, fake: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return fake, mean, scale, (x - mean) / scale
 
 
-def _lbfgs(loss: Callable[..., tuple[float, np.ndarray]], start: np.ndarray, *args: object) -> np.ndarray:
+def minimise(loss: Callable[..., tuple[float, np.ndarray]], start: np.ndarray, *args: object) -> np.ndarray:
+    """The parameters where L-BFGS, from ``start``, stops on ``loss(params, *args)`` = (value, gradient)."""
     return minimize(loss, start, args=args, jac=True, method="L-BFGS-B",
                     options={"gtol": 1e-10, "ftol": 1e-14, "maxiter": 1000}).x
 
@@ -180,8 +181,8 @@ def _lbfgs(loss: Callable[..., tuple[float, np.ndarray]], start: np.ndarray, *ar
 def fit_logistic(x: np.ndarray, fake: np.ndarray, l2: float = L2, describe: Describe = features) -> FittedDetector:
     """The detector minimising ``balanced_logistic_loss`` on the standardised rows of ``x`` (``describe``'s rows)
     labelled by ``fake``."""
-    fake, mean, scale, standard = _standardised(x, fake)
-    params = _lbfgs(balanced_logistic_loss, np.zeros(x.shape[1] + 1), standard, fake, l2)
+    fake, mean, scale, standard = standardised(x, fake)
+    params = minimise(balanced_logistic_loss, np.zeros(x.shape[1] + 1), standard, fake, l2)
     return FittedDetector(mean, scale, Logistic(params[:-1], float(params[-1])), describe)
 
 
@@ -190,35 +191,36 @@ def fit_perceptron(x: np.ndarray, fake: np.ndarray, l2: float = L2, describe: De
     """The detector minimising ``perceptron_loss`` on the standardised rows of ``x``, from hidden weights drawn
     N(0, 1 / features) and output weights N(0, 1 / ``WIDTH``) by ``seed``, biases 0 (a local minimum: the loss is not
     convex)."""
-    fake, mean, scale, standard = _standardised(x, fake)
+    fake, mean, scale, standard = standardised(x, fake)
     rng, columns = np.random.default_rng(seed), x.shape[1]
     start = np.concatenate((rng.normal(0.0, columns ** -0.5, columns * WIDTH), np.zeros(WIDTH),
                             rng.normal(0.0, WIDTH ** -0.5, WIDTH), [0.0]))
-    params = _lbfgs(perceptron_loss, start, standard, fake, l2)
+    params = minimise(perceptron_loss, start, standard, fake, l2)
     return FittedDetector(mean, scale, Perceptron.unpack(params, columns), describe)
 
 
 Fit = Callable[..., FittedDetector]  # (rows, fake mask, l2, describe) -> detector: fit_logistic or fit_perceptron
+# (clean training data, the data with each known attack alone injected, number of items) -> a fitted detector
+Learn = Callable[[Interactions, Sequence[Interactions], int], Detector]
 
 
 @dataclass(frozen=True)
 class MostSuspicious:
-    """Detectors fitted one per known attack, all describing users the same way: a user's score is its highest
-    log-odds (a fake user needs to look like the fake users of one known attack only, not of all of them at once)."""
+    """Detectors fitted one per known attack: a user's score is its highest log-odds (a fake user needs to look like
+    the fake users of one known attack only, not of all of them at once)."""
 
-    detectors: tuple[FittedDetector, ...]
+    detectors: tuple[Detector, ...]
 
     def __call__(self, train: Interactions, num_items: int) -> np.ndarray:
-        x = self.detectors[0].describe(train, num_items)
-        return np.max([detector.log_odds(x) for detector in self.detectors], axis=0)
+        return np.max([detector(train, num_items) for detector in self.detectors], axis=0)
 
 
-def fit_each(poisoned: Sequence[Interactions], num_real: int, num_items: int, l2: float = L2,
+def fit_each(clean: Interactions, poisoned: Sequence[Interactions], num_items: int, l2: float = L2,
              describe: Describe = features, fit: Fit = fit_logistic) -> MostSuspicious:
-    """One detector per data of ``poisoned``: the same ``num_real`` real users first, then the fake users of one
-    known attack."""
-    return MostSuspicious(tuple(fit_detector(train, np.arange(train.num_users) >= num_real, num_items, l2, describe,
-                                             fit) for train in poisoned))
+    """One detector per data of ``poisoned`` (``clean``'s real users first, then the fake users of one known attack),
+    its users all described on it."""
+    return MostSuspicious(tuple(fit_detector(train, np.arange(train.num_users) >= clean.num_users, num_items, l2,
+                                             describe, fit) for train in poisoned))
 
 
 def fit_detector(train: Interactions, fake: np.ndarray, num_items: int, l2: float = L2,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import resource
 import time
 import zlib
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ from central.ranking_learner import TrainSettings, train_native
 from defenses.degree_filter import long_enough_users
 from defenses.detector_screen import screened_users
 from defenses.profile_detectors import DETECTORS, Detector, separation
-from defenses.supervised_detector import (Describe, Fit, features, fit_each, fit_joint, fit_logistic, fit_perceptron,
+from defenses.graph_network_detector import fit_graph_network_each, fit_graph_network_joint
+from defenses.supervised_detector import (Learn, features, fit_each, fit_joint, fit_logistic, fit_perceptron,
                                           graph_features)
 from recsys.data import Dataset, Interactions, load_dataset
 from recsys.models.ranking import make_model
@@ -38,15 +39,19 @@ UNIFORM = "uniform"  # targets drawn among all items with a training interaction
 # per-target H@K / N@K, RevAdv's TargetHR@K (>= 1 target), GradientPassing's Recall@K, clean utility.
 VICTIM_MEASURES = ("per-target", "any-target", "target-recall", "utility")
 ANATOMY = "anatomy"  # the further measure of ``--anatomy`` cells: recsys.score_anatomy
-# the detectors fitted on the attacks the platform knows (``supervised_detector``): how they describe a user, the
-# classifier, and whether one detector is fitted on all known attacks' fake users or one per attack (the most
-# suspicious score counts); the graph perceptron is SIGN (an MLP on the concatenated hops)
-SUPERVISED: dict[str, tuple[Describe, Fit, bool]] = {
-    "supervised": (features, fit_logistic, False), "supervised-graph": (graph_features, fit_logistic, False),
-    "supervised-per-attack": (features, fit_logistic, True),
-    "supervised-graph-per-attack": (graph_features, fit_logistic, True),
-    "supervised-graph-mlp": (graph_features, fit_perceptron, False),
-    "supervised-graph-mlp-per-attack": (graph_features, fit_perceptron, True)}
+# the detectors fitted on the attacks the platform knows: each learns (from the clean training data, the data with
+# each known attack alone injected, and the number of items) a detector. The regressions and the perceptron
+# (``supervised_detector``) describe a user by its scores (or also their two-hop means: SGC's and SIGN's fixed
+# propagation), one fitted on all known attacks' fake users or one per attack (the most suspicious score counts);
+# the graph neural network (``graph_network_detector``) learns its messages before propagating them
+SUPERVISED: dict[str, Learn] = {
+    "supervised": partial(fit_joint, describe=features, fit=fit_logistic),
+    "supervised-graph": partial(fit_joint, describe=graph_features, fit=fit_logistic),
+    "supervised-per-attack": partial(fit_each, describe=features, fit=fit_logistic),
+    "supervised-graph-per-attack": partial(fit_each, describe=graph_features, fit=fit_logistic),
+    "supervised-graph-mlp": partial(fit_joint, describe=graph_features, fit=fit_perceptron),
+    "supervised-graph-mlp-per-attack": partial(fit_each, describe=graph_features, fit=fit_perceptron),
+    "supervised-gnn": fit_graph_network_joint, "supervised-gnn-per-attack": fit_graph_network_each}
 KNOWN_ATTACKS = ("random", "bandwagon")  # the attacks the platform knows unless a cell's "known_attacks" says others
 # How the supervised detectors' labelled data is made: part of the params of every cell that fits one, so cells stored
 # when the known attacks were injected together are recomputed (``fit_joint``)
@@ -261,7 +266,7 @@ def known_attack_detector(dataset_name: str, data_dir: str | None, run: int, fak
     a gradient attack's are read from the profiles file its run −1 − r attack cell wrote (``made``: (attack, path)
     pairs). Cached: a worker's cells of one run share it."""
     dataset = load(dataset_name, data_dir)
-    poison, (describe, fit, per_attack) = setting(dataset, -1 - run, fake_share), SUPERVISED[name]
+    poison = setting(dataset, -1 - run, fake_share)
     files = dict(made)
     if missing := [attack for attack in known if attack in GRADIENT_ATTACKS and attack not in files]:
         raise ValueError(f"the known gradient attacks {', '.join(missing)} need the profiles of their run {-1 - run} "
@@ -269,9 +274,7 @@ def known_attack_detector(dataset_name: str, data_dir: str | None, run: int, fak
     fakes = [FakeProfiles.load(Path(files[attack])) if attack in files
              else generate(attack, poison, AttackOptions(), -1 - run)[0] for attack in known]
     poisoned = [fake.inject(dataset.train) for fake in fakes]  # each known attack alone, as an attack arrives
-    if per_attack:
-        return fit_each(poisoned, dataset.train.num_users, dataset.num_items, describe=describe, fit=fit)
-    return fit_joint(dataset.train, poisoned, dataset.num_items, describe=describe, fit=fit)
+    return SUPERVISED[name](dataset.train, poisoned, dataset.num_items)
 
 
 def popularity(params: dict[str, Any], folder: Path) -> dict[str, Any]:

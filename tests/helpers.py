@@ -47,3 +47,17 @@ def client_gradient(uploads, position: int, num_items: int) -> dict:
     item = uploads.row_values.new_zeros((num_items, uploads.row_values.shape[1]))
     item[uploads.row_items[rows]] = uploads.row_values[rows]
     return {"item_emb": item, **{name: value[position] for name, value in uploads.dense.items()}}
+
+
+def random_attack_data(seed: int, real: int = 300, fake: int = 6, items: int = 200,
+                       fillers: int = 17) -> tuple[Interactions, np.ndarray]:
+    """Real users drawing their items by a Zipf-like popularity, plus fake users clicking 3 targets and ``fillers``
+    uniform fillers (a Random attack; 0: the targets alone)."""
+    rng = np.random.default_rng(seed)
+    popularity = 1.0 / np.arange(1, items + 1)
+    lists = [sorted(rng.choice(items, size=rng.integers(10, 30), replace=False, p=popularity / popularity.sum()))
+             for _ in range(real)]
+    targets = rng.choice(items, 3, replace=False)
+    fillers = [rng.choice(np.setdiff1d(np.arange(items), targets), fillers, replace=False) for _ in range(fake)]
+    lists += [sorted(np.concatenate((targets, row))) for row in fillers]
+    return Interactions.from_lists([[int(i) for i in row] for row in lists]), np.arange(real + fake) >= real

@@ -634,7 +634,7 @@ def test_stealth_command_scores_every_attacks_fake_users_with_every_detector(tmp
     rows = {(row["detector"], row["attack"]): row for row in csv.DictReader((tmp_path / "stealth.csv").open())}
     detectors = ("length", "popularity", "degsim", "nearest", "fraudar", "supervised", "supervised-graph",
                  "supervised-per-attack", "supervised-graph-per-attack", "supervised-graph-mlp",
-                 "supervised-graph-mlp-per-attack")
+                 "supervised-graph-mlp-per-attack", "supervised-gnn", "supervised-gnn-per-attack")
     assert set(rows) == {(d, a) for d in detectors for a in ("random", "targets-only")}
     caught = "caught at 1% of the real"
     popular = rows[("popularity", "targets-only")]

@@ -14,6 +14,7 @@ from defenses.supervised_detector import (FEATURES, WIDTH, Logistic, Perceptron,
                                           fit_detector, fit_each, fit_joint, fit_logistic, fit_perceptron,
                                           graph_features, neighbourhood_mean, perceptron_loss)
 from recsys.data.dataset import Interactions
+from tests.helpers import random_attack_data
 
 
 def _torch_loss(params: torch.Tensor, x: np.ndarray, fake: np.ndarray, l2: float) -> torch.Tensor:
@@ -111,24 +112,10 @@ def test_a_fit_without_both_classes_is_refused(fake):
         fit_logistic(np.zeros((5, len(FEATURES))), fake)
 
 
-def _data(seed: int, real: int = 300, fake: int = 6, items: int = 200,
-          fillers: int = 17) -> tuple[Interactions, np.ndarray]:
-    """Real users drawing their items by a Zipf-like popularity, plus fake users clicking 3 targets and ``fillers``
-    uniform fillers (a Random attack; 0: the targets alone)."""
-    rng = np.random.default_rng(seed)
-    popularity = 1.0 / np.arange(1, items + 1)
-    lists = [sorted(rng.choice(items, size=rng.integers(10, 30), replace=False, p=popularity / popularity.sum()))
-             for _ in range(real)]
-    targets = rng.choice(items, 3, replace=False)
-    fillers = [rng.choice(np.setdiff1d(np.arange(items), targets), fillers, replace=False) for _ in range(fake)]
-    lists += [sorted(np.concatenate((targets, row))) for row in fillers]
-    return Interactions.from_lists([[int(i) for i in row] for row in lists]), np.arange(real + fake) >= real
-
-
 def test_trained_on_one_random_attack_it_catches_another_on_other_users():
-    known, known_fake = _data(seed=0)
+    known, known_fake = random_attack_data(seed=0)
     detector = fit_detector(known, known_fake, 200)
-    unseen, unseen_fake = _data(seed=1)
+    unseen, unseen_fake = random_attack_data(seed=1)
     assert separation(detector(unseen, 200), unseen_fake) == {"auc": 1.0, "caught": 1.0}
 
 
@@ -141,7 +128,7 @@ def test_neighbourhood_mean_on_a_hand_built_graph():
 
 
 def test_neighbourhood_mean_equals_a_loop_over_users_and_items():
-    train, _ = _data(seed=2)
+    train, _ = random_attack_data(seed=2)
     rows = np.random.default_rng(3).normal(size=(train.num_users, 3))
     users_of = {i: [u for u in range(train.num_users) if i in set(train.user(u))] for i in range(200)}
     expected = [np.mean([rows[users_of[int(i)]].mean(axis=0) for i in train.user(u)], axis=0)
@@ -150,11 +137,11 @@ def test_neighbourhood_mean_equals_a_loop_over_users_and_items():
 
 
 def test_the_graph_detector_describes_users_by_their_scores_and_their_neighbourhoods_and_catches_another_draw():
-    known, known_fake = _data(seed=0)
+    known, known_fake = random_attack_data(seed=0)
     detector = fit_detector(known, known_fake, 200, describe=graph_features)
     assert detector.classifier.weights.shape == (2 * len(FEATURES),)
     np.testing.assert_allclose(graph_features(known, 200)[:, :len(FEATURES)], features(known, 200))
-    unseen, unseen_fake = _data(seed=1)
+    unseen, unseen_fake = random_attack_data(seed=1)
     assert separation(detector(unseen, 200), unseen_fake) == {"auc": 1.0, "caught": 1.0}
 
 
@@ -165,10 +152,12 @@ def test_one_detector_per_known_attack_scores_a_user_by_the_most_suspicious_and_
     """Fitted on Random-like fake users (long, unpopular, unlike anyone) and on fake users clicking only the targets
     (short, identical), one detector per attack (regressions, or perceptrons on the graph features) catches all of
     fresh draws of both; its score is the higher of the two log-odds."""
-    detector = fit_each([_data(seed=0)[0], _data(seed=0, fillers=0)[0]], 300, 200, describe=describe, fit=fit)
+    random_like, targets_only = random_attack_data(seed=0)[0], random_attack_data(seed=0, fillers=0)[0]
+    detector = fit_each(random_like.subset(np.arange(300)), [random_like, targets_only], 200, describe=describe,
+                        fit=fit)
     assert all(isinstance(d.classifier, kind) for d in detector.detectors)
     for fillers in (17, 0):
-        unseen, unseen_fake = _data(seed=1, fillers=fillers)
+        unseen, unseen_fake = random_attack_data(seed=1, fillers=fillers)
         assert separation(detector(unseen, 200), unseen_fake) == {"auc": 1.0, "caught": 1.0}
     x = describe(unseen, 200)
     np.testing.assert_array_equal(detector(unseen, 200), np.maximum(*(d.log_odds(x) for d in detector.detectors)))
@@ -179,7 +168,7 @@ def test_a_joint_detector_describes_each_known_attack_alone_and_catches_both_att
     described on the clean data and each attack's fake users described with that attack alone injected (together,
     the shared targets would make each the other's neighbours); fitted so, one regression catches all of fresh draws
     of both, each arriving alone."""
-    random_like, targets_only = _data(seed=0)[0], _data(seed=0, fillers=0)[0]
+    random_like, targets_only = random_attack_data(seed=0)[0], random_attack_data(seed=0, fillers=0)[0]
     clean = random_like.subset(np.arange(300))
     labelled = []
 
@@ -193,7 +182,7 @@ def test_a_joint_detector_describes_each_known_attack_alone_and_catches_both_att
     np.testing.assert_array_equal(x, expected)
     np.testing.assert_array_equal(fake, np.arange(312) >= 300)
     for fillers in (17, 0):
-        unseen, unseen_fake = _data(seed=1, fillers=fillers)
+        unseen, unseen_fake = random_attack_data(seed=1, fillers=fillers)
         assert separation(detector(unseen, 200), unseen_fake) == {"auc": 1.0, "caught": 1.0}
 
 
