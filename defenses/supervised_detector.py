@@ -61,12 +61,35 @@ def features(train: Interactions, num_items: int) -> np.ndarray:
     return _scores[key]
 
 
+@dataclass(frozen=True)
+class TwoHopMean:
+    """The two mean aggregations of a data's user–item graph: items over their users, then users over their items
+    (users without items and items without users average to 0)."""
+
+    clicks: scipy.sparse.csr_matrix  # [users, items]
+    clicked: scipy.sparse.csr_matrix  # its transpose
+    item_counts: np.ndarray  # users per item, at least 1
+    user_counts: np.ndarray  # items per user, at least 1
+
+    @classmethod
+    def of(cls, train: Interactions, num_items: int) -> TwoHopMean:
+        clicks = scipy.sparse.csr_matrix((np.ones(train.nnz), train.items, train.indptr),
+                                         shape=(train.num_users, num_items))
+        return cls(clicks, clicks.T.tocsr(), np.maximum(np.bincount(train.items, minlength=num_items), 1)[:, None],
+                   np.maximum(train.lengths(), 1)[:, None])
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        """Every user's mean, over its items, of each item's mean of ``rows`` (one row per user)."""
+        return self.clicks @ (self.clicked @ rows / self.item_counts) / self.user_counts
+
+    def transposed(self, rows: np.ndarray) -> np.ndarray:
+        """The transposed map (a gradient's way back through ``__call__``)."""
+        return self.clicks @ (self.clicked @ (rows / self.user_counts) / self.item_counts)
+
+
 def neighbourhood_mean(train: Interactions, num_items: int, rows: np.ndarray) -> np.ndarray:
-    """Every user's mean, over its items, of each item's mean of ``rows`` (one row per user) over its users."""
-    shape = (train.num_users, num_items)
-    clicks = scipy.sparse.csr_matrix((np.ones(train.nnz), train.items, train.indptr), shape=shape)
-    per_item = clicks.T @ rows / np.maximum(np.bincount(train.items, minlength=num_items), 1)[:, None]
-    return clicks @ per_item / np.maximum(train.lengths(), 1)[:, None]
+    """Every user's mean, over its items, of each item's mean of ``rows`` (one row per user)."""
+    return TwoHopMean.of(train, num_items)(rows)
 
 
 def graph_features(train: Interactions, num_items: int) -> np.ndarray:

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from defenses.graph_network_detector import (Propagation, fit_graph_network, fit_graph_network_each,
-                                             fit_graph_network_joint, log_odds, network_loss)
+from defenses.graph_network_detector import (fit_graph_network, fit_graph_network_each, fit_graph_network_joint,
+                                             log_odds, network_loss)
 from defenses.profile_detectors import separation
-from defenses.supervised_detector import WIDTH, features
-from recsys.data.dataset import Interactions
+from defenses.supervised_detector import WIDTH, TwoHopMean, features
 from tests.helpers import random_attack_data
 
 FEATURES = 4
@@ -38,7 +37,7 @@ def test_log_odds_equal_a_loop_over_each_users_items_and_their_users():
         item_means = [np.mean([np.tanh(z[v] @ w_msg + b_msg) for v in users_of[int(i)]], axis=0)
                       for i in train.user(u)]
         expected.append(np.tanh(z[u] @ w_own + np.mean(item_means, axis=0) @ w_hop + bias) @ output + output_bias)
-    got = log_odds(torch.from_numpy(params), torch.from_numpy(z), Propagation.of(train, 60)).numpy()
+    got = log_odds(torch.from_numpy(params), torch.from_numpy(z), TwoHopMean.of(train, 60)).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -47,7 +46,7 @@ def _graphs(seed: int = 0) -> tuple[list, np.ndarray]:
     clean_and_fake, fake = random_attack_data(seed=seed, real=40, items=60)
     other, other_fake = random_attack_data(seed=seed + 1, real=40, items=60, fillers=0)
     rng = np.random.default_rng(seed)
-    graphs = [(torch.from_numpy(rng.normal(size=(train.num_users, FEATURES))), Propagation.of(train, 60), users)
+    graphs = [(torch.from_numpy(rng.normal(size=(train.num_users, FEATURES))), TwoHopMean.of(train, 60), users)
               for train, users in ((clean_and_fake, np.flatnonzero(~fake)), (other, np.flatnonzero(other_fake)))]
     return graphs, np.concatenate((np.zeros((~fake).sum(), bool), np.ones(other_fake.sum(), bool)))
 
@@ -74,7 +73,7 @@ def test_the_fit_is_where_the_gradient_vanishes_and_scores_are_the_fitted_log_od
     random_like, fake = random_attack_data(seed=0)
     network = fit_graph_network([(random_like, np.arange(random_like.num_users), fake)], 200)
     z = torch.from_numpy((features(random_like, 200) - network.mean) / network.scale)
-    graphs = [(z, Propagation.of(random_like, 200), np.arange(random_like.num_users))]
+    graphs = [(z, TwoHopMean.of(random_like, 200), np.arange(random_like.num_users))]
     assert np.abs(network_loss(network.params, graphs, fake)[1]).max() < 1e-6
     np.testing.assert_allclose(network(random_like, 200), log_odds(torch.from_numpy(network.params), *graphs[0][:2]))
 
@@ -90,8 +89,3 @@ def test_fitted_on_two_known_attacks_it_catches_fresh_draws_of_both(fit):
         unseen, unseen_fake = random_attack_data(seed=1, fillers=fillers)
         assert separation(detector(unseen, 200), unseen_fake) == {"auc": 1.0, "caught": 1.0}
 
-
-def test_users_without_items_and_items_without_users_get_no_neighbourhood():
-    train = Interactions.from_lists([[0, 1], [], [1]])
-    np.testing.assert_allclose(Propagation.of(train, 4)(torch.tensor([[1.0], [5.0], [3.0]], dtype=torch.float64))
-                               .numpy()[:, 0], [1.5, 0.0, 2.0])

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from defenses.profile_detectors import separation
-from defenses.supervised_detector import (FEATURES, WIDTH, Logistic, Perceptron, balanced_logistic_loss, features,
-                                          fit_detector, fit_each, fit_joint, fit_logistic, fit_perceptron,
+from defenses.supervised_detector import (FEATURES, WIDTH, Logistic, Perceptron, TwoHopMean, balanced_logistic_loss,
+                                          features, fit_detector, fit_each, fit_joint, fit_logistic, fit_perceptron,
                                           graph_features, neighbourhood_mean, perceptron_loss)
 from recsys.data.dataset import Interactions
 from tests.helpers import random_attack_data
@@ -125,6 +125,14 @@ def test_neighbourhood_mean_on_a_hand_built_graph():
     train = Interactions.from_lists([[0, 1], [1], [1, 2]])
     np.testing.assert_allclose(neighbourhood_mean(train, 4, np.array([[1.0], [2.0], [4.0]]))[:, 0],
                                [5 / 3, 7 / 3, 19 / 6], rtol=1e-15)
+
+
+def test_users_without_items_and_items_without_users_average_to_zero_and_the_transpose_is_the_adjoint():
+    train = Interactions.from_lists([[0, 1], [], [1]])
+    mean = TwoHopMean.of(train, 4)
+    np.testing.assert_allclose(mean(np.array([[1.0], [5.0], [3.0]]))[:, 0], [1.5, 0.0, 2.0])
+    x, y = np.random.default_rng(0).normal(size=(2, 3, 2))
+    assert np.sum(mean(x) * y) == pytest.approx(np.sum(x * mean.transposed(y)), rel=1e-12)
 
 
 def test_neighbourhood_mean_equals_a_loop_over_users_and_items():
