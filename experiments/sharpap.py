@@ -215,7 +215,9 @@ class Experiment:
                                   {**cell.params, "profiles": made[cell.key]["profiles"],
                                    "detectors": self.detectors, **self.known_made(d, r)})
                  for (d, at, r), cell in attacks.items()}
-        measured = run_sweep(list(cells.values()), run_stealth, self.out, workers=a.workers)
+        # run-major, so a worker fits each run's supervised detectors once (``known_attack_detector``'s cache)
+        ordered = [cells[key] for key in sorted(cells, key=lambda key: (a.datasets.index(key[0]), key[2]))]
+        measured = run_sweep(ordered, run_stealth, self.out, workers=a.workers)
         for d in a.datasets:
             for detector in self.detectors:
                 for at in [name for name in a.attacks if name != "none"]:

@@ -257,7 +257,7 @@ def detectors(names: list[str], params: dict[str, Any]) -> dict[str, Detector]:
             if name in SUPERVISED else DETECTORS[name] for name in names}
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=2 * len(SUPERVISED))
 def known_attack_detector(dataset_name: str, data_dir: str | None, run: int, fake_share: float,
                           name: str, known: tuple[str, ...], made: tuple[tuple[str, str], ...]) -> Detector:
     """The supervised detector ``name`` (of ``SUPERVISED``) the platform fits on its clean training data plus the fake

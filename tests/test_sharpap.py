@@ -22,6 +22,7 @@ from attacks.implicit.sharpap import SharpAP, SharpSettings, perturbation
 from attacks.implicit.wmf_surrogate import WMFSettings, WMFSurrogate
 from central.ranking_learner import TrainSettings, train_native
 from experiments import sharpap_cell
+from harness.sweep import run_sweep
 from recsys.data import make_synthetic
 from recsys.data.dataset import Interactions
 from recsys.models.ranking import make_model
@@ -649,22 +650,31 @@ def test_stealth_command_scores_every_attacks_fake_users_with_every_detector(tmp
     assert (tmp_path / "stealth.png").is_file() and not list(tmp_path.glob("cells/victim-*"))
 
 
-def test_stealth_command_scores_the_named_detectors_only_in_cells_of_their_own(tmp_path):
+def test_stealth_command_scores_the_named_detectors_only_in_cells_of_their_own(tmp_path, monkeypatch):
     """``--detectors``: cells keyed by the detectors named, holding theirs only, with the numbers the cell of every
-    detector holds; the table has their rows only."""
+    detector holds; the table has their rows only. The cells run run-major, so each run's supervised detectors are
+    fitted once however many attacks there are."""
+    from experiments import sharpap
     from experiments.sharpap import main
 
-    argv = ["stealth", "--datasets", "synthetic", "--runs", "1", "--preset", "ci", "--attacks", "random", "--out",
-            str(tmp_path)]
+    argv = ["stealth", "--datasets", "synthetic", "--runs", "2", "--preset", "ci", "--attacks", "random",
+            "targets-only", "--out", str(tmp_path)]
     main(argv)
+    sharpap_cell.known_attack_detector.cache_clear()
+    order = []
+    monkeypatch.setattr(sharpap, "run_sweep", lambda cells, *rest, **named: order.extend(cell.key for cell in cells)
+                        or run_sweep(cells, *rest, **named))
     main([*argv, "--detectors", "supervised-graph-mlp-per-attack,nearest"])
+    tag = "-detectors-nearest-supervised-graph-mlp-per-attack"
+    assert [key for key in order if key.startswith("stealth-")] == [
+        f"stealth-synthetic-{attack}-r{run}{tag}" for run in (0, 1) for attack in ("random", "targets-only")]
+    assert sharpap_cell.known_attack_detector.cache_info().misses == 2  # one fit per run
     every = json.loads((tmp_path / "cells" / "stealth-synthetic-random-r0.json").read_text())
-    some = json.loads((tmp_path / "cells" / "stealth-synthetic-random-r0-detectors-nearest-"
-                       "supervised-graph-mlp-per-attack.json").read_text())
+    some = json.loads((tmp_path / "cells" / f"stealth-synthetic-random-r0{tag}.json").read_text())
     assert some["params"]["detectors"] == ["nearest", "supervised-graph-mlp-per-attack"]
     assert some["result"] == {name: every["result"][name] for name in some["params"]["detectors"]}
     rows = list(csv.DictReader((tmp_path / "stealth.csv").open()))
-    assert [row["detector"] for row in rows] == ["nearest", "supervised-graph-mlp-per-attack"]
+    assert [row["detector"] for row in rows] == ["nearest"] * 2 + ["supervised-graph-mlp-per-attack"] * 2
 
 
 def test_degree_filter_drops_the_users_shorter_than_every_real_user_and_nothing_else(tmp_path):
