@@ -22,15 +22,20 @@ def _params(seed: int = 0) -> np.ndarray:
     return 0.3 * np.random.default_rng(seed).normal(size=SIZE)
 
 
+def _unpack(params):
+    """(W_msg, b_msg, W_own, W_hop, b, w, c) sliced by hand from flat numpy or torch ``params``."""
+    w_msg, b_msg = params[:FEATURES * WIDTH].reshape(FEATURES, WIDTH), params[FEATURES * WIDTH:(FEATURES + 1) * WIDTH]
+    rest = params[(FEATURES + 1) * WIDTH:]
+    w_own, rest = rest[:FEATURES * WIDTH].reshape(FEATURES, WIDTH), rest[FEATURES * WIDTH:]
+    return (w_msg, b_msg, w_own, rest[:WIDTH * WIDTH].reshape(WIDTH, WIDTH), rest[WIDTH * WIDTH:-WIDTH - 1],
+            rest[-WIDTH - 1:-1], rest[-1])
+
+
 def test_log_odds_equal_a_loop_over_each_users_items_and_their_users():
     train, _ = random_attack_data(seed=2, real=40, items=60)
     z = np.random.default_rng(1).normal(size=(train.num_users, FEATURES))
     params = _params()
-    w_msg, b_msg = params[:FEATURES * WIDTH].reshape(FEATURES, WIDTH), params[FEATURES * WIDTH:(FEATURES + 1) * WIDTH]
-    rest = params[(FEATURES + 1) * WIDTH:]
-    w_own, rest = rest[:FEATURES * WIDTH].reshape(FEATURES, WIDTH), rest[FEATURES * WIDTH:]
-    w_hop, bias, output, output_bias = (rest[:WIDTH * WIDTH].reshape(WIDTH, WIDTH), rest[WIDTH * WIDTH:-WIDTH - 1],
-                                        rest[-WIDTH - 1:-1], rest[-1])
+    w_msg, b_msg, w_own, w_hop, bias, output, output_bias = _unpack(params)
     users_of = {i: [u for u in range(train.num_users) if i in set(train.user(u))] for i in range(60)}
     expected = []
     for u in range(train.num_users):
@@ -51,19 +56,26 @@ def _graphs(seed: int = 0) -> tuple[list, np.ndarray]:
     return graphs, np.concatenate((np.zeros((~fake).sum(), bool), np.ones(other_fake.sum(), bool)))
 
 
+def _dense_log_odds(flat: torch.Tensor, z: torch.Tensor, mean: TwoHopMean) -> torch.Tensor:
+    """The log-odds with the two hops as one dense users × users matrix (autograd through torch's matmul only)."""
+    hops = torch.from_numpy(((mean.clicks / mean.user_counts) @ (mean.clicked / mean.item_counts)).toarray())
+    w_msg, b_msg, w_own, w_hop, bias, output, output_bias = _unpack(flat)
+    return torch.tanh(z @ w_own + hops @ torch.tanh(z @ w_msg + b_msg) @ w_hop + bias) @ output + output_bias
+
+
 def test_loss_and_gradient_equal_a_reference_with_torchs_layers():
-    """The balanced loss as the mean softplus of each class, averaged, plus the penalty; autograd's gradient."""
+    """The balanced loss as the mean softplus of each class, averaged, plus the penalty, on log-odds propagated by a
+    dense matrix; autograd's gradient (so the sparse propagation's way back is checked too)."""
     graphs, fake = _graphs()
     params, l2 = _params(1), 0.1
     value, gradient = network_loss(params, graphs, fake, l2)
     flat = torch.tensor(params, requires_grad=True)
-    logits = torch.cat([log_odds(flat, z, propagate)[users] for z, propagate, users in graphs])
+    logits = torch.cat([_dense_log_odds(flat, z, mean)[users] for z, mean, users in graphs])
     mask = torch.from_numpy(fake)
     reference = 0.5 * (torch.nn.functional.softplus(-logits[mask]).mean()
                        + torch.nn.functional.softplus(logits[~mask]).mean())
-    weights = [flat[:FEATURES * WIDTH], flat[(FEATURES + 1) * WIDTH:(2 * FEATURES + 1) * WIDTH + WIDTH * WIDTH],
-               flat[-WIDTH - 1:-1]]
-    reference = reference + 0.5 * l2 * sum((w ** 2).sum() for w in weights)
+    w_msg, _, w_own, w_hop, _, output, _ = _unpack(flat)
+    reference = reference + 0.5 * l2 * sum((w ** 2).sum() for w in (w_msg, w_own, w_hop, output))
     reference.backward()
     assert value == pytest.approx(reference.item(), rel=1e-12)
     np.testing.assert_allclose(gradient, flat.grad.numpy(), rtol=1e-9, atol=1e-13)
